@@ -1,0 +1,1 @@
+//! The airlock gateway: verify, classify, decide, audit, inject, forward, redact.

@@ -1,0 +1,1 @@
+//! Cedar policy for airlock: schema, default rules, Allow / Deny / NeedsApproval.

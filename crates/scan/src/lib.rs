@@ -1,0 +1,1 @@
+//! airlock scan: find every credential an agent could read.

@@ -1,0 +1,1 @@
+//! Persistence for airlock behind one trait: SQLite (default) and PostgreSQL.

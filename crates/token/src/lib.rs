@@ -1,0 +1,1 @@
+//! Task tokens for airlock (Biscuit): mint, attenuate, verify, revoke.

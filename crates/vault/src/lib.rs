@@ -1,0 +1,1 @@
+//! Secrets at rest for airlock: envelope encryption, master keys, zeroized plaintext.
