@@ -1,1 +1,95 @@
-fn main() {}
+//! The `airlock` binary: argument parsing and wiring only.
+//!
+//! Every command lives in `cmd/`; each turns its arguments into calls on the
+//! library crates and renders the result. Nothing here decides policy, handles
+//! key material beyond passing it along, or prints a secret.
+
+mod app;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// airlock — AI agents get access to real systems without ever holding a real secret.
+///
+/// Secrets live in an encrypted vault. Agents get short-lived task tokens bound
+/// to one agent, one task, one environment and a set of grants. The gateway
+/// swaps a task token for the real credential only when policy allows, and
+/// every action is audited.
+///
+/// Start here:
+///   airlock init                         create the state directory and keys
+///   airlock secret add NAME --env staging --tier primary --upstream github < token.txt
+///   airlock task start --agent coder --env staging --grant github:read --ttl 30m
+///   airlock token verify < token         check a token exactly as the gateway will
+///
+/// Exit codes: 0 ok · 1 failed · 2 bad usage or input · 3 state directory missing
+/// or unsafe · 4 token or key refused.
+#[derive(Parser, Debug)]
+#[command(name = "airlock", version, propagate_version = true, max_term_width = 100, verbatim_doc_comment)]
+struct Cli {
+    /// State directory (default: $AIRLOCK_HOME, else $XDG_DATA_HOME/airlock, else ~/.local/share/airlock).
+    #[arg(long, global = true, env = "AIRLOCK_HOME", value_name = "DIR", hide_env_values = true)]
+    home: Option<std::path::PathBuf>,
+    /// Configuration file (default: $AIRLOCK_CONFIG, else ./airlock.toml if present).
+    #[arg(long, global = true, env = "AIRLOCK_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the state directory, the vault master key and the token signing key.
+    Init(cmd::init::InitArgs),
+    /// Check the state directory, keys and database, and say what to fix.
+    Doctor(cmd::init::DoctorArgs),
+    /// Store, list, rotate and remove secrets in the vault (values never on the command line).
+    #[command(subcommand)]
+    Secret(cmd::secret::SecretCmd),
+    /// Start, list, show and end tasks; starting one prints its task token.
+    #[command(subcommand)]
+    Task(cmd::task::TaskCmd),
+    /// Inspect, verify and attenuate task tokens (tokens are read from stdin).
+    #[command(subcommand)]
+    Token(cmd::token::TokenCmd),
+    /// Validate operator Cedar policies against airlock's schema.
+    #[command(subcommand)]
+    Policy(cmd::policy::PolicyCmd),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCmd),
+    /// Run a self-contained demonstration in a temporary state directory.
+    Demo(cmd::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    app::harden_process();
+    let cli = Cli::parse();
+    app::init_tracing(cli.verbose);
+    let ctx = app::Ctx::new(cli.home, cli.config);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return app::Failure::internal(format!("cannot start the async runtime: {e}")).report(),
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Init(a) => cmd::init::init(&ctx, a).await,
+            Command::Doctor(a) => cmd::init::doctor(&ctx, a).await,
+            Command::Secret(c) => cmd::secret::run(&ctx, c).await,
+            Command::Task(c) => cmd::task::run(&ctx, c).await,
+            Command::Token(c) => cmd::token::run(&ctx, c).await,
+            Command::Policy(c) => cmd::policy::run(&ctx, c).await,
+            Command::Audit(c) => cmd::audit::run(&ctx, c).await,
+            Command::Demo(a) => cmd::demo::run(&ctx, a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(f) => f.report(),
+    }
+}

@@ -1,0 +1,9 @@
+//! One module per top-level command.
+
+pub mod audit;
+pub mod demo;
+pub mod init;
+pub mod policy;
+pub mod secret;
+pub mod task;
+pub mod token;
