@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_store::SqliteStore;
-use airlock_token::{Broker, Revocations, StartTask, TokenAuthority, Verifier, VerifierOptions};
+use airlock_token::{Broker, Claims, Revocations, StartTask, TokenAuthority, Verifier, VerifierOptions};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
@@ -27,6 +27,16 @@ fn bench(c: &mut Criterion) {
     let verifier = Verifier::new(public, Revocations::new(), VerifierOptions::default());
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
 
+    let grants = req.grants.clone();
+    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+    let signer = TokenAuthority::ephemeral();
+    c.bench_function("token_mint_sign_only", |b| {
+        b.iter(|| {
+            signer
+                .mint(&Claims { task_id: "0190-task", agent: "bench-agent", environment: "staging", grants: &grants, purpose: Some("benchmark"), expires_at: exp })
+                .unwrap()
+        })
+    });
     c.bench_function("token_mint_with_store", |b| b.iter(|| rt.block_on(broker.start_task(&req)).unwrap()));
     c.bench_function("token_verify_uncached", |b| b.iter(|| verifier.verify_uncached(std::hint::black_box(&token), now).unwrap()));
     verifier.verify(&token).unwrap();

@@ -25,13 +25,21 @@ impl std::fmt::Debug for TokenAuthority {
     }
 }
 
-/// The claims of a token to mint.
-pub(crate) struct Claims<'a> {
+/// The claims of a token to mint. Prefer [`crate::Broker::start_task`], which
+/// also records and audits the task; minting alone is for tests and benchmarks.
+#[derive(Debug, Clone)]
+pub struct Claims<'a> {
+    /// Task id.
     pub task_id: &'a str,
+    /// Agent name.
     pub agent: &'a str,
+    /// Environment.
     pub environment: &'a str,
+    /// Grants.
     pub grants: &'a [airlock_types::Grant],
+    /// Purpose.
     pub purpose: Option<&'a str>,
+    /// Expiry, unix seconds.
     pub expires_at: i64,
 }
 
@@ -64,7 +72,8 @@ impl TokenAuthority {
         self.keys.public()
     }
 
-    pub(crate) fn mint(&self, c: &Claims<'_>) -> Result<String> {
+    /// Sign a token for `c` (no store, no audit).
+    pub fn mint(&self, c: &Claims<'_>) -> Result<String> {
         let exp = UNIX_EPOCH + Duration::from_secs(u64::try_from(c.expires_at).map_err(|_| Error::TtlInvalid("expiry before 1970".into()))?);
         let map = |e: biscuit_auth::error::Token| Error::Invalid(format!("cannot build token: {e}"));
         let claims = BlockClaims { v: 1, grants: Some(c.grants.to_vec()), exp: c.expires_at };

@@ -24,7 +24,7 @@ pub use attenuate::{attenuate, inspect};
 pub use broker::{Broker, StartTask, end_task};
 /// Build an audit event stamped now (used by callers that audit token operations).
 pub use broker::audit_event;
-pub use keys::{TokenAuthority, load_public_key};
+pub use keys::{Claims, TokenAuthority, load_public_key};
 pub use revocations::Revocations;
 pub use verify::{Verifier, VerifierOptions};
 
