@@ -1,1 +1,32 @@
 //! The airlock gateway: verify, classify, decide, audit, inject, forward, redact.
+//!
+//! An agent calls `http://<gateway>/<upstream>/<path>` with its task token where the API
+//! key used to be. The gateway verifies the token, binds it to the upstream's environment,
+//! classifies the operation, asks Cedar policy, writes a durable audit record, swaps the
+//! token for the real credential from the vault and forwards over TLS to the upstream's
+//! one configured host, redacting any echo of the credential on the way back.
+//!
+//! Start reading at [`pipeline`]: the whole request path is in that one file.
+//!
+//! Module map: [`config`] (airlock.toml), [`route`] (request target → upstream + checked
+//! path), [`classify`] (operations), [`ports`] (token verifier and vault traits),
+//! [`audit`] (group commit), [`client`] (outbound TLS, bound connector), [`redact`]
+//! (streaming redaction), [`server`] (listeners), [`env`] (`airlock env`).
+//!
+//! This crate must never log, return or audit a secret value, and never forward a request
+//! it has any doubt about.
+
+pub mod audit;
+pub mod classify;
+pub mod client;
+pub mod config;
+pub mod env;
+mod error;
+pub mod pipeline;
+pub mod ports;
+pub mod redact;
+pub mod route;
+pub mod server;
+
+pub use error::Error;
+pub use pipeline::{Admitted, Gateway, Refusal};

@@ -1,0 +1,147 @@
+//! Audit from the gateway: durable records before forwarding, with group commit.
+//!
+//! This module owns the [`AuditSink`] trait the pipeline writes through and
+//! [`GroupCommit`], its store-backed implementation: one writer task drains every pending
+//! record into a single store transaction (`Store::append_audit_batch`) and acknowledges
+//! each waiting caller after the commit. Many concurrent requests therefore share one
+//! fsync, which keeps "durable record before the upstream sees the request" cheap.
+//!
+//! It must never put a secret value in a record, and never acknowledge a record that was
+//! not committed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use airlock_store::{AuditEvent, Store};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Why an audit record could not be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit log unavailable: {0}")]
+pub struct AuditError(pub String);
+
+/// Where the gateway's audit records go.
+#[async_trait::async_trait]
+pub trait AuditSink: Send + Sync + 'static {
+    /// Write `event` durably; returns only after it is committed.
+    async fn record(&self, event: AuditEvent) -> Result<(), AuditError>;
+    /// Queue `event` without waiting for the commit (outcomes, refusals).
+    fn record_later(&self, event: AuditEvent);
+}
+
+struct Pending {
+    event: AuditEvent,
+    ack: Option<oneshot::Sender<Result<(), AuditError>>>,
+}
+
+/// Counters for the admin status endpoint.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    /// Records committed.
+    pub committed: AtomicU64,
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Records that failed to commit.
+    pub failed: AtomicU64,
+}
+
+/// Group-commit audit writer over an [`airlock_store::Store`].
+pub struct GroupCommit {
+    tx: mpsc::Sender<Pending>,
+    stats: Arc<AuditStats>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
+/// Records that may wait for the writer before callers feel back-pressure.
+const QUEUE: usize = 16 * 1024;
+
+impl GroupCommit {
+    /// Start the writer task; batches hold at most `max_batch` records.
+    ///
+    /// The task ends when every `GroupCommit` clone is dropped, after draining.
+    pub fn start(store: Arc<dyn Store>, max_batch: usize) -> (Self, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Pending>(QUEUE);
+        let stats = Arc::new(AuditStats::default());
+        let st = stats.clone();
+        let max_batch = max_batch.max(1);
+        let handle = tokio::spawn(async move {
+            let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
+            let mut events: Vec<AuditEvent> = Vec::with_capacity(max_batch);
+            while rx.recv_many(&mut batch, max_batch).await > 0 {
+                events.extend(batch.iter_mut().map(|p| std::mem::replace(&mut p.event, placeholder())));
+                let result = store.append_audit_batch(&events).await;
+                let n = events.len() as u64;
+                events.clear();
+                let outcome = match result {
+                    Ok(_) => {
+                        st.committed.fetch_add(n, Ordering::Relaxed);
+                        st.batches.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        st.failed.fetch_add(n, Ordering::Relaxed);
+                        tracing::error!(error = %e, records = n, "audit batch failed; requests waiting on it are refused");
+                        Err(AuditError(e.to_string()))
+                    }
+                };
+                for p in batch.drain(..) {
+                    if let Some(ack) = p.ack {
+                        let _ = ack.send(outcome.clone());
+                    }
+                }
+            }
+        });
+        (Self { tx, stats }, handle)
+    }
+
+    /// Commit counters.
+    pub fn stats(&self) -> Arc<AuditStats> {
+        self.stats.clone()
+    }
+}
+
+fn placeholder() -> AuditEvent {
+    AuditEvent {
+        id: String::new(),
+        ts_ms: 0,
+        actor: String::new(),
+        action: String::new(),
+        subject: String::new(),
+        outcome: String::new(),
+        task_id: None,
+        detail: serde_json::Value::Null,
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditSink for GroupCommit {
+    async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Pending { event, ack: Some(ack) })
+            .await
+            .map_err(|_| AuditError("the audit writer has stopped".into()))?;
+        done.await.map_err(|_| AuditError("the audit writer stopped before committing".into()))?
+    }
+
+    fn record_later(&self, event: AuditEvent) {
+        match self.tx.try_send(Pending { event, ack: None }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(p)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(p).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(p)) => {
+                tracing::error!(id = %p.event.id, action = %p.event.action, "audit writer stopped; record lost");
+            }
+        }
+    }
+}

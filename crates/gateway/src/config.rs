@@ -1,0 +1,639 @@
+//! `airlock.toml`: parsing and validating the gateway configuration.
+//!
+//! This module owns the configuration format (`[gateway]`, `[[upstream]]`,
+//! `[[upstream.operation]]`, `[policy]`), strict parsing (unknown keys are errors) and
+//! validation with errors that name the file, line and column. It turns the file into
+//! runtime values ([`Upstream`]) the pipeline uses without re-checking.
+//!
+//! It must never hold or read a secret value: upstreams name a vault secret, nothing more.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airlock_types::{Capability, Environment, Name, Tier};
+use http::header::HeaderName;
+use http::{Method, Uri};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::classify::{Classifier, RestRule};
+use crate::error::Error;
+
+/// The default agent-facing address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+/// The default admin address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7701";
+
+/// The whole `airlock.toml` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[gateway]`: listeners and limits.
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    /// `[[upstream]]`: the APIs the gateway fronts.
+    #[serde(default)]
+    pub upstream: Vec<UpstreamSection>,
+    /// `[policy]`: operator policy files and disabled built-ins.
+    #[serde(default)]
+    pub policy: airlock_policy::PolicyConfig,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Agent-facing address (default 127.0.0.1:7700).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Admin address (default 127.0.0.1:7701); never the same as `listen`.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// The URL agents use to reach `listen` (what `airlock env` prints); default `http://<listen>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Default cap on a request body, bytes (default 64 MiB; per-upstream `max_body` overrides).
+    #[serde(default = "default_max_body")]
+    pub max_body: u64,
+    /// Most bytes classification may buffer (GraphQL/MCP bodies; default 1 MiB).
+    #[serde(default = "default_classify_limit")]
+    pub classify_limit: usize,
+    /// How long a fetched secret is kept in memory before the vault is asked again (default 30s).
+    #[serde(default = "default_secret_ttl", deserialize_with = "de_duration")]
+    pub secret_cache_ttl: Duration,
+    /// Most audit records written in one transaction (default 512).
+    #[serde(default = "default_audit_batch")]
+    pub audit_batch: usize,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin_listen: default_admin_listen(),
+            public_url: None,
+            max_body: default_max_body(),
+            classify_limit: default_classify_limit(),
+            secret_cache_ttl: default_secret_ttl(),
+            audit_batch: default_audit_batch(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("valid default")
+}
+fn default_admin_listen() -> SocketAddr {
+    DEFAULT_ADMIN_LISTEN.parse().expect("valid default")
+}
+fn default_max_body() -> u64 {
+    64 << 20
+}
+fn default_classify_limit() -> usize {
+    1 << 20
+}
+fn default_secret_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_audit_batch() -> usize {
+    512
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// `[[upstream]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// Route name: agents call `http://<gateway>/<name>/<path>`.
+    pub name: Spanned<String>,
+    /// Where requests go: `https://host[:port][/base/path]`.
+    pub base_url: Spanned<String>,
+    /// The environment this upstream serves.
+    pub environment: Spanned<String>,
+    /// The vault secret injected into requests to this upstream.
+    pub secret: Spanned<String>,
+    /// How the secret is attached.
+    pub inject: Spanned<InjectSection>,
+    /// Allow a plain `http://` base URL (tests, loopback benchmarks). Default false.
+    #[serde(default)]
+    pub allow_insecure: bool,
+    /// Extra PEM CA bundle trusted for this upstream (in addition to the web PKI roots).
+    #[serde(default)]
+    pub ca_file: Option<Spanned<PathBuf>>,
+    /// TCP + TLS connect timeout (default 10s). Integer seconds or "500ms", "5s", "2m".
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed until the upstream's response head arrives (default 60s).
+    #[serde(default = "default_request_timeout", deserialize_with = "de_duration")]
+    pub request_timeout: Duration,
+    /// Request body cap for this upstream, bytes (default: `[gateway] max_body`).
+    #[serde(default)]
+    pub max_body: Option<u64>,
+    /// Variables `airlock env` prints for this upstream.
+    #[serde(default)]
+    pub env_vars: Option<EnvVarsSection>,
+    /// How operations are recognised: `rest` (default). `graphql` and `mcp` are planned.
+    #[serde(default)]
+    pub protocol: Option<Spanned<ProtocolName>>,
+    /// Declared operations.
+    #[serde(default)]
+    pub operation: Vec<OperationSection>,
+}
+
+/// The upstream protocol, which decides how requests are classified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolName {
+    /// Method + path templates.
+    #[default]
+    Rest,
+    /// GraphQL (planned; refused at load until the classifier lands).
+    Graphql,
+    /// MCP JSON-RPC (planned; refused at load until the classifier lands).
+    Mcp,
+}
+
+/// `inject = { ... }` as written: exactly one of `header`, `basic`, `query`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectSection {
+    /// Header name, e.g. `Authorization` or `x-api-key`.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Header value template containing `{secret}` once (default `{secret}`).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// HTTP basic auth with this username and the secret as password.
+    #[serde(default)]
+    pub basic: Option<BasicSection>,
+    /// Query parameter name carrying the secret.
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+/// `basic = { username = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicSection {
+    /// The basic-auth username.
+    pub username: String,
+}
+
+/// `env_vars = { base_url = "OPENAI_BASE_URL", key = "OPENAI_API_KEY" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvVarsSection {
+    /// Variable set to the gateway URL of this upstream.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Variable set to the task token (the phantom credential).
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// `[[upstream.operation]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationSection {
+    /// HTTP method (REST).
+    #[serde(default)]
+    pub method: Option<Spanned<String>>,
+    /// Path template relative to the base URL, e.g. `/v1/volumes/{id}` (REST).
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    /// Operation name used in grants, policy and audit (default `"METHOD /template"`).
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// `read`, `write` or `destroy`.
+    pub capability: Spanned<String>,
+    /// `primary` (default) or `backup`.
+    #[serde(default)]
+    pub tier: Option<Spanned<String>>,
+    /// Where the resource id sits.
+    #[serde(default)]
+    pub resource: Option<ResourceSection>,
+}
+
+/// `resource = { path = "id" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSection {
+    /// Name of the path template parameter holding the resource id.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+}
+
+/// How the secret is attached to a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injection {
+    /// A header whose value is `prefix + secret + suffix`.
+    Header {
+        /// Header name.
+        name: HeaderName,
+        /// Text before `{secret}`.
+        prefix: String,
+        /// Text after `{secret}`.
+        suffix: String,
+    },
+    /// `Authorization: Basic base64(username:secret)`.
+    Basic {
+        /// The username.
+        username: String,
+    },
+    /// A query parameter.
+    Query {
+        /// Parameter name.
+        param: String,
+    },
+}
+
+/// One upstream, validated and ready for the pipeline.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Route name.
+    pub name: Name,
+    /// The base URL as configured.
+    pub base_url: String,
+    /// `https` or `http`.
+    pub scheme: http::uri::Scheme,
+    /// `host[:port]` — the only place this upstream's credential is ever sent.
+    pub authority: http::uri::Authority,
+    /// Base path without trailing slash (may be empty).
+    pub base_path: String,
+    /// Environment served.
+    pub environment: Environment,
+    /// Vault secret name.
+    pub secret: String,
+    /// How to inject it.
+    pub injection: Injection,
+    /// Extra CA bundle.
+    pub ca_file: Option<PathBuf>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Response-head timeout.
+    pub request_timeout: Duration,
+    /// Request body cap.
+    pub max_body: u64,
+    /// `airlock env` variables.
+    pub env_vars: Option<EnvVarsSection>,
+    /// Protocol.
+    pub protocol: ProtocolName,
+    /// Operation classifier.
+    pub classifier: Classifier,
+    /// Line of the `secret` key (for startup errors about the secret).
+    pub secret_line: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Agent-facing address.
+    pub listen: SocketAddr,
+    /// Admin address.
+    pub admin_listen: SocketAddr,
+    /// URL agents use to reach the gateway.
+    pub public_url: String,
+    /// Classification buffer cap.
+    pub classify_limit: usize,
+    /// Secret cache lifetime.
+    pub secret_cache_ttl: Duration,
+    /// Audit group-commit batch cap.
+    pub audit_batch: usize,
+    /// Upstreams in file order.
+    pub upstreams: Vec<Upstream>,
+    /// Policy configuration.
+    pub policy: airlock_policy::PolicyConfig,
+}
+
+impl Config {
+    /// Read and validate `path`.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| Error::ConfigRead { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate `text`, reporting errors against `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
+        let err = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = span.map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            Error::Config { path: path.to_owned(), line, column, message }
+        };
+        let file: FileConfig = toml::from_str(text).map_err(|e| err(e.span(), e.message().trim().to_owned()))?;
+        let g = file.gateway;
+        if g.listen == g.admin_listen {
+            return Err(err(None, "[gateway] listen and admin_listen must differ: the agent-facing port never serves admin routes".into()));
+        }
+        let public_url = g.public_url.clone().unwrap_or_else(|| format!("http://{}", g.listen));
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        let mut seen = HashSet::new();
+        let mut upstreams = Vec::new();
+        for u in file.upstream {
+            let name = Name::parse("upstream", u.name.get_ref())
+                .map_err(|e| err(Some(u.name.span()), e.to_string()))?;
+            if !seen.insert(name.clone()) {
+                return Err(err(Some(u.name.span()), format!("duplicate upstream name {:?}: each [[upstream]] needs its own name", name.as_str())));
+            }
+            let environment: Environment =
+                u.environment.get_ref().parse().map_err(|e: airlock_types::Error| err(Some(u.environment.span()), e.to_string()))?;
+            let base_err = |m: String| err(Some(u.base_url.span()), format!("upstream {:?}: base_url {m}", name.as_str()));
+            let uri: Uri = u.base_url.get_ref().parse().map_err(|e| base_err(format!("is not a URL: {e}")))?;
+            let scheme = uri.scheme().cloned().ok_or_else(|| base_err("needs a scheme (https://…)".into()))?;
+            if scheme == http::uri::Scheme::HTTP && !u.allow_insecure {
+                return Err(base_err("uses plain http; use https, or set allow_insecure = true for a trusted loopback upstream".into()));
+            }
+            if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+                return Err(base_err("must be http or https".into()));
+            }
+            let authority = uri.authority().cloned().ok_or_else(|| base_err("needs a host".into()))?;
+            if authority.as_str().contains('@') {
+                return Err(base_err("must not contain user info; credentials come from the vault".into()));
+            }
+            if uri.query().is_some() {
+                return Err(base_err("must not contain a query string".into()));
+            }
+            let base_path = uri.path().trim_end_matches('/').to_owned();
+            let secret = u.secret.get_ref().clone();
+            Name::parse("secret", &secret).map_err(|e| err(Some(u.secret.span()), e.to_string()))?;
+            let injection = injection(u.inject.get_ref()).map_err(|m| {
+                err(Some(u.inject.span()), format!("upstream {:?}: inject: {m}", name.as_str()))
+            })?;
+            let protocol = u.protocol.as_ref().map(|p| *p.get_ref()).unwrap_or_default();
+            if let Some(p) = u.protocol.as_ref().filter(|_| protocol != ProtocolName::Rest) {
+                return Err(err(Some(p.span()), format!("upstream {:?}: protocol {protocol:?} is not supported yet; use \"rest\"", name.as_str())));
+            }
+            let mut rules = Vec::new();
+            for op in &u.operation {
+                rules.push(rest_rule(op).map_err(|(span, m)| err(span, format!("upstream {:?}: operation: {m}", name.as_str())))?);
+            }
+            if let Some(vars) = &u.env_vars {
+                for v in [&vars.base_url, &vars.key].into_iter().flatten() {
+                    let ok = !v.is_empty()
+                        && !v.as_bytes()[0].is_ascii_digit()
+                        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                    if !ok {
+                        return Err(err(Some(u.name.span()), format!("upstream {:?}: env_vars: {v:?} is not a valid environment variable name", name.as_str())));
+                    }
+                }
+            }
+            upstreams.push(Upstream {
+                secret_line: line_col(text, u.secret.span().start).0,
+                name,
+                base_url: u.base_url.get_ref().clone(),
+                scheme,
+                authority,
+                base_path,
+                environment,
+                secret,
+                injection,
+                ca_file: u.ca_file.map(|c| c.into_inner()),
+                connect_timeout: u.connect_timeout,
+                request_timeout: u.request_timeout,
+                max_body: u.max_body.unwrap_or(g.max_body),
+                env_vars: u.env_vars,
+                protocol,
+                classifier: Classifier::new(rules),
+            });
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            listen: g.listen,
+            admin_listen: g.admin_listen,
+            public_url,
+            classify_limit: g.classify_limit,
+            secret_cache_ttl: g.secret_cache_ttl,
+            audit_batch: g.audit_batch.max(1),
+            upstreams,
+            policy: file.policy,
+        })
+    }
+
+    /// The upstream with this route name.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name.as_str() == name)
+    }
+}
+
+fn injection(s: &InjectSection) -> Result<Injection, String> {
+    let modes = [s.header.is_some(), s.basic.is_some(), s.query.is_some()].iter().filter(|b| **b).count();
+    if modes != 1 {
+        return Err("set exactly one of header (with optional format), basic = { username }, or query".into());
+    }
+    if s.format.is_some() && s.header.is_none() {
+        return Err("format only applies to header injection".into());
+    }
+    if let Some(h) = &s.header {
+        let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("{h:?} is not a valid header name"))?;
+        if is_hop_by_hop(&name) || name == http::header::HOST || name.as_str().starts_with("x-airlock-") {
+            return Err(format!("{h:?} cannot carry a credential (hop-by-hop, Host or reserved)"));
+        }
+        let format = s.format.clone().unwrap_or_else(|| "{secret}".into());
+        let (prefix, suffix) = format.split_once("{secret}").ok_or("format must contain {secret}")?;
+        if suffix.contains("{secret}") {
+            return Err("format must contain {secret} exactly once".into());
+        }
+        if http::HeaderValue::from_str(&format!("{prefix}{suffix}")).is_err() {
+            return Err("format contains characters not allowed in a header value".into());
+        }
+        return Ok(Injection::Header { name, prefix: prefix.into(), suffix: suffix.into() });
+    }
+    if let Some(b) = &s.basic {
+        if b.username.contains(':') || b.username.bytes().any(|c| c.is_ascii_control()) {
+            return Err("basic username must not contain ':' or control characters".into());
+        }
+        return Ok(Injection::Basic { username: b.username.clone() });
+    }
+    let q = s.query.clone().unwrap_or_default();
+    if q.is_empty() || !q.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+        return Err(format!("query parameter name {q:?} must be letters, digits, '_', '-' or '.'"));
+    }
+    Ok(Injection::Query { param: q })
+}
+
+type SpanErr = (Option<Range<usize>>, String);
+
+fn rest_rule(op: &OperationSection) -> Result<RestRule, SpanErr> {
+    let (Some(method), Some(path)) = (&op.method, &op.path) else {
+        return Err((Some(op.capability.span()), "a REST operation needs both method and path".into()));
+    };
+    let m = Method::from_bytes(method.get_ref().to_ascii_uppercase().as_bytes())
+        .map_err(|_| (Some(method.span()), format!("{:?} is not an HTTP method", method.get_ref())))?;
+    let capability: Capability =
+        op.capability.get_ref().parse().map_err(|e: airlock_types::Error| (Some(op.capability.span()), e.to_string()))?;
+    if !capability.is_class() {
+        return Err((Some(op.capability.span()), "capability must be read, write or destroy (name the operation with name = …)".into()));
+    }
+    let tier = match &op.tier {
+        Some(t) => t.get_ref().parse().map_err(|e: airlock_types::Error| (Some(t.span()), e.to_string()))?,
+        None => Tier::Primary,
+    };
+    let name = match &op.name {
+        Some(n) => {
+            // Operation names must be valid named capabilities so grants can name them.
+            match n.get_ref().parse::<Capability>() {
+                Ok(Capability::Operation(s)) => Some(s),
+                _ => return Err((Some(n.span()), format!("operation name {:?} must be letters, digits, '_', '-', '.', '/' and not read/write/destroy", n.get_ref()))),
+            }
+        }
+        None => None,
+    };
+    let resource = match op.resource.as_ref().and_then(|r| r.path.as_ref()) {
+        Some(p) => Some((p.get_ref().clone(), p.span())),
+        None => None,
+    };
+    RestRule::new(m, path.get_ref(), name, capability, tier, resource.as_ref().map(|r| r.0.as_str()))
+        .map_err(|msg| (Some(resource.map(|r| r.1).unwrap_or(path.span())), msg))
+}
+
+/// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization" | "te"
+            | "trailer" | "transfer-encoding" | "upgrade"
+    )
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid duration {t:?}: use seconds or a number with ms, s or m (\"500ms\", \"5s\", \"2m\")"))
+        }),
+    }
+}
+
+fn parse_duration(t: &str) -> Option<Duration> {
+    let t = t.trim();
+    let (num, mult_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        return None;
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    Some(Duration::from_millis(n.checked_mul(mult_ms)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[gateway]
+listen = "127.0.0.1:7700"
+
+[[upstream]]
+name = "openai"
+base_url = "https://api.openai.com/v1/"
+environment = "staging"
+secret = "openai-key"
+inject = { header = "Authorization", format = "Bearer {secret}" }
+env_vars = { base_url = "OPENAI_BASE_URL", key = "OPENAI_API_KEY" }
+request_timeout = "90s"
+
+[[upstream.operation]]
+method = "DELETE"
+path = "/files/{id}"
+name = "fileDelete"
+capability = "destroy"
+resource = { path = "id" }
+"#;
+
+    fn parse(s: &str) -> Result<Config, Error> {
+        Config::parse(s, Path::new("airlock.toml"))
+    }
+
+    fn err_at(s: &str) -> (usize, String) {
+        match parse(s) {
+            Err(Error::Config { line, message, .. }) => (line, message),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_config_parses() {
+        let c = parse(GOOD).unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(u.base_path, "/v1");
+        assert_eq!(u.authority.as_str(), "api.openai.com");
+        assert_eq!(u.request_timeout, Duration::from_secs(90));
+        assert_eq!(c.public_url, "http://127.0.0.1:7700");
+        assert!(matches!(&u.injection, Injection::Header { prefix, .. } if prefix == "Bearer "));
+    }
+
+    #[test]
+    fn unknown_key_points_at_line() {
+        let (line, msg) = err_at("[gateway]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("listne"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_upstreams_rejected() {
+        let dup = format!("{GOOD}\n[[upstream]]\nname = \"openai\"\nbase_url = \"https://x\"\nenvironment = \"staging\"\nsecret = \"s\"\ninject = {{ query = \"k\" }}\n");
+        let (line, msg) = err_at(&dup);
+        assert!(msg.contains("duplicate upstream"), "{msg}");
+        assert_eq!(line, GOOD.lines().count() + 3);
+    }
+
+    #[test]
+    fn insecure_and_bad_inject_rejected() {
+        let http = GOOD.replace("https://api.openai.com/v1/", "http://api.openai.com/v1/");
+        assert!(err_at(&http).1.contains("allow_insecure"));
+        let two = GOOD.replace(r#"format = "Bearer {secret}""#, r#"format = "Bearer {secret}", query = "k""#);
+        assert!(err_at(&two).1.contains("exactly one"));
+        let nosecret = GOOD.replace("Bearer {secret}", "Bearer");
+        assert!(err_at(&nosecret).1.contains("{secret}"));
+        let hop = GOOD.replace("header = \"Authorization\"", "header = \"Connection\"");
+        assert!(err_at(&hop).1.contains("hop-by-hop"));
+        let userinfo = GOOD.replace("https://api.openai.com", "https://u:p@api.openai.com");
+        assert!(err_at(&userinfo).1.contains("user info"));
+    }
+
+    #[test]
+    fn operation_errors() {
+        let bad = GOOD.replace("capability = \"destroy\"", "capability = \"nuke it\"");
+        assert!(err_at(&bad).1.contains("capability"));
+        let bad = GOOD.replace("resource = { path = \"id\" }", "resource = { path = \"nope\" }");
+        assert!(err_at(&bad).1.contains("nope"));
+        let bad = GOOD.replace("protocol", "x").replace("request_timeout = \"90s\"", "protocol = \"graphql\"");
+        assert!(err_at(&bad).1.contains("not supported"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("xs"), None);
+    }
+}

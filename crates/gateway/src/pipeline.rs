@@ -1,0 +1,865 @@
+//! The request path, top to bottom: one agent request in, one answer out.
+//!
+//! ```text
+//! route → authenticate → environment binding → classify → decide → durable audit
+//!       → fetch secret, inject → forward → redact → audit outcome
+//! ```
+//!
+//! [`Gateway::handle`] is that path; read it first. [`Gateway::admit`] is its synchronous
+//! front half (everything up to the decision), which benchmarks call on its own. Helpers
+//! below them build the upstream request and the answers to the agent.
+//!
+//! This module must never forward on doubt (every failure before the upstream is a
+//! refusal), never let anything the agent sends choose the upstream host, never let the
+//! agent's own credentials or routing headers reach the upstream, and never put a secret
+//! value into an answer, an error or an audit record.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use airlock_policy::{Decision, PolicyEngine};
+use airlock_store::AuditEvent;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, request};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, Limited};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::audit::AuditSink;
+use crate::classify::Operation;
+use crate::client::{BoxError, ConnectTimeout, ReqBody, UpstreamClient};
+use crate::config::{Config, Injection, Upstream, is_hop_by_hop};
+use crate::error::Error;
+use crate::ports::{Secret, SecretCache, SecretSource, TaskIdentity, TokenVerifier};
+use crate::redact::{Needles, RedactBody};
+use crate::route::{RouteError, route};
+
+/// The body of every answer the gateway gives.
+pub type ResBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// The header carrying a task token when the upstream's own auth header is not used.
+pub const TOKEN_HEADER: &str = "x-airlock-token";
+/// The response header carrying the request id (also the audit record id).
+pub const REQUEST_ID_HEADER: &str = "x-airlock-request-id";
+
+/// The gateway: configuration, clients and the services each request consults.
+pub struct Gateway {
+    upstreams: HashMap<String, Arc<UpstreamRuntime>>,
+    verifier: Arc<dyn TokenVerifier>,
+    policy: Arc<PolicyEngine>,
+    secrets: SecretCache,
+    audit: Arc<dyn AuditSink>,
+    config_path: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("upstreams", &self.upstreams.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+/// One upstream at run time: its configuration, its pooled client, and the injection
+/// material prepared from its current secret.
+struct UpstreamRuntime {
+    cfg: Upstream,
+    client: UpstreamClient,
+    prepared: Mutex<Option<Arc<Prepared>>>,
+}
+
+/// Injection material and redaction needles derived from one secret value.
+struct Prepared {
+    secret: Arc<Secret>,
+    header: Option<(HeaderName, HeaderValue)>,
+    query: Option<Zeroizing<String>>,
+    needles: Option<Arc<Needles>>,
+}
+
+/// A request that passed every check up to and including the policy decision.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The task on whose behalf it is made.
+    pub task: Arc<TaskIdentity>,
+    /// The upstream it goes to.
+    pub upstream: String,
+    /// What it does.
+    pub operation: Operation,
+    /// The policies that allowed it.
+    pub policies: Vec<String>,
+    /// The raw path below the upstream prefix (empty or starting with `/`).
+    pub rest: String,
+}
+
+/// A refusal: the answer to the agent and what goes in the audit record.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable message (never contains a secret or a token).
+    pub message: String,
+    /// Ids of the policies that determined it.
+    pub policies: Vec<String>,
+    /// The task, if the token was verified.
+    pub task: Option<Arc<TaskIdentity>>,
+    /// The upstream, if routing got that far.
+    pub upstream: Option<String>,
+    /// The operation, if classification got that far.
+    pub operation: Option<String>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), policies: Vec::new(), task: None, upstream: None, operation: None }
+    }
+}
+
+impl Gateway {
+    /// Build the gateway from a validated configuration and its collaborators.
+    pub fn new(
+        config: &Config,
+        verifier: Arc<dyn TokenVerifier>,
+        secrets: Arc<dyn SecretSource>,
+        policy: Arc<PolicyEngine>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Self, Error> {
+        let mut upstreams = HashMap::new();
+        for u in &config.upstreams {
+            let client = UpstreamClient::new(u)?;
+            upstreams.insert(
+                u.name.to_string(),
+                Arc::new(UpstreamRuntime { cfg: u.clone(), client, prepared: Mutex::new(None) }),
+            );
+        }
+        Ok(Self {
+            upstreams,
+            verifier,
+            policy,
+            secrets: SecretCache::new(secrets, config.secret_cache_ttl),
+            audit,
+            config_path: config.path.clone(),
+        })
+    }
+
+    /// Check at startup that every upstream's secret exists, belongs to the upstream's
+    /// environment and (if the vault records one) to that upstream. A mismatch is a
+    /// configuration error pointing at the `secret` line.
+    pub async fn check_secrets(&self) -> Result<(), Error> {
+        for rt in self.upstreams.values() {
+            let u = &rt.cfg;
+            let at = format!("{}:{}", self.config_path.display(), u.secret_line);
+            let secret = self.secrets.get(&u.secret, &u.environment).await.map_err(|e| {
+                Error::Secret(format!("{at}: upstream {:?}: secret {:?}: {}", u.name.as_str(), u.secret, e.message))
+            })?;
+            if let Err(why) = secret_fits(&secret, u) {
+                return Err(Error::Secret(format!("{at}: upstream {:?}: {why}", u.name.as_str())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handle one agent request. This is the enforcement path.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ResBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let (parts, body) = req.into_parts();
+
+        // 1–5. Route, authenticate, bind environment, classify, decide.
+        let admitted = match self.admit(&parts) {
+            Ok(a) => a,
+            Err(refusal) => return self.refuse(&request_id, &parts, refusal),
+        };
+        let rt = self.upstreams[&admitted.upstream].clone();
+        let up = &rt.cfg;
+
+        // Body cap: refuse up front when the declared length is already too big.
+        if let Some(len) = content_length(&parts.headers) {
+            if len > up.max_body {
+                let r = Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request body of {len} bytes exceeds this upstream's limit of {} bytes", up.max_body),
+                );
+                return self.refuse(&request_id, &parts, with_context(r, &admitted));
+            }
+        }
+
+        // 6. Durable audit record, before anything reaches the upstream.
+        let event = self.request_event(&request_id, &parts, &admitted);
+        if let Err(e) = self.audit.record(event).await {
+            let r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", format!("the request was not forwarded because it could not be audited: {e}"));
+            return answer(&request_id, &with_context(r, &admitted));
+        }
+
+        // 7. Fetch the secret and prepare injection and redaction.
+        let prepared = match self.prepare(&rt).await {
+            Ok(p) => p,
+            Err(r) => return self.refuse(&request_id, &parts, with_context(r, &admitted)),
+        };
+
+        // 8. Build the upstream request: fixed host, cleaned headers, injected credential.
+        let outbound = match build_upstream_request(up, &parts, &admitted.rest, &prepared, body) {
+            Ok(r) => r,
+            Err(r) => return self.refuse(&request_id, &parts, with_context(r, &admitted)),
+        };
+
+        // 9. Forward (pooled client, never follows redirects), bounded by the request timeout.
+        let response = match tokio::time::timeout(up.request_timeout, rt.client.client.request(outbound)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                let r = upstream_failure(&e, prepared.needles.as_deref());
+                self.outcome(&request_id, &admitted, r.status.as_u16(), 0, started, r.code, 0);
+                return answer(&request_id, &with_context(r, &admitted));
+            }
+            Err(_) => {
+                let r = Refusal::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("upstream {} did not answer within {:?}", up.name, up.request_timeout));
+                self.outcome(&request_id, &admitted, 504, 0, started, r.code, 0);
+                return answer(&request_id, &with_context(r, &admitted));
+            }
+        };
+
+        // 10. Redact echoes of the secret from headers and (streaming) body.
+        let (mut head, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        let mut redactions = 0;
+        if let Some(n) = &prepared.needles {
+            redactions = n.redact_headers(&mut head.headers);
+        }
+        if let Some(enc) = head.headers.get(header::CONTENT_ENCODING) {
+            let may_have_body = parts.method != Method::HEAD
+                && head.status != StatusCode::NO_CONTENT
+                && head.status != StatusCode::NOT_MODIFIED;
+            if may_have_body && !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+                let r = Refusal::new(StatusCode::BAD_GATEWAY, "upstream_encoded_response", "the upstream sent a compressed response although airlock asked for identity encoding; it cannot be checked for secret echoes, so it is withheld");
+                self.outcome(&request_id, &admitted, 502, 0, started, r.code, redactions);
+                return answer(&request_id, &with_context(r, &admitted));
+            }
+        }
+        head.headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&request_id).expect("uuid is a header value"));
+        let masked = Arc::new(AtomicUsize::new(redactions));
+        let body: ResBody = match &prepared.needles {
+            Some(n) => RedactBody::new(incoming, n.clone(), masked.clone()).map_err(Into::into).boxed_unsync(),
+            None => incoming.map_err(Into::into).boxed_unsync(),
+        };
+
+        // 11. Audit the outcome (status, bytes, duration) when the body ends or is dropped.
+        let guard = OutcomeGuard {
+            audit: self.audit.clone(),
+            event: Some(self.outcome_event(&request_id, &admitted)),
+            status: head.status.as_u16(),
+            bytes: 0,
+            started,
+            masked,
+        };
+        Response::from_parts(head, CountingBody { inner: body, guard: Some(guard) }.boxed_unsync())
+    }
+
+    /// Steps 1–5: route, authenticate, bind environment, classify, decide.
+    ///
+    /// Synchronous and side-effect free (no I/O, no audit), so it can be measured alone.
+    pub fn admit(&self, parts: &request::Parts) -> Result<Admitted, Refusal> {
+        // 1. Route: origin-form only, upstream from the first segment, no escape from its prefix.
+        let route = route(&parts.uri).map_err(|e| match e {
+            RouteError::NotOriginForm => Refusal::new(StatusCode::BAD_REQUEST, "absolute_uri", "only origin-form request targets (/<upstream>/<path>) are accepted; the host is never chosen by the request"),
+            RouteError::NoUpstream => Refusal::new(StatusCode::NOT_FOUND, "unknown_upstream", "request paths start with a configured upstream name: /<upstream>/<path>"),
+            RouteError::Traversal(why) => Refusal::new(StatusCode::BAD_REQUEST, "path_traversal", format!("the path would leave the upstream's prefix: {why}")),
+        })?;
+        let Some(rt) = self.upstreams.get(route.upstream) else {
+            return Err(Refusal::new(StatusCode::NOT_FOUND, "unknown_upstream", format!("no upstream named {:?} is configured", truncate(route.upstream, 64))));
+        };
+        let up = &rt.cfg;
+        let with_upstream = |mut r: Refusal| {
+            r.upstream = Some(up.name.to_string());
+            r
+        };
+
+        // 2. Authenticate: the task token from X-Airlock-Token or where the upstream's credential goes.
+        let token = find_token(&parts.headers, route.query, &up.injection)
+            .ok_or_else(|| with_upstream(Refusal::new(StatusCode::UNAUTHORIZED, "missing_token", format!("no task token: send it in {TOKEN_HEADER} or where {}'s API key goes", up.name))))?;
+        let task = self
+            .verifier
+            .verify(&token)
+            .map_err(|e| with_upstream(Refusal::new(StatusCode::UNAUTHORIZED, e.code, e.message)))?;
+        let now = unix_now();
+        if task.expires_at <= now {
+            let mut r = with_upstream(Refusal::new(StatusCode::UNAUTHORIZED, "token_expired", "the task token has expired; start a new task"));
+            r.task = Some(task);
+            return Err(r);
+        }
+
+        // 3. Environment binding: a task never acts outside its environment.
+        if task.environment != up.environment {
+            let mut r = with_upstream(Refusal::new(StatusCode::FORBIDDEN, "cross_environment", format!("task is bound to environment {:?} but upstream {} serves {:?}", task.environment.as_str(), up.name, up.environment.as_str())));
+            r.task = Some(task);
+            return Err(r);
+        }
+
+        // 4. Classify the operation.
+        let operation = up.classifier.classify(&parts.method, &route.segments);
+
+        // 5. Decide.
+        let decision = self.policy.decide(&airlock_policy::Request {
+            agent: task.agent.as_str(),
+            task_id: &task.task_id,
+            task_environment: &task.environment,
+            grants: &task.grants,
+            purpose: task.purpose.as_deref(),
+            expires_at: task.expires_at,
+            upstream: up.name.as_str(),
+            upstream_environment: &up.environment,
+            operation: &operation.name,
+            capability: &operation.capability,
+            resource_id: operation.resource_id.as_deref(),
+            resource_environment: &up.environment,
+            resource_tier: operation.tier,
+            approved: false,
+            now,
+            arguments: None,
+        });
+        match decision {
+            Decision::Allow { policies } => Ok(Admitted {
+                task,
+                upstream: up.name.to_string(),
+                operation,
+                policies,
+                rest: route.rest.to_owned(),
+            }),
+            denied => {
+                let mut r = with_upstream(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    denied.code().unwrap_or("policy_denied"),
+                    denied.reason().unwrap_or("denied by policy").to_owned(),
+                ));
+                r.policies = denied.policies().to_vec();
+                r.task = Some(task);
+                r.operation = Some(operation.name);
+                Err(r)
+            }
+        }
+    }
+
+    /// The injection material for `rt`'s current secret (rebuilt when the cache hands out a new value).
+    async fn prepare(&self, rt: &UpstreamRuntime) -> Result<Arc<Prepared>, Refusal> {
+        let up = &rt.cfg;
+        let secret = self.secrets.get(&up.secret, &up.environment).await.map_err(|e| {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "secret_unavailable", format!("the credential for upstream {} is unavailable: {}", up.name, e.message))
+        })?;
+        if let Some(p) = rt.prepared.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if Arc::ptr_eq(&p.secret, &secret) {
+                return Ok(p.clone());
+            }
+        }
+        secret_fits(&secret, up).map_err(|why| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "secret_mismatch", why))?;
+        let p = Arc::new(prepare_injection(up, secret)?);
+        *rt.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+        Ok(p)
+    }
+
+    fn refuse(&self, request_id: &str, parts: &request::Parts, r: Refusal) -> Response<ResBody> {
+        let actor = r.task.as_ref().map(|t| format!("agent:{}", t.agent)).unwrap_or_else(|| "unauthenticated".into());
+        self.audit.record_later(AuditEvent {
+            id: request_id.to_owned(),
+            ts_ms: unix_ms(),
+            actor,
+            action: "gateway.request".into(),
+            subject: format!("{}/{}", r.upstream.as_deref().unwrap_or("-"), r.operation.as_deref().unwrap_or("-")),
+            outcome: "denied".into(),
+            task_id: r.task.as_ref().map(|t| t.task_id.clone()),
+            detail: json!({
+                "code": r.code,
+                "reason": r.message,
+                "policies": r.policies,
+                "method": parts.method.as_str(),
+                "path": truncate(parts.uri.path(), 512),
+            }),
+        });
+        answer(request_id, &r)
+    }
+
+    fn request_event(&self, request_id: &str, parts: &request::Parts, a: &Admitted) -> AuditEvent {
+        let env = self.upstreams.get(&a.upstream).map(|u| u.cfg.environment.to_string());
+        AuditEvent {
+            id: request_id.to_owned(),
+            ts_ms: unix_ms(),
+            actor: format!("agent:{}", a.task.agent),
+            action: "gateway.request".into(),
+            subject: format!("{}/{}", a.upstream, a.operation.name),
+            outcome: "allowed".into(),
+            task_id: Some(a.task.task_id.clone()),
+            detail: json!({
+                "method": parts.method.as_str(),
+                "path": truncate(&a.rest, 512),
+                "upstream": a.upstream,
+                "environment": env,
+                "operation": a.operation.name,
+                "capability": a.operation.capability.as_str(),
+                "tier": a.operation.tier.as_str(),
+                "resource": a.operation.resource_id,
+                "policies": a.policies,
+            }),
+        }
+    }
+
+    fn outcome_event(&self, request_id: &str, a: &Admitted) -> AuditEvent {
+        AuditEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            ts_ms: 0,
+            actor: format!("agent:{}", a.task.agent),
+            action: "gateway.response".into(),
+            subject: format!("{}/{}", a.upstream, a.operation.name),
+            outcome: String::new(),
+            task_id: Some(a.task.task_id.clone()),
+            detail: json!({ "request_id": request_id }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn outcome(&self, request_id: &str, a: &Admitted, status: u16, bytes: u64, started: Instant, outcome: &str, masked: usize) {
+        let mut ev = self.outcome_event(request_id, a);
+        finish_outcome(&mut ev, status, bytes, started, outcome, masked);
+        self.audit.record_later(ev);
+    }
+}
+
+/// Whether `secret` may be used for upstream `up`: same environment, and the same upstream
+/// when the vault records one.
+fn secret_fits(secret: &Secret, up: &Upstream) -> Result<(), String> {
+    if secret.environment != up.environment {
+        return Err(format!(
+            "secret {:?} belongs to environment {:?} but the upstream serves {:?}; a credential is only used in its own environment",
+            up.secret,
+            secret.environment.as_str(),
+            up.environment.as_str()
+        ));
+    }
+    if let Some(bound) = secret.upstream.as_deref().filter(|b| !b.is_empty()) {
+        if bound != up.name.as_str() {
+            return Err(format!("secret {:?} is bound to upstream {bound:?}, not {:?}", up.secret, up.name.as_str()));
+        }
+    }
+    Ok(())
+}
+
+/// Characters percent-encoded in an injected query value.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// Derive the header or query value to inject and the needles to redact from `secret`.
+fn prepare_injection(up: &Upstream, secret: Arc<Secret>) -> Result<Prepared, Refusal> {
+    let raw = secret.expose();
+    let unusable = || {
+        Refusal::new(StatusCode::BAD_GATEWAY, "secret_unusable", format!("the credential for upstream {} contains bytes that cannot be sent in a header; fix the vault value", up.name))
+    };
+    let mut needles = vec![Zeroizing::new(raw.to_vec())];
+    needles.push(Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw).into_bytes()));
+    let (header, query) = match &up.injection {
+        Injection::Header { name, prefix, suffix } => {
+            let mut v = Zeroizing::new(Vec::with_capacity(prefix.len() + raw.len() + suffix.len()));
+            v.extend_from_slice(prefix.as_bytes());
+            v.extend_from_slice(raw);
+            v.extend_from_slice(suffix.as_bytes());
+            let mut hv = HeaderValue::from_bytes(&v).map_err(|_| unusable())?;
+            hv.set_sensitive(true);
+            (Some((name.clone(), hv)), None)
+        }
+        Injection::Basic { username } => {
+            let mut userpass = Zeroizing::new(Vec::with_capacity(username.len() + 1 + raw.len()));
+            userpass.extend_from_slice(username.as_bytes());
+            userpass.push(b':');
+            userpass.extend_from_slice(raw);
+            let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*userpass));
+            needles.push(Zeroizing::new(b64.as_bytes().to_vec()));
+            let mut hv = HeaderValue::from_str(&format!("Basic {}", &*b64)).map_err(|_| unusable())?;
+            hv.set_sensitive(true);
+            (Some((header::AUTHORIZATION, hv)), None)
+        }
+        Injection::Query { param } => {
+            let enc = Zeroizing::new(utf8_percent_encode(&String::from_utf8_lossy(raw), QUERY_VALUE).to_string());
+            if std::str::from_utf8(raw).is_err() {
+                return Err(unusable());
+            }
+            needles.push(Zeroizing::new(enc.as_bytes().to_vec()));
+            (None, Some(Zeroizing::new(format!("{param}={}", &*enc))))
+        }
+    };
+    Ok(Prepared { needles: Needles::new(needles), secret, header, query })
+}
+
+/// Build the request the upstream receives. Nothing the agent sent chooses its host.
+fn build_upstream_request<B>(
+    up: &Upstream,
+    parts: &request::Parts,
+    rest: &str,
+    prepared: &Prepared,
+    body: B,
+) -> Result<Request<ReqBody>, Refusal>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    // Path: the upstream's base path + the checked rest; query without the agent's copy of the param.
+    let mut target = String::with_capacity(up.base_path.len() + rest.len() + 64);
+    target.push_str(&up.base_path);
+    target.push_str(rest);
+    if target.is_empty() {
+        target.push('/');
+    }
+    let injected_param = match &up.injection {
+        Injection::Query { param } => Some(param.as_str()),
+        _ => None,
+    };
+    let mut query: Vec<&str> = parts
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .filter(|kv| injected_param.is_none_or(|p| query_name(kv) != p))
+        .collect();
+    if let Some(q) = &prepared.query {
+        query.push(q);
+    }
+    let mut target = Zeroizing::new(target);
+    if !query.is_empty() {
+        target.push('?');
+        target.push_str(&query.join("&"));
+    }
+    let uri = http::Uri::builder()
+        .scheme(up.scheme.clone())
+        .authority(up.authority.clone())
+        .path_and_query(target.as_str())
+        .build()
+        .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", "the request path or query cannot be forwarded"))?;
+
+    let mut headers = forwarded_headers(&parts.headers, &up.injection);
+    if let Some((name, value)) = &prepared.header {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+
+    let body = Limited::new(body, usize::try_from(up.max_body).unwrap_or(usize::MAX)).boxed_unsync();
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// The agent's headers minus everything that must not reach the upstream: hop-by-hop
+/// headers and those named in `Connection`, `Host`, `Forwarded`/`X-Forwarded-*`/`X-Real-IP`,
+/// every `X-Airlock-*`, the agent's own `Authorization`/`Proxy-Authorization`, the header
+/// the credential is injected into, `Expect` and `Accept-Encoding` (replaced).
+fn forwarded_headers(src: &HeaderMap, injection: &Injection) -> HeaderMap {
+    let named_by_connection: Vec<String> = src
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let injected = match injection {
+        Injection::Header { name, .. } => Some(name),
+        _ => None,
+    };
+    let mut out = HeaderMap::with_capacity(src.len());
+    for (name, value) in src {
+        let n = name.as_str();
+        let drop = is_hop_by_hop(name)
+            || named_by_connection.iter().any(|c| c == n)
+            || name == header::HOST
+            || name == header::AUTHORIZATION
+            || name == header::PROXY_AUTHORIZATION
+            || name == header::EXPECT
+            || name == header::ACCEPT_ENCODING
+            || n == "forwarded"
+            || n == "x-real-ip"
+            || n.starts_with("x-forwarded-")
+            || n.starts_with("x-airlock-")
+            || injected == Some(name);
+        if !drop {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Remove hop-by-hop headers (and those named in `Connection`) from a response.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer", "upgrade"] {
+        headers.remove(n);
+    }
+}
+
+/// Find the task token: `X-Airlock-Token`, else where the upstream's credential goes
+/// (phantom token), else `Authorization: Bearer`.
+fn find_token(headers: &HeaderMap, query: Option<&str>, injection: &Injection) -> Option<String> {
+    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty());
+    if let Some(t) = header_str(TOKEN_HEADER) {
+        return Some(t.to_owned());
+    }
+    let from_injection = match injection {
+        Injection::Header { name, prefix, suffix } => header_str(name.as_str()).and_then(|v| {
+            let v = if prefix.is_empty() {
+                v
+            } else if v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix) {
+                &v[prefix.len()..]
+            } else {
+                return None;
+            };
+            Some(v.strip_suffix(suffix.as_str()).unwrap_or(v).trim().to_owned())
+        }),
+        Injection::Basic { .. } => header_str("authorization").and_then(|v| {
+            let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
+            let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+            let s = String::from_utf8(raw).ok()?;
+            let (user, pass) = s.split_once(':').unwrap_or((&s, ""));
+            Some(if pass.is_empty() { user.to_owned() } else { pass.to_owned() })
+        }),
+        Injection::Query { param } => query.and_then(|q| {
+            q.split('&')
+                .find(|kv| query_name(kv) == param.as_str())
+                .and_then(|kv| kv.split_once('=').map(|(_, v)| v))
+                .map(|v| percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+        }),
+    };
+    from_injection.filter(|t| !t.is_empty()).or_else(|| {
+        header_str("authorization")
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    })
+}
+
+/// The decoded name of a `name=value` query pair.
+fn query_name(kv: &str) -> std::borrow::Cow<'_, str> {
+    let name = kv.split_once('=').map(|(n, _)| n).unwrap_or(kv);
+    percent_decode_str(name).decode_utf8_lossy()
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn with_context(mut r: Refusal, a: &Admitted) -> Refusal {
+    r.task = Some(a.task.clone());
+    r.upstream = Some(a.upstream.clone());
+    r.operation = Some(a.operation.name.clone());
+    r
+}
+
+/// Map a client error to 502/504, masking any needle that might appear in its text.
+fn upstream_failure(e: &hyper_util::client::legacy::Error, needles: Option<&Needles>) -> Refusal {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut timed_out = false;
+    let mut detail = e.to_string();
+    while let Some(s) = source {
+        if s.is::<ConnectTimeout>() {
+            timed_out = true;
+        }
+        detail = s.to_string();
+        source = s.source();
+    }
+    let mut detail = detail.into_bytes();
+    if let Some(n) = needles {
+        n.mask(&mut detail);
+    }
+    let detail = String::from_utf8_lossy(&detail);
+    if timed_out {
+        Refusal::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "connecting to the upstream timed out")
+    } else if e.is_connect() {
+        Refusal::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("cannot connect to the upstream: {detail}"))
+    } else {
+        Refusal::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("the upstream request failed: {detail}"))
+    }
+}
+
+/// The JSON answer for a refusal.
+fn answer(request_id: &str, r: &Refusal) -> Response<ResBody> {
+    let body = json!({
+        "error": r.code,
+        "message": r.message,
+        "policies": r.policies,
+        "request_id": request_id,
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).map_err(|e| match e {}).boxed_unsync());
+    *resp.status_mut() = r.status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(REQUEST_ID_HEADER, HeaderValue::from_str(request_id).expect("uuid is a header value"));
+    resp
+}
+
+fn finish_outcome(ev: &mut AuditEvent, status: u16, bytes: u64, started: Instant, outcome: &str, masked: usize) {
+    ev.ts_ms = unix_ms();
+    ev.outcome = outcome.to_owned();
+    if let Some(d) = ev.detail.as_object_mut() {
+        d.insert("status".into(), status.into());
+        d.insert("bytes".into(), bytes.into());
+        d.insert("duration_ms".into(), json!(started.elapsed().as_secs_f64() * 1000.0));
+        d.insert("redactions".into(), masked.into());
+    }
+}
+
+/// Writes the outcome record when the response body ends or is dropped.
+struct OutcomeGuard {
+    audit: Arc<dyn AuditSink>,
+    event: Option<AuditEvent>,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+    masked: Arc<AtomicUsize>,
+}
+
+impl OutcomeGuard {
+    fn finish(&mut self, outcome: &str) {
+        if let Some(mut ev) = self.event.take() {
+            finish_outcome(&mut ev, self.status, self.bytes, self.started, outcome, self.masked.load(Ordering::Relaxed));
+            self.audit.record_later(ev);
+        }
+    }
+}
+
+impl Drop for OutcomeGuard {
+    fn drop(&mut self) {
+        // The agent went away (or the body was abandoned) before the end.
+        self.finish("incomplete");
+    }
+}
+
+/// Counts response bytes and completes the outcome record at the end of the body.
+struct CountingBody {
+    inner: ResBody,
+    guard: Option<OutcomeGuard>,
+}
+
+impl Body for CountingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let r = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
+        match &r {
+            Some(Ok(f)) => {
+                if let (Some(d), Some(g)) = (f.data_ref(), this.guard.as_mut()) {
+                    g.bytes += d.len() as u64;
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(mut g) = this.guard.take() {
+                    g.finish("upstream_error");
+                }
+            }
+            None => {
+                if let Some(mut g) = this.guard.take() {
+                    g.finish("ok");
+                }
+            }
+        }
+        std::task::Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn bearer() -> Injection {
+        Injection::Header { name: header::AUTHORIZATION, prefix: "Bearer ".into(), suffix: String::new() }
+    }
+
+    #[test]
+    fn token_sources() {
+        assert_eq!(find_token(&hm(&[("x-airlock-token", "t1"), ("authorization", "Bearer t2")]), None, &bearer()).as_deref(), Some("t1"));
+        assert_eq!(find_token(&hm(&[("authorization", "bearer t2")]), None, &bearer()).as_deref(), Some("t2"));
+        let key = Injection::Header { name: HeaderName::from_static("x-api-key"), prefix: String::new(), suffix: String::new() };
+        assert_eq!(find_token(&hm(&[("x-api-key", "t3")]), None, &key).as_deref(), Some("t3"));
+        let q = Injection::Query { param: "key".into() };
+        assert_eq!(find_token(&HeaderMap::new(), Some("a=1&key=t%2B4"), &q).as_deref(), Some("t+4"));
+        let basic = Injection::Basic { username: "u".into() };
+        let b = base64::engine::general_purpose::STANDARD.encode("x:t5");
+        assert_eq!(find_token(&hm(&[("authorization", &format!("Basic {b}"))]), None, &basic).as_deref(), Some("t5"));
+        assert_eq!(find_token(&HeaderMap::new(), None, &bearer()), None);
+    }
+
+    #[test]
+    fn forwarded_headers_drop_dangerous_ones() {
+        let src = hm(&[
+            ("host", "evil.example"),
+            ("authorization", "Bearer task"),
+            ("x-airlock-token", "task"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "host=evil"),
+            ("connection", "keep-alive, x-custom, authorization"),
+            ("x-custom", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("accept", "application/json"),
+            ("content-type", "application/json"),
+        ]);
+        let out = forwarded_headers(&src, &bearer());
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["accept", "content-type"]);
+    }
+}
