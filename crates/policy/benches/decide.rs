@@ -1,5 +1,8 @@
 //! Time one `PolicyEngine::decide` with the built-in policies, entity construction included.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use airlock_policy::{PolicyEngine, Request};
 use airlock_types::{Capability, Environment, Grant, Tier};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};

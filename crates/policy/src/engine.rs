@@ -16,7 +16,7 @@ use cedar_policy::{
     Request as CedarRequest, RestrictedExpression, Schema,
 };
 
-use crate::load::{Meta, PolicyConfig, load};
+use crate::load::{APPROVAL_MARK, Meta, PolicyConfig, load};
 use crate::{BACKUP_ADMIN_PURPOSE, Decision, DenyCode, Error, ids, is_backup_admin_purpose};
 
 /// Most argument leaves passed to policy; more is denied (a policy could miss the one it looks for).
@@ -67,8 +67,6 @@ pub struct Request<'a> {
 pub struct PolicyEngine {
     schema: Schema,
     main: PolicySet,
-    approval: PolicySet,
-    has_approval: bool,
     meta: HashMap<String, Meta>,
     uses_arguments: bool,
     disabled: Vec<String>,
@@ -115,12 +113,9 @@ impl PolicyEngine {
         let ty = |s: &str| EntityTypeName::from_str(s).map_err(|e| Error::Builtin(format!("entity type {s}: {e}")));
         let action_type = ty("Airlock::Action")?;
         let action = |id: &str| EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(id));
-        let has_approval = loaded.approval.policies().next().is_some();
         Ok(Self {
-            has_approval,
             schema: loaded.schema,
             main: loaded.main,
-            approval: loaded.approval,
             meta: loaded.meta,
             uses_arguments: loaded.uses_arguments,
             disabled: loaded.disabled,
@@ -181,15 +176,12 @@ impl PolicyEngine {
         };
         let str_expr = |s: &str| RestrictedExpression::new_string(s.to_owned());
 
-        let entities = [
-            Entity::new_no_attrs(agent.clone(), Default::default()),
-            Entity::new_with_tags(
-                upstream.clone(),
-                [("environment".to_owned(), str_expr(req.upstream_environment.as_str()))],
-                [],
-                [],
-            )
-            .map_err(|e| format!("cannot build the upstream entity for policy: {e}"))?,
+        // Only the resource is materialised: the agent and upstream have no attributes (a
+        // missing entity behaves as one without attributes or parents), and the arguments
+        // entity only exists when some policy looks at arguments. Fewer entities keep the
+        // per-request transitive-closure work small.
+        let mut entities = Vec::with_capacity(2);
+        entities.push(
             Entity::new_with_tags(
                 resource.clone(),
                 [
@@ -197,21 +189,30 @@ impl PolicyEngine {
                     ("environment".to_owned(), str_expr(req.resource_environment.as_str())),
                     ("tier".to_owned(), str_expr(req.resource_tier.as_str())),
                     ("production".to_owned(), RestrictedExpression::new_bool(req.resource_environment.is_production())),
-                    ("upstream".to_owned(), RestrictedExpression::new_entity_uid(upstream.clone())),
+                    ("upstream".to_owned(), str_expr(req.upstream)),
+                    ("upstream_environment".to_owned(), str_expr(req.upstream_environment.as_str())),
                 ],
                 [upstream],
                 [],
             )
             .map_err(|e| format!("cannot build the resource entity for policy: {e}"))?,
-            Entity::new_with_tags(
-                arguments.clone(),
-                [],
-                [],
-                tags.into_iter().map(|(k, v)| (k, RestrictedExpression::new_string(v))),
-            )
-            .map_err(|_| "cannot pass the request's arguments to policy".to_owned())?,
-        ];
-        let entities = Entities::from_entities(entities, Some(&self.schema))
+        );
+        if self.uses_arguments {
+            entities.push(
+                Entity::new_with_tags(
+                    arguments.clone(),
+                    [],
+                    [],
+                    tags.into_iter().map(|(k, v)| (k, RestrictedExpression::new_string(v))),
+                )
+                .map_err(|_| "cannot pass the request's arguments to policy".to_owned())?,
+            );
+        }
+        // The entities and context built here have a fixed shape, so checking them against the
+        // schema on every request only re-proves this function; debug builds (and every test)
+        // still do it, release builds skip it for speed.
+        let check = if cfg!(debug_assertions) { Some(&self.schema) } else { None };
+        let entities = Entities::from_entities(entities, check)
             .map_err(|e| format!("the request does not fit the policy schema: {e}"))?;
 
         let mut task = vec![
@@ -240,32 +241,37 @@ impl PolicyEngine {
             ("arguments".to_owned(), RestrictedExpression::new_entity_uid(arguments)),
         ])
         .map_err(|e| format!("cannot build the policy context: {e}"))?;
-        let request = CedarRequest::new(agent, action.clone(), resource, context, Some(&self.schema))
+        let request = CedarRequest::new(agent, action.clone(), resource, context, check)
             .map_err(|e| format!("the request does not fit the policy schema: {e}"))?;
 
         let facts = Facts { req, class_name };
 
+        // One evaluation. Deny: some ordinary forbid applies. Allow: the satisfied "permits"
+        // are the real permits plus the markers of the approval rules that apply.
         let response = self.authorizer.is_authorized(&request, &self.main, &entities);
         check_errors(response.diagnostics().errors())?;
-        let determining: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+        let determining = response.diagnostics().reason().map(ToString::to_string);
         if response.decision() == cedar_policy::Decision::Deny {
-            return Ok(self.deny(&facts, determining));
+            return Ok(self.deny(&facts, determining.collect()));
         }
-
-        if self.has_approval && !req.approved {
-            let response = self.authorizer.is_authorized(&request, &self.approval, &entities);
-            check_errors(response.diagnostics().errors())?;
-            let mut needing: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
-            if !needing.is_empty() {
-                needing.sort();
-                let reason = needing.iter().map(|id| self.reason_for(id, &facts)).collect::<Vec<_>>().join("; ");
-                return Ok(Decision::NeedsApproval { reason, policies: needing });
+        let (mut needing, mut permits) = (Vec::new(), Vec::new());
+        for id in determining {
+            match id.strip_prefix(APPROVAL_MARK) {
+                Some(rule) => needing.push(rule.to_owned()),
+                None => permits.push(id),
             }
         }
-
-        let mut policies = determining;
-        policies.sort();
-        Ok(Decision::Allow { policies })
+        if permits.is_empty() {
+            // Only approval rules matched: nothing actually permits the request.
+            return Ok(self.deny(&facts, Vec::new()));
+        }
+        if !needing.is_empty() && !req.approved {
+            needing.sort();
+            let reason = needing.iter().map(|id| self.reason_for(id, &facts)).collect::<Vec<_>>().join("; ");
+            return Ok(Decision::NeedsApproval { reason, policies: needing });
+        }
+        permits.sort();
+        Ok(Decision::Allow { policies: permits })
     }
 
     fn deny(&self, facts: &Facts<'_, '_>, determining: Vec<String>) -> Decision {
@@ -408,7 +414,10 @@ fn code_of(id: &str) -> (u8, DenyCode) {
 fn check_errors<'e>(errors: impl Iterator<Item = &'e AuthorizationError>) -> Result<(), String> {
     let mut ids: Vec<String> = errors
         .map(|e| match e {
-            AuthorizationError::PolicyEvaluationError(e) => e.policy_id().to_string(),
+            AuthorizationError::PolicyEvaluationError(e) => {
+                let id = e.policy_id().to_string();
+                id.strip_prefix(APPROVAL_MARK).map(str::to_owned).unwrap_or(id)
+            }
         })
         .collect();
     if ids.is_empty() {

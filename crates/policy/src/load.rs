@@ -125,10 +125,11 @@ pub(crate) struct Meta {
 /// Everything loaded: policy sets split by approval, metadata and the report.
 pub(crate) struct Loaded {
     pub schema: Schema,
-    /// Every policy except `@approval("required")` forbids.
+    /// What the engine evaluates: every policy, except that each `@approval("required")`
+    /// forbid appears as a permit with the same scope and conditions under the id
+    /// [`APPROVAL_MARK`]`<id>` (see [`approval_id`]). One Cedar evaluation then answers both
+    /// "does any ordinary rule deny?" and "which approval rules apply?".
     pub main: PolicySet,
-    /// `@approval("required")` forbids, evaluated only for unapproved requests.
-    pub approval: PolicySet,
     pub meta: HashMap<String, Meta>,
     /// Whether any policy mentions `arguments` (else argument tags are not built).
     pub uses_arguments: bool,
@@ -259,7 +260,6 @@ pub(crate) fn load(config: &PolicyConfig) -> Result<Loaded, Error> {
     // Build the sets and validate everything together against the schema.
     let mut combined = PolicySet::new();
     let mut main = PolicySet::new();
-    let mut approval = PolicySet::new();
     let mut origin: HashMap<String, (Option<usize>, usize)> = HashMap::new();
     let mut uses_arguments = false;
     for s in &keep {
@@ -267,8 +267,12 @@ pub(crate) fn load(config: &PolicyConfig) -> Result<Loaded, Error> {
         uses_arguments |= s.policy.to_string().contains("arguments");
         origin.insert(id.clone(), (s.file, s.offset));
         combined.add(s.policy.clone()).map_err(|e| Error::Builtin(format!("policy set: {e}")))?;
-        let target = if s.policy.annotation("approval") == Some("required") { &mut approval } else { &mut main };
-        target.add(s.policy.clone()).map_err(|e| Error::Builtin(format!("policy set: {e}")))?;
+        let evaluated = if s.policy.annotation("approval") == Some("required") {
+            as_approval_marker(&s.policy)?
+        } else {
+            s.policy.clone()
+        };
+        main.add(evaluated).map_err(|e| Error::Builtin(format!("policy set: {e}")))?;
     }
 
     let result = Validator::new(schema.clone()).validate(&combined, ValidationMode::Strict);
@@ -290,7 +294,28 @@ pub(crate) fn load(config: &PolicyConfig) -> Result<Loaded, Error> {
         }
     }
 
-    Ok(Loaded { schema, main, approval, meta, uses_arguments, disabled: config.disable.clone(), report })
+    Ok(Loaded { schema, main, meta, uses_arguments, disabled: config.disable.clone(), report })
+}
+
+/// Prefix of the evaluated id of an approval rule. Operator ids cannot start with
+/// `airlock-`, so a marker never collides with a real policy id.
+pub(crate) const APPROVAL_MARK: &str = "airlock-approval:";
+
+/// The id under which the approval rule `id` is evaluated.
+pub(crate) fn approval_id(id: &str) -> String {
+    format!("{APPROVAL_MARK}{id}")
+}
+
+/// The same policy with effect `permit`, under its marker id.
+fn as_approval_marker(policy: &Policy) -> Result<Policy, Error> {
+    let id = policy.id().to_string();
+    let broken = |what: String| Error::Builtin(format!("approval policy {id:?}: {what}"));
+    let mut json = policy.to_json().map_err(|e| broken(e.to_string()))?;
+    match json.get_mut("effect") {
+        Some(effect) if effect == "forbid" => *effect = serde_json::Value::from("permit"),
+        _ => return Err(broken("not a forbid".into())),
+    }
+    Policy::from_json(Some(PolicyId::new(approval_id(&id))), json).map_err(|e| broken(e.to_string()))
 }
 
 /// Turn the configured paths into the list of `.cedar` files to read.
@@ -385,9 +410,13 @@ mod tests {
     fn builtin_schema_and_defaults_validate() {
         let loaded = load(&PolicyConfig::default()).expect("built-ins load");
         assert!(loaded.report.is_ok());
-        // The approval policy lives in its own set; everything else in main.
-        assert_eq!(loaded.approval.policies().count(), 1);
-        assert_eq!(loaded.main.policies().count(), ids::ALL.len() - 1);
+        // The approval rule is evaluated as a marker permit; everything else as written.
+        let markers = loaded.main.policies().filter(|p| p.id().to_string().starts_with(APPROVAL_MARK)).count();
+        assert_eq!(markers, 1);
+        assert_eq!(loaded.main.policies().count(), ids::ALL.len());
+        let marker = loaded.main.policy(&PolicyId::new(approval_id(ids::PRODUCTION_DESTROY_APPROVAL))).unwrap();
+        assert_eq!(marker.effect(), Effect::Permit);
+        assert!(loaded.main.policy(&PolicyId::new(ids::PRODUCTION_DESTROY_APPROVAL)).is_none());
         assert!(!loaded.uses_arguments, "built-ins do not look at arguments");
         // And, independently, Cedar's validator accepts the raw default file.
         let set = PolicySet::from_str(DEFAULT_POLICIES).unwrap();

@@ -160,9 +160,9 @@ fn policy_without_id_is_named_by_file_and_line() {
     let file = write(dir.path(), "anon.cedar", "\n\nforbid (principal, action, resource) when { context.operation == \"volumeDelete\" };\n");
     let e = PolicyEngine::with_files(std::slice::from_ref(&file)).unwrap();
     let expected = format!("{}:3", file.display());
-    assert_eq!(e.operator_policies(), [expected.clone()]);
+    assert_eq!(e.operator_policies(), std::slice::from_ref(&expected));
     let d = e.decide(&staging_destroy().request());
-    assert_eq!(d.policies(), [expected.clone()]);
+    assert_eq!(d.policies(), std::slice::from_ref(&expected));
     assert_eq!(d.reason().unwrap(), format!("denied by policy {expected:?}"));
 }
 
@@ -307,4 +307,37 @@ fn evaluation_error_fails_closed() {
         }
         other => panic!("expected Deny policy_error, got {other:?}"),
     }
+}
+
+#[test]
+fn an_approval_rule_alone_never_permits() {
+    // With the base permit off, nothing permits a production destroy; the approval rule
+    // matching must not turn that into NeedsApproval or, once approved, into Allow.
+    let e = PolicyEngine::from_config(&PolicyConfig { files: vec![], disable: vec![ids::PERMIT_GRANTED.to_owned()] }).unwrap();
+    let mut c = Case::production("volumeDelete", Capability::Destroy, &["railway-prod:destroy"]);
+    for approved in [false, true] {
+        c.approved = approved;
+        let d = e.decide(&c.request());
+        assert_eq!(d.code(), Some("policy_denied"), "approved={approved}: {d:?}");
+    }
+}
+
+#[test]
+fn operator_policy_scoped_by_agent_and_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "scope.cedar",
+        r#"@id("intern-no-railway")
+forbid (principal == Airlock::Agent::"intern", action, resource in Airlock::Upstream::"railway-staging");
+"#,
+    );
+    let e = PolicyEngine::with_files(&[file]).unwrap();
+    let mut c = Case::staging_read();
+    assert!(e.decide(&c.request()).is_allow(), "other agents unaffected");
+    c.agent = "intern".into();
+    assert_eq!(e.decide(&c.request()).policies(), ["intern-no-railway".to_owned()]);
+    c.upstream = "github".into();
+    c.grants = grants(&["github:read"]);
+    assert!(e.decide(&c.request()).is_allow(), "other upstreams unaffected");
 }
