@@ -331,7 +331,7 @@ impl Config {
         };
         let file: FileConfig = toml::from_str(text).map_err(|e| err(e.span(), e.message().trim().to_owned()))?;
         let g = file.gateway;
-        if g.listen == g.admin_listen {
+        if g.listen == g.admin_listen && g.listen.port() != 0 {
             return Err(err(None, "[gateway] listen and admin_listen must differ: the agent-facing port never serves admin routes".into()));
         }
         let public_url = g.public_url.clone().unwrap_or_else(|| format!("http://{}", g.listen));

@@ -208,7 +208,7 @@ impl Gateway {
         };
 
         // 8. Build the upstream request: fixed host, cleaned headers, injected credential.
-        let outbound = match build_upstream_request(up, &parts, &admitted.rest, &prepared, body) {
+        let outbound = match build_upstream_request(up, &parts, &admitted.rest, &prepared, &request_id, body) {
             Ok(r) => r,
             Err(r) => return self.refuse(&request_id, &parts, with_context(r, &admitted)),
         };
@@ -500,6 +500,7 @@ fn build_upstream_request<B>(
     parts: &request::Parts,
     rest: &str,
     prepared: &Prepared,
+    request_id: &str,
     body: B,
 ) -> Result<Request<ReqBody>, Refusal>
 where
@@ -545,6 +546,8 @@ where
         headers.insert(name.clone(), value.clone());
     }
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    // Lets the upstream's logs be matched with airlock's audit record.
+    headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(request_id).expect("uuid is a header value"));
 
     let body = Limited::new(body, usize::try_from(up.max_body).unwrap_or(usize::MAX)).boxed_unsync();
     let mut req = Request::new(body);
@@ -740,10 +743,14 @@ impl OutcomeGuard {
     }
 }
 
-impl Drop for OutcomeGuard {
+impl Drop for CountingBody {
     fn drop(&mut self) {
-        // The agent went away (or the body was abandoned) before the end.
-        self.finish("incomplete");
+        if let Some(mut g) = self.guard.take() {
+            // Servers stop polling once a body of known length is complete, so "ended" is
+            // decided here; otherwise the agent went away before the end.
+            let outcome = if self.inner.is_end_stream() { "ok" } else { "incomplete" };
+            g.finish(outcome);
+        }
     }
 }
 

@@ -12,25 +12,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use airlock_types::{Environment, Grant, Name, Tier};
+use airlock_types::{Environment, Tier};
 use zeroize::Zeroizing;
 
 /// A verified task token: who is asking, for which task, in which environment, with what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskIdentity {
-    /// Task id.
-    pub task_id: String,
-    /// The agent the task belongs to.
-    pub agent: Name,
-    /// The environment the task is bound to.
-    pub environment: Environment,
-    /// What the task may do.
-    pub grants: Vec<Grant>,
-    /// Why the task exists.
-    pub purpose: Option<String>,
-    /// Expiry, unix seconds.
-    pub expires_at: i64,
-}
+///
+/// This is `airlock_token::VerifiedTask`; fakes in tests build it directly.
+pub type TaskIdentity = airlock_token::VerifiedTask;
 
 /// Why a token was refused, with a stable code (`token_invalid`, `token_expired`, `token_revoked`…).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,5 +125,51 @@ impl SecretCache {
     /// Forget every cached secret (after a rotation).
     pub fn clear(&self) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// The real verifier: Biscuit signature, expiry, attenuation and revocation checks, cached.
+impl TokenVerifier for airlock_token::Verifier {
+    fn verify(&self, token: &str) -> Result<Arc<TaskIdentity>, TokenRejection> {
+        airlock_token::Verifier::verify(self, token).map_err(|e| {
+            let code = match e.code() {
+                // A malformed token is, to the agent, simply not a valid token.
+                "token_malformed" => "token_invalid",
+                other => other,
+            };
+            TokenRejection { code, message: e.to_string() }
+        })
+    }
+}
+
+/// The real vault: the secret named by the upstream, in the upstream's environment.
+#[async_trait::async_trait]
+impl SecretSource for airlock_vault::Vault {
+    async fn get(&self, name: &str, environment: &Environment) -> Result<Secret, SecretError> {
+        match airlock_vault::Vault::get(self, name, Some(environment)).await {
+            Ok(s) => {
+                let env = s.meta.environment.parse().map_err(|_| SecretError {
+                    not_found: false,
+                    message: format!("secret {name:?} has an invalid environment in the vault"),
+                })?;
+                let tier = s.meta.tier.parse().unwrap_or(Tier::Primary);
+                Ok(Secret::new(s.value.expose().to_vec(), env, tier, Some(s.meta.upstream.clone())))
+            }
+            Err(airlock_vault::Error::NotFound { .. }) => {
+                // Say where it does exist, so a wrong-environment binding reads as one.
+                let elsewhere = match airlock_vault::Vault::find(self, name, None).await {
+                    Ok(rec) => format!("; it exists in environment {:?}, and a credential is only used in its own environment", rec.environment),
+                    Err(airlock_vault::Error::Ambiguous { environments, .. }) => {
+                        format!("; it exists in environments {}, and a credential is only used in its own environment", environments.join(", "))
+                    }
+                    Err(_) => "; add it with `airlock secret add`".to_owned(),
+                };
+                Err(SecretError {
+                    not_found: true,
+                    message: format!("no secret named {name:?} in environment {:?}{elsewhere}", environment.as_str()),
+                })
+            }
+            Err(e) => Err(SecretError { not_found: false, message: e.to_string() }),
+        }
     }
 }

@@ -1,1 +1,7 @@
+//! Integration tests for the airlock gateway: a local TLS upstream with a test CA, the
+//! gateway in-process with the real token verifier, vault, policy and SQLite audit.
 
+mod attacks;
+mod e2e;
+mod harness;
+mod startup;

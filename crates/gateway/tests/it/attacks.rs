@@ -1,0 +1,282 @@
+//! Every attack from the gateway-core issue, refused with the right code, and the upstream
+//! never sees a request it should not.
+
+use crate::harness::*;
+
+fn assert_nothing_forwarded(h: &Harness) {
+    assert!(h.records().is_empty(), "upstream saw: {:?}", h.records());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_traversal_out_of_the_route_prefix() {
+    let h = Harness::start().await;
+    let (token, _) = h.token("staging", &["stg:destroy"], 600);
+    for path in [
+        "/stg/../prod/v1/x",
+        "/stg/v1/../../admin",
+        "/stg/%2e%2e/prod",
+        "/stg/%2E%2E/prod",
+        "/stg/.%2e/prod",
+        "/stg/v1%2F..%2F..%2Fprod",
+        "/stg/v1/%2f",
+        "/stg/%252e%252e/prod",
+        "/stg/%25252e%25252e/prod",
+        "/stg/..;/prod",
+        "/stg/v1/%5c..%5c",
+        "/stg/v1//x",
+        "/stg/v1/a%0d%0aX-Injected:%201",
+    ] {
+        let r = h.send("GET", path, &[("X-Airlock-Token", &token)], b"").await;
+        assert_eq!((r.status, r.code().as_str()), (400, "path_traversal"), "{path}");
+    }
+    assert_nothing_forwarded(&h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_and_other_request_targets() {
+    let h = Harness::start().await;
+    let (token, _) = h.token("staging", &["stg:read"], 600);
+    let here = format!("http://{}/stg/v1/x", h.gateway);
+    let upstream = format!("https://127.0.0.1:{}/api/v1/x", h.upstream.addr.port());
+    for target in ["http://evil.example/stg/v1/x", here.as_str(), upstream.as_str()] {
+        let r = h.send("GET", target, &[("X-Airlock-Token", &token)], b"").await;
+        assert_eq!((r.status, r.code().as_str()), (400, "absolute_uri"), "{target}");
+    }
+    let r = h.send("CONNECT", "evil.example:443", &[("X-Airlock-Token", &token)], b"").await;
+    assert!(r.status == 400, "CONNECT answered {}", r.status);
+    let r = h.send("OPTIONS", "*", &[("X-Airlock-Token", &token)], b"").await;
+    assert_eq!(r.status, 400);
+    assert_nothing_forwarded(&h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_forwarded_headers_never_route_or_reach_the_upstream() {
+    let h = Harness::start().await;
+    let (token, _) = h.token("staging", &["stg:read"], 600);
+    let r = h
+        .send(
+            "GET",
+            "/stg/v1/x",
+            &[
+                ("X-Airlock-Token", &token),
+                ("X-Forwarded-Host", "evil.example"),
+                ("X-Forwarded-For", "6.6.6.6"),
+                ("X-Forwarded-Proto", "http"),
+                ("Forwarded", "host=evil.example"),
+                ("X-Real-IP", "6.6.6.6"),
+                ("X-Airlock-Upstream", "prod"),
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // Host is `gateway` in every request the harness sends; the upstream sees its own.
+    let recs = h.records();
+    let rec = &recs[0];
+    assert_eq!(rec.header("host").unwrap(), format!("127.0.0.1:{}", h.upstream.addr.port()));
+    for n in ["x-forwarded-host", "x-forwarded-for", "x-forwarded-proto", "forwarded", "x-real-ip", "x-airlock-upstream", "x-airlock-token"] {
+        assert!(rec.header(n).is_none(), "{n} reached the upstream");
+    }
+    // A Host naming another upstream changes nothing either.
+    let raw = h
+        .raw(format!("GET /stg/v1/y HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nX-Airlock-Token: {token}\r\n\r\n", h.upstream.addr.port()).as_bytes())
+        .await;
+    assert!(raw.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(h.records()[1].uri, "/api/v1/y");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_own_authorization_and_hop_by_hop_abuse() {
+    let h = Harness::start().await;
+    let (token, _) = h.token("staging", &["stg:read"], 600);
+    // Connection names the credential header and others: the injected credential stays,
+    // the agent's token does not travel.
+    let r = h
+        .send(
+            "GET",
+            "/stg/v1/x",
+            &[
+                ("Authorization", &format!("Bearer {token}")),
+                ("Connection", "close, authorization, x-airlock-token, x-keep"),
+                ("X-Keep", "dropped"),
+                ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+                ("TE", "trailers"),
+                ("Upgrade", "websocket"),
+                ("Keep-Alive", "timeout=5"),
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let recs = h.records();
+    let rec = &recs[0];
+    assert_eq!(rec.header("authorization").unwrap(), format!("Bearer {}", secret("stg")));
+    for n in ["x-keep", "proxy-authorization", "te", "upgrade", "keep-alive"] {
+        assert!(rec.header(n).is_none(), "{n} reached the upstream");
+    }
+    assert!(!contains(&rec.everything(), token.as_bytes()));
+    // The agent's own (non-token) Authorization: not a task token, refused, never forwarded.
+    let r = h.send("GET", "/stg/v1/x", &[("Authorization", "Bearer sk-agent-found-this-somewhere")], b"").await;
+    assert_eq!((r.status, r.code().as_str()), (401, "token_invalid"));
+    // Token in X-Airlock-Token plus the agent's own Authorization: the latter is dropped.
+    let r = h.send("GET", "/stg/v1/z", &[("X-Airlock-Token", &token), ("Authorization", "Bearer sk-agent-own")], b"").await;
+    assert_eq!(r.status, 200);
+    let recs = h.records();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1].header("authorization").unwrap(), format!("Bearer {}", secret("stg")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cl_te_request_smuggling() {
+    let h = Harness::start().await;
+    let (token, _) = h.token("staging", &["stg:write"], 600);
+    let smuggled = format!("GET /stg/v1/smuggled HTTP/1.1\r\nHost: g\r\nX-Airlock-Token: {token}\r\n\r\n");
+    // CL.TE: Content-Length covers the smuggled request, Transfer-Encoding ends the body early.
+    let body = format!("0\r\n\r\n{smuggled}");
+    let req = format!(
+        "POST /stg/v1/first HTTP/1.1\r\nHost: g\r\nX-Airlock-Token: {token}\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}",
+        body.len()
+    );
+    let out = h.raw(req.as_bytes()).await;
+    // TE.CL order.
+    let req2 = format!(
+        "POST /stg/v1/first HTTP/1.1\r\nHost: g\r\nX-Airlock-Token: {token}\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{body}"
+    );
+    let out2 = h.raw(req2.as_bytes()).await;
+    // Obfuscated / non-final chunked and conflicting lengths are 400s.
+    for bad in [
+        format!("POST /stg/v1/a HTTP/1.1\r\nHost: g\r\nX-Airlock-Token: {token}\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+        format!("POST /stg/v1/a HTTP/1.1\r\nHost: g\r\nX-Airlock-Token: {token}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+        format!("POST /stg/v1/a HTTP/1.1\r\nHost: g\r\nX-Airlock-Token: {token}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+        format!("POST /stg/v1/a HTTP/1.0\r\nHost: g\r\nX-Airlock-Token: {token}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ] {
+        let o = h.raw(bad.as_bytes()).await;
+        assert!(o.starts_with(b"HTTP/1.1 400"), "accepted: {bad:?} -> {}", String::from_utf8_lossy(&o));
+    }
+    for o in [&out, &out2] {
+        // At most one answer per connection: the gateway closes after an ambiguous framing.
+        let answers = o.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+        assert_eq!(answers, 1, "{}", String::from_utf8_lossy(o));
+    }
+    let recs = h.records();
+    assert!(recs.iter().all(|r| !r.uri.contains("smuggled")), "smuggled request reached the upstream: {recs:?}");
+    // What did reach the upstream has unambiguous framing (no TE+CL pair).
+    for r in &recs {
+        assert!(!(r.header("content-length").is_some() && r.header("transfer-encoding").is_some()), "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_crlf_injection() {
+    let h = Harness::start().await;
+    let (token, _) = h.token("staging", &["stg:read", "crlf:read"], 600);
+    // A bare CR or LF inside a header value, and obs-fold continuation lines.
+    for bad in [
+        format!("GET /stg/v1/x HTTP/1.1\r\nHost: g\r\nX-Airlock-Token: {token}\r\nX-A: a\rX-Injected: 1\r\n\r\n"),
+        format!("GET /stg/v1/x HTTP/1.1\r\nHost: g\r\nX-Airlock-Token: {token}\r\nX-A: a\r\n X-Injected: 1\r\n\r\n"),
+        format!("GET /stg/v1/x\r\nX-Injected: 1 HTTP/1.1\r\nHost: g\r\nX-Airlock-Token: {token}\r\n\r\n"),
+    ] {
+        let o = h.raw(bad.as_bytes()).await;
+        assert!(o.starts_with(b"HTTP/1.1 400"), "accepted: {bad:?} -> {}", String::from_utf8_lossy(&o));
+    }
+    assert_nothing_forwarded(&h);
+    // A vault secret with CRLF can never split the upstream request's headers.
+    let r = h.send("GET", "/crlf/v1/x", &[("X-Airlock-Token", &token)], b"").await;
+    assert_eq!((r.status, r.code().as_str()), (502, "secret_unusable"));
+    assert!(!contains(&r.raw, secret("crlf").as_bytes()));
+    assert_nothing_forwarded(&h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_revoked_forged_widened_and_missing_tokens() {
+    let h = Harness::start().await;
+    let send = |t: String| {
+        let h = &h;
+        async move { h.send("GET", "/stg/v1/x", &[("X-Airlock-Token", &t)], b"").await }
+    };
+    let (expired, _) = h.token("staging", &["stg:read"], -5);
+    let r = send(expired).await;
+    assert_eq!((r.status, r.code().as_str()), (401, "token_expired"));
+
+    let (revoked, task) = h.token("staging", &["stg:read"], 600);
+    assert_eq!(send(revoked.clone()).await.status, 200);
+    h.revocations.insert(&task, "task ended");
+    let r = send(revoked).await;
+    assert_eq!((r.status, r.code().as_str()), (401, "token_revoked"));
+
+    let other = airlock_token::TokenAuthority::ephemeral();
+    let task_id = uuid::Uuid::now_v7().to_string();
+    let grants: Vec<airlock_types::Grant> = vec!["stg:destroy".parse().unwrap()];
+    let forged = other
+        .mint(&airlock_token::Claims { task_id: &task_id, agent: "agent-1", environment: "staging", grants: &grants, purpose: None, expires_at: time_now() + 600 })
+        .unwrap();
+    let r = send(forged).await;
+    assert_eq!((r.status, r.code().as_str()), (401, "token_invalid"));
+
+    // Widened: a hand-made attenuation block claiming more than its parent.
+    let (parent, _) = h.token("staging", &["stg:read"], 600);
+    let biscuit = biscuit_auth::Biscuit::from_base64(parent.strip_prefix("alk_").unwrap(), h.authority.public_key()).unwrap();
+    let block = biscuit_auth::builder::BlockBuilder::new()
+        .context(format!(r#"{{"v":1,"grants":["stg:destroy"],"exp":{}}}"#, time_now() + 600));
+    let widened = format!("alk_{}", biscuit.append(block).unwrap().to_base64().unwrap());
+    let r = h.send("DELETE", "/stg/v1/things/1", &[("X-Airlock-Token", &widened)], b"").await;
+    assert_eq!((r.status, r.code().as_str()), (401, "token_widened"));
+
+    // Tampered: one character of the signature changed.
+    let (good, _) = h.token("staging", &["stg:read"], 600);
+    let mut bytes = good.into_bytes();
+    let i = bytes.len() - 10;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    let r = send(String::from_utf8(bytes).unwrap()).await;
+    assert_eq!((r.status, r.code().as_str()), (401, "token_invalid"));
+
+    let r = send("not-a-token".into()).await;
+    assert_eq!((r.status, r.code().as_str()), (401, "token_invalid"));
+    let r = h.send("GET", "/stg/v1/x", &[], b"").await;
+    assert_eq!((r.status, r.code().as_str()), (401, "missing_token"));
+    let j = r.json();
+    assert!(j["request_id"].as_str().is_some_and(|s| !s.is_empty()) && j["policies"].is_array());
+    assert_eq!(h.records().len(), 1, "only the pre-revocation request may reach the upstream");
+    // Refusals are audited too.
+    let audit = h.audit(8).await;
+    assert!(audit.iter().filter(|e| e.event.outcome == "denied").count() >= 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_environments_and_destructive_operations() {
+    let h = Harness::start().await;
+    // A grant for another upstream.
+    let (t, _) = h.token("staging", &["stgq:destroy"], 600);
+    let r = h.send("GET", "/stg/v1/x", &[("X-Airlock-Token", &t)], b"").await;
+    assert_eq!((r.status, r.code().as_str()), (403, "not_granted"));
+    assert!(!r.json()["policies"].as_array().unwrap().is_empty());
+    // A read grant does not allow writes or deletes.
+    let (t, _) = h.token("staging", &["stg:read"], 600);
+    let r = h.send("POST", "/stg/v1/x", &[("X-Airlock-Token", &t)], b"{}").await;
+    assert_eq!((r.status, r.code().as_str()), (403, "not_granted"));
+    let r = h.send("DELETE", "/stg/v1/volumes/vol-1", &[("X-Airlock-Token", &t)], b"").await;
+    assert_eq!((r.status, r.code().as_str()), (403, "not_granted"));
+    // Unknown methods are the most restrictive class.
+    let r = h.send("PURGE", "/stg/v1/x", &[("X-Airlock-Token", &t)], b"").await;
+    assert_eq!((r.status, r.code().as_str()), (403, "not_granted"));
+    // A staging token on a production upstream, even with a grant naming it.
+    let (t, _) = h.token("staging", &["prod:read"], 600);
+    let r = h.send("GET", "/prod/v1/x", &[("X-Airlock-Token", &t)], b"").await;
+    assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"));
+    // Destroy in production needs a human (approvals land later: refused for now).
+    let (t, _) = h.token("production", &["prod:destroy"], 600);
+    let r = h.send("DELETE", "/prod/v1/volumes/vol-prod-db", &[("X-Airlock-Token", &t)], b"").await;
+    assert_eq!((r.status, r.code().as_str()), (403, "approval_required"));
+    // Destroy in staging with a destroy grant is allowed.
+    let (t, _) = h.token("staging", &["stg:destroy"], 600);
+    let r = h.send("DELETE", "/stg/v1/volumes/vol-1", &[("X-Airlock-Token", &t)], b"").await;
+    assert_eq!(r.status, 200);
+    let recs = h.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].method.as_str(), recs[0].uri.as_str()), ("DELETE", "/api/v1/volumes/vol-1"));
+    let audit = h.audit(8).await;
+    let del = audit.iter().find(|e| e.event.outcome == "allowed").unwrap();
+    assert_eq!(del.event.subject, "stg/volumeDelete");
+    assert_eq!(del.event.detail["resource"], "vol-1");
+    assert_eq!(del.event.detail["capability"], "destroy");
+}
