@@ -40,6 +40,18 @@ pub struct FileConfig {
     /// `[policy]`: operator policy files and disabled built-ins.
     #[serde(default)]
     pub policy: airlock_policy::PolicyConfig,
+    /// `[broker]`: task-token settings, read by the broker (`airlock task start`), not the gateway.
+    #[serde(default)]
+    pub broker: Option<BrokerSection>,
+}
+
+/// `[broker]` (owned by the broker; declared here so the file is checked as a whole).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    /// Longest task lifetime, e.g. `"8h"`.
+    #[serde(default)]
+    pub max_ttl: Option<String>,
 }
 
 /// `[gateway]`.
@@ -487,10 +499,7 @@ fn rest_rule(op: &OperationSection) -> Result<RestRule, SpanErr> {
         }
         None => None,
     };
-    let resource = match op.resource.as_ref().and_then(|r| r.path.as_ref()) {
-        Some(p) => Some((p.get_ref().clone(), p.span())),
-        None => None,
-    };
+    let resource = op.resource.as_ref().and_then(|r| r.path.as_ref()).map(|p| (p.get_ref().clone(), p.span()));
     RestRule::new(m, path.get_ref(), name, capability, tier, resource.as_ref().map(|r| r.0.as_str()))
         .map_err(|msg| (Some(resource.map(|r| r.1).unwrap_or(path.span())), msg))
 }
@@ -627,6 +636,13 @@ resource = { path = "id" }
         assert!(err_at(&bad).1.contains("nope"));
         let bad = GOOD.replace("protocol", "x").replace("request_timeout = \"90s\"", "protocol = \"graphql\"");
         assert!(err_at(&bad).1.contains("not supported"));
+    }
+
+    #[test]
+    fn example_config_in_the_repo_is_valid() {
+        let c = Config::parse(include_str!("../../../airlock.example.toml"), Path::new("airlock.example.toml")).unwrap();
+        assert_eq!(c.upstreams.len(), 3);
+        assert!(c.upstream("github").is_some());
     }
 
     #[test]

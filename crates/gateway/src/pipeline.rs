@@ -14,6 +14,9 @@
 //! agent's own credentials or routing headers reach the upstream, and never put a secret
 //! value into an answer, an error or an audit record.
 
+// A refusal is the cold path and carries everything its audit record needs.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -183,15 +186,15 @@ impl Gateway {
         let up = &rt.cfg;
 
         // Body cap: refuse up front when the declared length is already too big.
-        if let Some(len) = content_length(&parts.headers) {
-            if len > up.max_body {
-                let r = Refusal::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("request body of {len} bytes exceeds this upstream's limit of {} bytes", up.max_body),
-                );
-                return self.refuse(&request_id, &parts, with_context(r, &admitted));
-            }
+        if let Some(len) = content_length(&parts.headers)
+            && len > up.max_body
+        {
+            let r = Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body of {len} bytes exceeds this upstream's limit of {} bytes", up.max_body),
+            );
+            return self.refuse(&request_id, &parts, with_context(r, &admitted));
         }
 
         // 6. Durable audit record, before anything reaches the upstream.
@@ -354,10 +357,10 @@ impl Gateway {
         let secret = self.secrets.get(&up.secret, &up.environment).await.map_err(|e| {
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "secret_unavailable", format!("the credential for upstream {} is unavailable: {}", up.name, e.message))
         })?;
-        if let Some(p) = rt.prepared.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            if Arc::ptr_eq(&p.secret, &secret) {
-                return Ok(p.clone());
-            }
+        if let Some(p) = rt.prepared.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && Arc::ptr_eq(&p.secret, &secret)
+        {
+            return Ok(p.clone());
         }
         secret_fits(&secret, up).map_err(|why| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "secret_mismatch", why))?;
         let p = Arc::new(prepare_injection(up, secret)?);
@@ -442,10 +445,10 @@ fn secret_fits(secret: &Secret, up: &Upstream) -> Result<(), String> {
             up.environment.as_str()
         ));
     }
-    if let Some(bound) = secret.upstream.as_deref().filter(|b| !b.is_empty()) {
-        if bound != up.name.as_str() {
-            return Err(format!("secret {:?} is bound to upstream {bound:?}, not {:?}", up.secret, up.name.as_str()));
-        }
+    if let Some(bound) = secret.upstream.as_deref().filter(|b| !b.is_empty())
+        && bound != up.name.as_str()
+    {
+        return Err(format!("secret {:?} is bound to upstream {bound:?}, not {:?}", up.secret, up.name.as_str()));
     }
     Ok(())
 }

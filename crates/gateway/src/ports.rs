@@ -88,11 +88,13 @@ pub trait SecretSource: Send + Sync + 'static {
     async fn get(&self, name: &str, environment: &Environment) -> Result<Secret, SecretError>;
 }
 
+type CacheKey = (String, Environment);
+
 /// A TTL cache in front of a [`SecretSource`].
 pub struct SecretCache {
     source: Arc<dyn SecretSource>,
     ttl: Duration,
-    entries: Mutex<HashMap<(String, Environment), (Instant, Arc<Secret>)>>,
+    entries: Mutex<HashMap<CacheKey, (Instant, Arc<Secret>)>>,
 }
 
 impl fmt::Debug for SecretCache {
@@ -110,10 +112,10 @@ impl SecretCache {
     /// The secret, from cache when fresh.
     pub async fn get(&self, name: &str, environment: &Environment) -> Result<Arc<Secret>, SecretError> {
         let key = (name.to_owned(), environment.clone());
-        if let Some((at, s)) = self.entries.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            if at.elapsed() < self.ttl {
-                return Ok(s.clone());
-            }
+        if let Some((at, s)) = self.entries.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(s.clone());
         }
         let secret = Arc::new(self.source.get(name, environment).await?);
         if !self.ttl.is_zero() {

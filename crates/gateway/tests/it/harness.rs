@@ -381,8 +381,7 @@ pub fn parse(raw: &[u8]) -> Resp {
     let body = if chunked {
         let mut out = Vec::new();
         let mut r = rest;
-        loop {
-            let Some(nl) = r.windows(2).position(|w| w == b"\r\n") else { break };
+        while let Some(nl) = r.windows(2).position(|w| w == b"\r\n") {
             let n = usize::from_str_radix(String::from_utf8_lossy(&r[..nl]).trim(), 16).unwrap_or(0);
             if n == 0 {
                 break;
