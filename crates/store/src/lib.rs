@@ -14,8 +14,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub mod chain;
+mod common;
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed.

@@ -1,0 +1,284 @@
+//! The parts of the `Store` implementation that are the same SQL on every
+//! backend (queries use `$n` placeholders, which SQLite and PostgreSQL both
+//! accept). Each backend supplies `begin_audit` (a transaction holding the
+//! audit write lock), `list_audit_rows`, `health` and its row type.
+
+/// Implement [`crate::Store`] for a backend type whose `pool` field is a `sqlx::Pool<$db>`.
+macro_rules! impl_store {
+    ($store:ty, $row:ty) => {
+        fn secret_from_row(r: &$row) -> $crate::Result<$crate::SecretRecord> {
+            use sqlx::Row;
+            Ok($crate::SecretRecord {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                environment: r.try_get("environment")?,
+                tier: r.try_get("tier")?,
+                upstream: r.try_get("upstream")?,
+                description: r.try_get("description")?,
+                version: r.try_get("version")?,
+                key_id: r.try_get("key_id")?,
+                wrapped_key: r.try_get("wrapped_key")?,
+                nonce: r.try_get("nonce")?,
+                ciphertext: r.try_get("ciphertext")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        }
+
+        fn task_from_row(r: &$row) -> $crate::Result<$crate::TaskRecord> {
+            use sqlx::Row;
+            let grants: String = r.try_get("grants")?;
+            Ok($crate::TaskRecord {
+                id: r.try_get("id")?,
+                agent: r.try_get("agent")?,
+                environment: r.try_get("environment")?,
+                grants: serde_json::from_str(&grants).map_err(|e| $crate::Error::Corrupt { what: "task grants", detail: e.to_string() })?,
+                purpose: r.try_get("purpose")?,
+                created_at: r.try_get("created_at")?,
+                expires_at: r.try_get("expires_at")?,
+                ended_at: r.try_get("ended_at")?,
+                created_by: r.try_get("created_by")?,
+            })
+        }
+
+        fn audit_from_row(r: &$row) -> $crate::Result<$crate::AuditEntry> {
+            use sqlx::Row;
+            let detail: String = r.try_get("detail")?;
+            Ok($crate::AuditEntry {
+                seq: r.try_get("seq")?,
+                event: $crate::AuditEvent {
+                    id: r.try_get("id")?,
+                    ts_ms: r.try_get("ts_ms")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    subject: r.try_get("subject")?,
+                    outcome: r.try_get("outcome")?,
+                    task_id: r.try_get("task_id")?,
+                    detail: serde_json::from_str(&detail).map_err(|e| $crate::Error::Corrupt { what: "audit detail", detail: e.to_string() })?,
+                },
+                prev_hash: r.try_get("prev_hash")?,
+                hash: r.try_get("hash")?,
+            })
+        }
+
+        fn is_unique_violation(e: &sqlx::Error) -> bool {
+            matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+        }
+
+        const SECRET_COLUMNS: &str =
+            "id, name, environment, tier, upstream, description, version, key_id, wrapped_key, nonce, ciphertext, created_at, updated_at";
+
+        #[async_trait::async_trait]
+        impl $crate::Store for $store {
+            async fn health(&self) -> $crate::Result<$crate::Health> {
+                self.backend_health().await
+            }
+
+            async fn get_meta(&self, key: &str) -> $crate::Result<Option<String>> {
+                Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(&self.pool).await?)
+            }
+
+            async fn put_meta_if_absent(&self, key: &str, value: &str) -> $crate::Result<bool> {
+                let r = sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn insert_secret(&self, rec: &$crate::SecretRecord) -> $crate::Result<()> {
+                let q = format!("INSERT INTO secrets ({SECRET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
+                sqlx::query(&q)
+                    .bind(&rec.id)
+                    .bind(&rec.name)
+                    .bind(&rec.environment)
+                    .bind(&rec.tier)
+                    .bind(&rec.upstream)
+                    .bind(&rec.description)
+                    .bind(rec.version)
+                    .bind(&rec.key_id)
+                    .bind(&rec.wrapped_key)
+                    .bind(&rec.nonce)
+                    .bind(&rec.ciphertext)
+                    .bind(rec.created_at)
+                    .bind(rec.updated_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            $crate::Error::DuplicateSecret { name: rec.name.clone(), environment: rec.environment.clone() }
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                Ok(())
+            }
+
+            async fn find_secrets(&self, name: &str) -> $crate::Result<Vec<$crate::SecretRecord>> {
+                let q = format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE name = $1 ORDER BY environment");
+                sqlx::query(&q).bind(name).fetch_all(&self.pool).await?.iter().map(secret_from_row).collect()
+            }
+
+            async fn get_secret(&self, name: &str, environment: &str) -> $crate::Result<Option<$crate::SecretRecord>> {
+                let q = format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE name = $1 AND environment = $2");
+                sqlx::query(&q).bind(name).bind(environment).fetch_optional(&self.pool).await?.as_ref().map(secret_from_row).transpose()
+            }
+
+            async fn list_secrets(&self) -> $crate::Result<Vec<$crate::SecretRecord>> {
+                let q = format!("SELECT {SECRET_COLUMNS} FROM secrets ORDER BY name, environment");
+                sqlx::query(&q).fetch_all(&self.pool).await?.iter().map(secret_from_row).collect()
+            }
+
+            async fn replace_secret(&self, rec: &$crate::SecretRecord, expected_version: i64) -> $crate::Result<()> {
+                let r = sqlx::query(
+                    "UPDATE secrets SET version = $1, key_id = $2, wrapped_key = $3, nonce = $4, ciphertext = $5, updated_at = $6,
+                     tier = $7, upstream = $8, description = $9
+                     WHERE id = $10 AND version = $11",
+                )
+                .bind(rec.version)
+                .bind(&rec.key_id)
+                .bind(&rec.wrapped_key)
+                .bind(&rec.nonce)
+                .bind(&rec.ciphertext)
+                .bind(rec.updated_at)
+                .bind(&rec.tier)
+                .bind(&rec.upstream)
+                .bind(&rec.description)
+                .bind(&rec.id)
+                .bind(expected_version)
+                .execute(&self.pool)
+                .await?;
+                if r.rows_affected() == 1 { Ok(()) } else { Err($crate::Error::NotFound { kind: "secret", id: rec.name.clone() }) }
+            }
+
+            async fn delete_secret(&self, id: &str) -> $crate::Result<()> {
+                let r = sqlx::query("DELETE FROM secrets WHERE id = $1").bind(id).execute(&self.pool).await?;
+                if r.rows_affected() == 1 { Ok(()) } else { Err($crate::Error::NotFound { kind: "secret", id: id.to_owned() }) }
+            }
+
+            async fn insert_task(&self, t: &$crate::TaskRecord) -> $crate::Result<()> {
+                let grants = serde_json::to_string(&t.grants).expect("strings serialise");
+                sqlx::query(
+                    "INSERT INTO tasks (id, agent, environment, grants, purpose, created_at, expires_at, ended_at, created_by)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&t.id)
+                .bind(&t.agent)
+                .bind(&t.environment)
+                .bind(grants)
+                .bind(&t.purpose)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .bind(t.ended_at)
+                .bind(&t.created_by)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| if is_unique_violation(&e) { $crate::Error::DuplicateTask(t.id.clone()) } else { e.into() })?;
+                Ok(())
+            }
+
+            async fn get_task(&self, id: &str) -> $crate::Result<Option<$crate::TaskRecord>> {
+                sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id).fetch_optional(&self.pool).await?.as_ref().map(task_from_row).transpose()
+            }
+
+            async fn list_tasks(&self) -> $crate::Result<Vec<$crate::TaskRecord>> {
+                sqlx::query("SELECT * FROM tasks ORDER BY created_at DESC, id DESC").fetch_all(&self.pool).await?.iter().map(task_from_row).collect()
+            }
+
+            async fn end_task(&self, id: &str, at: i64, reason: &str) -> $crate::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                let exists: Option<Option<i64>> =
+                    sqlx::query_scalar("SELECT ended_at FROM tasks WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+                let Some(ended) = exists else {
+                    return Err($crate::Error::NotFound { kind: "task", id: id.to_owned() });
+                };
+                sqlx::query("UPDATE tasks SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL").bind(at).bind(id).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO revocations (task_id, revoked_at, reason) VALUES ($1, $2, $3) ON CONFLICT (task_id) DO NOTHING")
+                    .bind(id)
+                    .bind(at)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await?;
+                self.after_revocation(&mut tx).await?;
+                tx.commit().await?;
+                Ok(ended.is_none())
+            }
+
+            async fn revocations_since(&self, after: i64) -> $crate::Result<Vec<$crate::Revocation>> {
+                use sqlx::Row;
+                let rows = sqlx::query("SELECT seq, task_id, revoked_at, reason FROM revocations WHERE seq > $1 ORDER BY seq")
+                    .bind(after)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::Revocation {
+                            seq: r.try_get("seq")?,
+                            task_id: r.try_get("task_id")?,
+                            revoked_at: r.try_get("revoked_at")?,
+                            reason: r.try_get("reason")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn append_audit_batch(&self, events: &[$crate::AuditEvent]) -> $crate::Result<Vec<$crate::AuditEntry>> {
+                use sqlx::Row;
+                if events.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // The transaction holds the audit write lock from its first statement,
+                // so two writers can never read the same chain head.
+                let mut tx = self.begin_audit().await?;
+                let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+                let (mut seq, mut prev) = match head {
+                    Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
+                    None => (0, $crate::chain::GENESIS.to_owned()),
+                };
+                let mut out = Vec::with_capacity(events.len());
+                for ev in events {
+                    seq += 1;
+                    let hash = $crate::chain::link(&prev, seq, ev);
+                    let detail = serde_json::to_string(&ev.detail).expect("JSON values serialise");
+                    sqlx::query(
+                        "INSERT INTO audit (seq, id, ts_ms, actor, action, subject, outcome, task_id, detail, prev_hash, hash)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    )
+                    .bind(seq)
+                    .bind(&ev.id)
+                    .bind(ev.ts_ms)
+                    .bind(&ev.actor)
+                    .bind(&ev.action)
+                    .bind(&ev.subject)
+                    .bind(&ev.outcome)
+                    .bind(&ev.task_id)
+                    .bind(detail)
+                    .bind(&prev)
+                    .bind(&hash)
+                    .execute(&mut *tx)
+                    .await?;
+                    out.push($crate::AuditEntry { seq, event: ev.clone(), prev_hash: std::mem::replace(&mut prev, hash.clone()), hash });
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn list_audit(&self, f: &$crate::AuditFilter) -> $crate::Result<Vec<$crate::AuditEntry>> {
+                let prefix = f.action_prefix.as_ref().map(|p| format!("{}%", p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+                let limit = f.limit.map(i64::from).unwrap_or(i64::MAX);
+                // Newest `limit` entries, returned oldest first.
+                let rows = sqlx::query(Self::LIST_AUDIT_SQL)
+                    .bind(&f.task_id)
+                    .bind(prefix)
+                    .bind(f.after_seq.unwrap_or(0))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(audit_from_row).collect()
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;
