@@ -137,7 +137,8 @@ impl Ctx {
     pub fn checked_state(&self) -> Result<StateDir, Failure> {
         let s = self.state()?;
         s.check()?;
-        if !s.has(files::DATABASE) {
+        let external_db = std::env::var_os("AIRLOCK_DATABASE_URL").is_some_and(|u| !u.is_empty());
+        if !external_db && !s.has(files::DATABASE) {
             return Err(airlock_state::Error::NotInitialized(s.path(files::DATABASE)).into());
         }
         Ok(s)
@@ -164,8 +165,22 @@ impl Ctx {
         }
     }
 
+    /// The configured store: PostgreSQL when `AIRLOCK_DATABASE_URL` is set
+    /// (several gateway replicas share it), else the SQLite file in the state dir.
     pub async fn store(&self, state: &StateDir) -> Result<Arc<dyn Store>, Failure> {
-        let s = SqliteStore::open_existing(&state.path(files::DATABASE)).await?;
+        self.open_store(state, false).await
+    }
+
+    /// Like [`Ctx::store`], creating the SQLite file if needed (for `init`).
+    pub async fn open_store(&self, state: &StateDir, create: bool) -> Result<Arc<dyn Store>, Failure> {
+        if let Some(url) = std::env::var("AIRLOCK_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(Failure::usage("AIRLOCK_DATABASE_URL must be a postgres:// URL (unset it to use the SQLite file in the state directory)"));
+            }
+            return Ok(Arc::new(airlock_store::PgStore::connect(&url).await?));
+        }
+        let path = state.path(files::DATABASE);
+        let s = if create { SqliteStore::open(&path).await? } else { SqliteStore::open_existing(&path).await? };
         Ok(Arc::new(s))
     }
 

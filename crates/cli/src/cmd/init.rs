@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use airlock_state::files;
-use airlock_store::{SqliteStore, Store as _};
 use airlock_token::TokenAuthority;
 use airlock_vault::KeyMode;
 use serde::Serialize;
@@ -62,8 +61,8 @@ pub async fn init(ctx: &Ctx, a: InitArgs) -> CmdResult {
         KeyMode::Keyfile
     };
     let passphrase = if a.passphrase { Some(new_passphrase()?) } else { None };
-    let store = SqliteStore::open(&state.path(files::DATABASE)).await?;
-    let key = airlock_vault::init_master_key(&state, &store, mode, passphrase.as_deref().map(|p| &p[..])).await?;
+    let store = ctx.open_store(&state, true).await?;
+    let key = airlock_vault::init_master_key(&state, &*store, mode, passphrase.as_deref().map(|p| &p[..])).await?;
     let authority = TokenAuthority::init(&state)?;
     let admin = Zeroizing::new(format!("{}\n", hex::encode(random32())));
     state.write_new_key(files::ADMIN_TOKEN, admin.as_bytes())?;
@@ -73,7 +72,7 @@ pub async fn init(ctx: &Ctx, a: InitArgs) -> CmdResult {
         master_key_id: key.id(),
         token_public_key: authority.public_key().to_bytes_hex(),
     };
-    crate::app::audit(&store, "airlock.init", &out.state_dir, "ok", None, serde_json::json!({ "key_mode": mode, "master_key_id": out.master_key_id })).await?;
+    crate::app::audit(&*store, "airlock.init", &out.state_dir, "ok", None, serde_json::json!({ "key_mode": mode, "master_key_id": out.master_key_id })).await?;
     if a.json {
         print_json(&out);
     } else {
@@ -165,23 +164,23 @@ pub async fn doctor(ctx: &Ctx, a: DoctorArgs) -> CmdResult {
                 Err((format!("{name} is missing"), "restore it from backup; without it tokens cannot be minted or verified".into()))
             });
         }
-        match SqliteStore::open_existing(&state.path(files::DATABASE)).await {
+        match ctx.store(&state).await.map_err(|f| f.message) {
             Err(e) => push("database", Err((e.to_string(), "run `airlock init`, or restore airlock.db from backup".into()))),
             Ok(store) => {
                 match store.health().await {
                     Ok(h) => push("database", Ok(format!("{} schema v{} ({})", h.backend, h.schema_version, h.detail))),
                     Err(e) => push("database", Err((e.to_string(), "restore airlock.db from backup".into()))),
                 }
-                match airlock_vault::key_mode(&store).await {
+                match airlock_vault::key_mode(&*store).await {
                     Ok(Some(KeyMode::Passphrase)) if std::env::var_os("AIRLOCK_PASSPHRASE").is_none() && std::env::var_os(airlock_vault::ENV_MASTER_KEY).is_none() => {
                         push("vault key", Ok("passphrase-protected (set AIRLOCK_PASSPHRASE to check it)".into()))
                     }
-                    _ => match airlock_vault::open_master_key(&state, &store, crate::app::read_passphrase).await {
+                    _ => match airlock_vault::open_master_key(&state, &*store, crate::app::read_passphrase).await {
                         Ok(k) => push("vault key", Ok(format!("master key {} opens the vault", k.id()))),
                         Err(e) => push("vault key", Err((e.to_string(), "supply the right master key (key file, AIRLOCK_MASTER_KEY or passphrase)".into()))),
                     },
                 }
-                match super::audit::verify_chain(&store).await {
+                match super::audit::verify_chain(&*store).await {
                     Ok(n) => push("audit chain", Ok(format!("{n} records, hash chain intact"))),
                     Err(e) => push("audit chain", Err((e, "the audit log was altered; keep the database for investigation".into()))),
                 }

@@ -288,3 +288,34 @@ fn demo_passes() {
     assert!(r.stdout.contains("every protection held"));
     assert!(!r.stdout.contains("✘"));
 }
+
+/// The same broker flow on PostgreSQL (what several gateway replicas share).
+#[test]
+fn broker_on_postgres() {
+    let url = std::env::var("AIRLOCK_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("cli_{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos());
+    let created = std::process::Command::new("psql").args([url.as_str(), "-qc", &format!("CREATE SCHEMA {schema}")]).status().expect("psql is installed");
+    assert!(created.success(), "PostgreSQL at {url} is required");
+    let db = format!("{url}?options=-c%20search_path%3D{schema}");
+    let s = Sandbox::new();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut c = s.cmd(args);
+        c.env("AIRLOCK_DATABASE_URL", &db);
+        s.run_with(c, stdin)
+    };
+    run(&["init"], None).ok();
+    assert!(!s.home().join("airlock.db").exists(), "no SQLite file when PostgreSQL is configured");
+    run(&["secret", "add", "gh", "--env", "staging", "--upstream", "github"], Some(VALUE)).ok();
+    let token = run(&["task", "start", "--agent", "a", "--env", "staging", "--grant", "github:read"], None).ok().stdout.trim().to_owned();
+    run(&["token", "verify"], Some(&token)).ok();
+    let id = run(&["token", "inspect", "--json"], Some(&token)).ok().stdout;
+    let id = serde_json::from_str::<serde_json::Value>(&id).unwrap()["task_id"].as_str().unwrap().to_owned();
+    run(&["task", "end", &id], None).ok();
+    run(&["token", "verify"], Some(&token)).fails(4, "revoked");
+    run(&["audit", "verify"], None).ok();
+    let rows = std::process::Command::new("psql").args([url.as_str(), "-tAc", &format!("SELECT count(*) FROM {schema}.audit")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "4", "init, secret.add, task.start and task.end are recorded in PostgreSQL");
+    let mut c = s.cmd(&["task", "list"]);
+    c.env("AIRLOCK_DATABASE_URL", "mysql://nope");
+    s.run_with(c, None).fails(2, "postgres://");
+}
