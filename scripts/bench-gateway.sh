@@ -51,7 +51,7 @@ nginx -c "$WORK/nginx.conf" -p "$WORK"
 
 cargo build --release -p airlock-gateway --example bench_serve >/dev/null 2>&1 || cargo build --release -p airlock-gateway --example bench_serve
 BIN="$ROOT/target/release/examples/bench_serve"
-"$BIN" "$WORK" "127.0.0.1:$ALK" "$UP" 2>"$WORK/airlock.log" &
+"$BIN" "$WORK" "127.0.0.1:$ALK" "$UP" 2>"$WORK/airlock.log" &   # AIRLOCK_BENCH_NO_AUDIT=1 → null audit sink (diagnostic)
 ALK_PID=$!
 for _ in $(seq 100); do [[ -s "$WORK/token" ]] && curl -s -o /dev/null "http://127.0.0.1:$ALK/" && break; sleep 0.1; done
 TOKEN=$(cat "$WORK/token")

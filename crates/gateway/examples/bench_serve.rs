@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use airlock_gateway::Gateway;
-use airlock_gateway::audit::GroupCommit;
+use airlock_gateway::audit::{AuditError, AuditSink, GroupCommit};
+use airlock_store::AuditEvent;
 use airlock_gateway::config::Config;
 use airlock_gateway::server::{self, AdminState};
 use airlock_policy::PolicyEngine;
@@ -46,7 +47,10 @@ fn main() {
         let verifier = Arc::new(Verifier::new(authority.public_key(), Revocations::new(), VerifierOptions::default()));
         let (audit, _writer) = GroupCommit::start(store.clone(), config.audit_batch);
         let stats = audit.stats();
-        let gw = Gateway::new(&config, verifier, Arc::new(vault), Arc::new(PolicyEngine::builtin().unwrap()), Arc::new(audit)).unwrap();
+        // AIRLOCK_BENCH_NO_AUDIT=1: a null audit sink, to separate proxy cost from audit cost (diagnostic only).
+        let sink: Arc<dyn AuditSink> =
+            if std::env::var_os("AIRLOCK_BENCH_NO_AUDIT").is_some() { Arc::new(NullAudit) } else { Arc::new(audit) };
+        let gw = Gateway::new(&config, verifier, Arc::new(vault), Arc::new(PolicyEngine::builtin().unwrap()), sink).unwrap();
         gw.check_secrets().await.unwrap();
         let running = server::start(Arc::new(gw), config.listen, config.admin_listen, AdminState::new(&config, Some(stats.clone()))).await.unwrap();
         eprintln!("bench gateway on {} (admin {})", running.agent_addr, running.admin_addr);
@@ -57,4 +61,13 @@ fn main() {
             stats.batches.load(std::sync::atomic::Ordering::Relaxed)
         );
     });
+}
+
+struct NullAudit;
+#[async_trait::async_trait]
+impl AuditSink for NullAudit {
+    async fn record(&self, _: AuditEvent) -> Result<(), AuditError> {
+        Ok(())
+    }
+    fn record_later(&self, _: AuditEvent) {}
 }
