@@ -63,6 +63,10 @@ enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCmd),
+    /// Run the gateway: agents call it with task tokens; it injects real credentials only when policy allows.
+    Serve(cmd::serve::ServeArgs),
+    /// Print the shell exports an agent needs to reach upstreams through the gateway.
+    Env(cmd::env::EnvArgs),
     /// Run a self-contained demonstration in a temporary state directory.
     Demo(cmd::demo::DemoArgs),
 }
@@ -85,6 +89,8 @@ fn main() -> ExitCode {
             Command::Token(c) => cmd::token::run(&ctx, c).await,
             Command::Policy(c) => cmd::policy::run(&ctx, c).await,
             Command::Audit(c) => cmd::audit::run(&ctx, c).await,
+            Command::Serve(a) => cmd::serve::run(&ctx, a).await,
+            Command::Env(a) => cmd::env::run(&ctx, a).await,
             Command::Demo(a) => cmd::demo::run(&ctx, a).await,
         }
     });

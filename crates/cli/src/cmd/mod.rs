@@ -2,8 +2,10 @@
 
 pub mod audit;
 pub mod demo;
+pub mod env;
 pub mod init;
 pub mod policy;
 pub mod secret;
+pub mod serve;
 pub mod task;
 pub mod token;
