@@ -61,6 +61,29 @@ macro_rules! impl_store {
             })
         }
 
+        fn approval_from_row(r: &$row) -> $crate::Result<$crate::ApprovalRecord> {
+            use sqlx::Row;
+            let status: String = r.try_get("status")?;
+            Ok($crate::ApprovalRecord {
+                id: r.try_get("id")?,
+                created_at: r.try_get("created_at")?,
+                task_id: r.try_get("task_id")?,
+                agent: r.try_get("agent")?,
+                upstream: r.try_get("upstream")?,
+                operation: r.try_get("operation")?,
+                resource: r.try_get("resource")?,
+                environment: r.try_get("environment")?,
+                request_hash: r.try_get("request_hash")?,
+                reason: r.try_get("reason")?,
+                status: $crate::ApprovalStatus::parse(&status)?,
+                decided_by: r.try_get("decided_by")?,
+                decided_at: r.try_get("decided_at")?,
+                decision_note: r.try_get("decision_note")?,
+                expires_at: r.try_get("expires_at")?,
+                used_at: r.try_get("used_at")?,
+            })
+        }
+
         fn is_unique_violation(e: &sqlx::Error) -> bool {
             matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
         }
@@ -221,6 +244,117 @@ macro_rules! impl_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn create_approval(&self, a: &$crate::ApprovalRecord) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO approvals (id, created_at, task_id, agent, upstream, operation, resource, environment, request_hash,
+                     reason, status, decided_by, decided_at, decision_note, expires_at, used_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                )
+                .bind(&a.id)
+                .bind(a.created_at)
+                .bind(&a.task_id)
+                .bind(&a.agent)
+                .bind(&a.upstream)
+                .bind(&a.operation)
+                .bind(&a.resource)
+                .bind(&a.environment)
+                .bind(&a.request_hash)
+                .bind(&a.reason)
+                .bind(a.status.as_str())
+                .bind(&a.decided_by)
+                .bind(a.decided_at)
+                .bind(&a.decision_note)
+                .bind(a.expires_at)
+                .bind(a.used_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_approval(&self, id: &str) -> $crate::Result<Option<$crate::ApprovalRecord>> {
+                sqlx::query("SELECT * FROM approvals WHERE id = $1").bind(id).fetch_optional(&self.pool).await?.as_ref().map(approval_from_row).transpose()
+            }
+
+            async fn list_approvals(&self, status: Option<$crate::ApprovalStatus>) -> $crate::Result<Vec<$crate::ApprovalRecord>> {
+                let rows = match status {
+                    Some(s) => sqlx::query("SELECT * FROM approvals WHERE status = $1 ORDER BY created_at DESC, id DESC").bind(s.as_str()).fetch_all(&self.pool).await?,
+                    None => sqlx::query("SELECT * FROM approvals ORDER BY created_at DESC, id DESC").fetch_all(&self.pool).await?,
+                };
+                rows.iter().map(approval_from_row).collect()
+            }
+
+            async fn find_approval(&self, task_id: &str, request_hash: &str, now: i64) -> $crate::Result<Option<$crate::ApprovalRecord>> {
+                sqlx::query(
+                    "SELECT * FROM approvals WHERE task_id = $1 AND request_hash = $2 AND status IN ('pending', 'approved') AND expires_at >= $3
+                     ORDER BY created_at DESC, id DESC LIMIT 1",
+                )
+                .bind(task_id)
+                .bind(request_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(approval_from_row)
+                .transpose()
+            }
+
+            async fn decide_approval(
+                &self,
+                id: &str,
+                approve: bool,
+                by: &str,
+                note: Option<&str>,
+                at: i64,
+                valid_until: i64,
+            ) -> $crate::Result<$crate::ApprovalRecord> {
+                let status = if approve { "approved" } else { "denied" };
+                let r = sqlx::query(
+                    "UPDATE approvals SET status = $1, decided_by = $2, decided_at = $3, decision_note = $4,
+                     expires_at = CASE WHEN $1 = 'approved' THEN $5 ELSE expires_at END
+                     WHERE id = $6 AND status = 'pending' AND expires_at >= $3",
+                )
+                .bind(status)
+                .bind(by)
+                .bind(at)
+                .bind(note)
+                .bind(valid_until)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Err($crate::Error::NotFound { kind: "pending approval", id: id.to_owned() });
+                }
+                self.get_approval(id).await?.ok_or_else(|| $crate::Error::NotFound { kind: "approval", id: id.to_owned() })
+            }
+
+            async fn consume_approval(&self, task_id: &str, request_hash: &str, now: i64) -> $crate::Result<Option<$crate::ApprovalRecord>> {
+                let mut tx = self.pool.begin().await?;
+                let found = sqlx::query(
+                    "SELECT * FROM approvals WHERE task_id = $1 AND request_hash = $2 AND status = 'approved' AND expires_at >= $3
+                     ORDER BY decided_at DESC LIMIT 1",
+                )
+                .bind(task_id)
+                .bind(request_hash)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = found else { return Ok(None) };
+                let mut rec = approval_from_row(&row)?;
+                // The status guard makes the use single even if two requests race.
+                let r = sqlx::query("UPDATE approvals SET status = 'used', used_at = $1 WHERE id = $2 AND status = 'approved'")
+                    .bind(now)
+                    .bind(&rec.id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                if r.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                rec.status = $crate::ApprovalStatus::Used;
+                rec.used_at = Some(now);
+                Ok(Some(rec))
             }
 
             async fn append_audit_batch(&self, events: &[$crate::AuditEvent]) -> $crate::Result<Vec<$crate::AuditEntry>> {

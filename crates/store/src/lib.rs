@@ -201,6 +201,79 @@ pub struct AuditFilter {
     pub limit: Option<u32>,
 }
 
+/// The state of an approval request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalStatus {
+    /// Waiting for an admin.
+    Pending,
+    /// Approved; the same request may pass once before `expires_at`.
+    Approved,
+    /// Denied by an admin.
+    Denied,
+    /// Approved and already used by one request.
+    Used,
+}
+
+impl ApprovalStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Used => "used",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "pending" => ApprovalStatus::Pending,
+            "approved" => ApprovalStatus::Approved,
+            "denied" => ApprovalStatus::Denied,
+            "used" => ApprovalStatus::Used,
+            other => return Err(Error::Corrupt { what: "approval status", detail: other.to_owned() }),
+        })
+    }
+}
+
+/// A request for a human decision on one exact request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// Approval id (shown to the agent and the approver).
+    pub id: String,
+    /// When it was requested, unix seconds.
+    pub created_at: i64,
+    /// The task that asked.
+    pub task_id: String,
+    /// The agent of that task.
+    pub agent: String,
+    /// The upstream the request is for.
+    pub upstream: String,
+    /// The operation (e.g. `volumeDelete`).
+    pub operation: String,
+    /// The resource it touches, when attributed.
+    pub resource: Option<String>,
+    /// The environment of that resource.
+    pub environment: String,
+    /// sha256 of the exact request (method, target, body), hex.
+    pub request_hash: String,
+    /// Why policy asked for a human.
+    pub reason: String,
+    /// Current state.
+    pub status: ApprovalStatus,
+    /// Who decided (`admin:<name>`).
+    pub decided_by: Option<String>,
+    /// When, unix seconds.
+    pub decided_at: Option<i64>,
+    /// The approver's note (e.g. deny reason).
+    pub decision_note: Option<String>,
+    /// Pending requests expire, and so does an unused approval, at this time.
+    pub expires_at: i64,
+    /// When the approved request passed.
+    pub used_at: Option<i64>,
+}
+
 /// What a health check found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
@@ -249,6 +322,22 @@ pub trait Store: Send + Sync + 'static {
     async fn end_task(&self, id: &str, at: i64, reason: &str) -> Result<bool>;
     /// Revocations with seq greater than `after`, in order.
     async fn revocations_since(&self, after: i64) -> Result<Vec<Revocation>>;
+
+    /// Record a new pending approval request.
+    async fn create_approval(&self, rec: &ApprovalRecord) -> Result<()>;
+    /// The approval with this id.
+    async fn get_approval(&self, id: &str) -> Result<Option<ApprovalRecord>>;
+    /// Approvals, newest first, optionally only those with `status`.
+    async fn list_approvals(&self, status: Option<ApprovalStatus>) -> Result<Vec<ApprovalRecord>>;
+    /// The newest pending or approved, unexpired approval for this exact request of this task.
+    async fn find_approval(&self, task_id: &str, request_hash: &str, now: i64) -> Result<Option<ApprovalRecord>>;
+    /// Approve or deny a pending approval. [`Error::NotFound`] if it is not pending (or does not exist).
+    /// An approval extends the deadline to `valid_until` for the single use.
+    async fn decide_approval(&self, id: &str, approve: bool, by: &str, note: Option<&str>, at: i64, valid_until: i64) -> Result<ApprovalRecord>;
+    /// Atomically mark an approved, unexpired approval of this exact request as used.
+    /// Returns it if this call consumed it; `None` if there was nothing to consume
+    /// (so a replay of an approved request passes exactly once).
+    async fn consume_approval(&self, task_id: &str, request_hash: &str, now: i64) -> Result<Option<ApprovalRecord>>;
 
     /// Append one audit event to the chain and return the stored entry.
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditEntry> {

@@ -10,7 +10,10 @@ use sqlx::{Executor, PgPool, Postgres, Transaction};
 
 use crate::{Error, Health, Result};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
+    (2, "approvals", include_str!("../migrations/postgres/0002_approvals.sql")),
+];
 
 /// The advisory lock key that serialises audit appends ("airlock" in ASCII).
 const AUDIT_LOCK: i64 = 0x6169_726c_6f63_6b;

@@ -16,7 +16,10 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::{Error, Health, Result};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, "approvals", include_str!("../migrations/sqlite/0002_approvals.sql")),
+];
 
 pub(crate) fn migrator(migrations: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     let migrations = migrations

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use airlock_store::{
-    AuditEvent, AuditFilter, Error, PgStore, SecretRecord, SqliteStore, Store, TaskRecord, chain,
+    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, Error, PgStore, SecretRecord, SqliteStore, Store, TaskRecord, chain,
 };
 
 /// The PostgreSQL server the tests use (started by `.ci/run`; this machine kind runs one).
@@ -89,7 +89,7 @@ fn uuid_like(n: usize) -> String {
 async fn schema_is_migrated_and_healthy() {
     for (_d, s) in stores().await {
         let h = s.health().await.unwrap();
-        assert_eq!(h.schema_version, 1);
+        assert_eq!(h.schema_version, 2);
         match h.backend {
             "sqlite" => assert!(h.detail.contains("journal_mode=wal"), "{}", h.detail),
             "postgres" => assert!(h.detail.contains("server_version="), "{}", h.detail),
@@ -289,5 +289,60 @@ async fn meta_insert_if_absent() {
         assert!(!s.put_meta_if_absent("k", "v2").await.unwrap());
         assert_eq!(s.get_meta("k").await.unwrap().as_deref(), Some("v1"));
         assert_eq!(s.get_meta("missing").await.unwrap(), None);
+    }
+}
+
+fn approval(id: &str, hash: &str, expires_at: i64) -> ApprovalRecord {
+    ApprovalRecord {
+        id: id.into(),
+        created_at: 10,
+        task_id: "task-1".into(),
+        agent: "coder".into(),
+        upstream: "railway-staging".into(),
+        operation: "volumeDelete".into(),
+        resource: Some("vol-staging-db".into()),
+        environment: "staging".into(),
+        request_hash: hash.into(),
+        reason: "destroy in production needs a human".into(),
+        status: ApprovalStatus::Pending,
+        decided_by: None,
+        decided_at: None,
+        decision_note: None,
+        expires_at,
+        used_at: None,
+    }
+}
+
+#[tokio::test]
+async fn approvals_are_decided_once_and_consumed_once() {
+    for (_d, s) in stores().await {
+        s.create_approval(&approval("ap-1", "h1", 100)).await.unwrap();
+        s.create_approval(&approval("ap-2", "h2", 100)).await.unwrap();
+        assert_eq!(s.list_approvals(Some(ApprovalStatus::Pending)).await.unwrap().len(), 2);
+        assert_eq!(s.find_approval("task-1", "h1", 50).await.unwrap().unwrap().id, "ap-1");
+        assert!(s.find_approval("task-1", "h1", 101).await.unwrap().is_none(), "expired requests are not found");
+        // Nothing to consume while pending.
+        assert!(s.consume_approval("task-1", "h1", 50).await.unwrap().is_none());
+        let a = s.decide_approval("ap-1", true, "admin:root", None, 60, 600).await.unwrap();
+        assert_eq!(a.status, ApprovalStatus::Approved);
+        assert_eq!(a.expires_at, 600);
+        // Deciding twice is refused.
+        assert!(matches!(s.decide_approval("ap-1", false, "admin:root", Some("no"), 61, 600).await, Err(Error::NotFound { .. })));
+        // Another task, or another request, cannot use it.
+        assert!(s.consume_approval("task-2", "h1", 70).await.unwrap().is_none());
+        assert!(s.consume_approval("task-1", "h-other", 70).await.unwrap().is_none());
+        // Exactly once.
+        let used = s.consume_approval("task-1", "h1", 70).await.unwrap().unwrap();
+        assert_eq!(used.status, ApprovalStatus::Used);
+        assert!(s.consume_approval("task-1", "h1", 71).await.unwrap().is_none());
+        // Denied approvals are never consumable.
+        let d = s.decide_approval("ap-2", false, "admin:root", Some("not today"), 60, 600).await.unwrap();
+        assert_eq!((d.status, d.decision_note.as_deref()), (ApprovalStatus::Denied, Some("not today")));
+        assert!(s.consume_approval("task-1", "h2", 70).await.unwrap().is_none());
+        // An approval past its deadline cannot be used.
+        s.create_approval(&approval("ap-3", "h3", 100)).await.unwrap();
+        s.decide_approval("ap-3", true, "admin:root", None, 60, 80).await.unwrap();
+        assert!(s.consume_approval("task-1", "h3", 81).await.unwrap().is_none());
+        assert!(matches!(s.decide_approval("missing", true, "a", None, 1, 2).await, Err(Error::NotFound { .. })));
     }
 }
