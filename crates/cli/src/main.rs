@@ -67,6 +67,13 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Print the shell exports an agent needs to reach upstreams through the gateway.
     Env(cmd::env::EnvArgs),
+    /// List approval requests for operations that wait for a human (via the admin API).
+    #[command(subcommand)]
+    Approvals(cmd::approvals::ApprovalsCmd),
+    /// Approve a pending request (admin credential from the state directory; never a task token).
+    Approve(cmd::approvals::ApproveArgs),
+    /// Deny a pending request.
+    Deny(cmd::approvals::DenyArgs),
     /// Run a self-contained demonstration in a temporary state directory.
     Demo(cmd::demo::DemoArgs),
 }
@@ -91,6 +98,9 @@ fn main() -> ExitCode {
             Command::Audit(c) => cmd::audit::run(&ctx, c).await,
             Command::Serve(a) => cmd::serve::run(&ctx, a).await,
             Command::Env(a) => cmd::env::run(&ctx, a).await,
+            Command::Approvals(c) => cmd::approvals::list(&ctx, c).await,
+            Command::Approve(a) => cmd::approvals::approve(&ctx, a).await,
+            Command::Deny(a) => cmd::approvals::deny(&ctx, a).await,
             Command::Demo(a) => cmd::demo::run(&ctx, a).await,
         }
     });

@@ -1,5 +1,6 @@
 //! One module per top-level command.
 
+pub mod approvals;
 pub mod audit;
 pub mod demo;
 pub mod env;
