@@ -24,7 +24,7 @@ async fn allowed_read_injects_the_real_credential() {
     assert!(!contains(&rec.everything(), token.as_bytes()), "task token reached the upstream");
     assert!(rec.audited_before, "the audit record was not committed before the upstream saw the request");
 
-    let audit = h.audit(2).await;
+    let audit = h.audit_until(|a| a.iter().any(|e| e.event.action == "gateway.response")).await;
     let req = audit.iter().find(|e| e.event.id == request_id).expect("request audited under the request id");
     assert_eq!(req.event.outcome, "allowed");
     assert_eq!(req.event.task_id.as_deref(), Some(task_id.as_str()));
@@ -86,8 +86,10 @@ async fn secret_echoed_by_the_upstream_is_redacted() {
     }
     let r = h.send("GET", "/stg/echo", &[("Authorization", &format!("Bearer {token}"))], b"").await;
     assert_eq!(r.header("x-echo-auth"), Some("[redacted by airlock]"));
-    let audit = h.audit(8).await;
-    assert!(audit.iter().any(|e| e.event.action == "gateway.response" && e.event.detail["redactions"].as_u64() >= Some(1)));
+    let redacted = |a: &[airlock_store::AuditEntry]| {
+        a.iter().any(|e| e.event.action == "gateway.response" && e.event.detail["redactions"].as_u64() >= Some(1))
+    };
+    assert!(redacted(&h.audit_until(redacted).await));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

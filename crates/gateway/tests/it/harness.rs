@@ -298,16 +298,17 @@ impl Harness {
         self.upstream.records.lock().unwrap().clone()
     }
 
-    /// Audit entries, waiting (briefly) until at least `min` exist.
-    pub async fn audit(&self, min: usize) -> Vec<AuditEntry> {
+    /// Audit entries, waiting (briefly) until `done` holds for them.
+    pub async fn audit_until(&self, done: impl Fn(&[AuditEntry]) -> bool) -> Vec<AuditEntry> {
+        let mut all = Vec::new();
         for _ in 0..100 {
-            let all = self.store.list_audit(&AuditFilter::default()).await.unwrap();
-            if all.len() >= min {
-                return all;
+            all = self.store.list_audit(&AuditFilter::default()).await.unwrap();
+            if done(&all) {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.store.list_audit(&AuditFilter::default()).await.unwrap()
+        all
     }
 
     /// Send raw bytes to the gateway and read until the connection closes.
