@@ -2,6 +2,7 @@
 #![allow(missing_docs)]
 
 mod broker;
+mod serve;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,152 @@
+//! Issue 3 end to end: the real `airlock serve` binary between a client holding a
+//! task token and a local TLS upstream (the fixture cloud API) that records what
+//! it received.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::Sandbox;
+
+const UPSTREAM_TOKEN: &str = "fixture-api-token-REAL-0123456789";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Send one raw HTTP/1.1 request and return (status, body).
+fn http(addr: SocketAddr, raw: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn post(addr: SocketAddr, path: &str, auth: &str, body: &str) -> (u16, String) {
+    http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn serve_injects_only_when_policy_allows() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pki = airlock_fixture::tls::TestPki::loopback().unwrap();
+    let fixture = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        airlock_fixture::serve(l, Arc::new(airlock_fixture::World::standard(UPSTREAM_TOKEN)), Some(pki.server.clone()))
+    });
+    let s = Sandbox::new();
+    s.init();
+    let ca = s.dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    s.run_stdin(&["secret", "add", "railway-staging-token", "--env", "staging", "--upstream", "railway-staging"], UPSTREAM_TOKEN).ok();
+    s.run_stdin(&["secret", "add", "railway-prod-token", "--env", "production", "--upstream", "railway-production"], "prod-token-never-used").ok();
+    let (listen, admin) = (free_port(), free_port());
+    let cfg = s.dir.path().join("airlock.toml");
+    let base = format!("https://127.0.0.1:{}", fixture.addr.port());
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[gateway]
+listen = "127.0.0.1:{listen}"
+admin_listen = "127.0.0.1:{admin}"
+
+[[upstream]]
+name = "railway-staging"
+base_url = "{base}"
+environment = "staging"
+secret = "railway-staging-token"
+inject = {{ header = "Authorization", format = "Bearer {{secret}}" }}
+ca_file = "{ca}"
+
+[[upstream]]
+name = "railway-production"
+base_url = "{base}"
+environment = "production"
+secret = "railway-prod-token"
+inject = {{ header = "Authorization", format = "Bearer {{secret}}" }}
+ca_file = "{ca}"
+"#,
+            ca = ca.display()
+        ),
+    )
+    .unwrap();
+    let mut c = s.cmd(&["serve", "--config", cfg.to_str().unwrap()]);
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    let gw = Gateway { child: c.spawn().unwrap(), addr: format!("127.0.0.1:{listen}").parse().unwrap() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(gw.addr).is_err() {
+        assert!(Instant::now() < deadline, "airlock serve did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let token = s.run(&["task", "start", "--agent", "coder", "--env", "staging", "--grant", "railway-staging:write", "--ttl", "10m"]).ok().stdout.trim().to_owned();
+    let query = r#"{"query":"{ volumes { id environment } }"}"#;
+
+    // Allowed: the phantom token is replaced by the real credential.
+    let (status, body) = post(gw.addr, "/railway-staging/graphql", &format!("Bearer {token}"), query);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("vol-prod-db"), "{body}");
+    let seen = fixture.world.requests();
+    assert_eq!(seen.len(), 1);
+    let auth: Vec<_> = seen[0].headers.iter().filter(|(k, _)| k == "authorization").map(|(_, v)| v.clone()).collect();
+    assert_eq!(auth, [format!("Bearer {UPSTREAM_TOKEN}")], "exactly the real credential, once");
+    assert!(!seen[0].headers.iter().any(|(_, v)| v.contains(&token)), "the upstream never sees the task token");
+    assert!(!body.contains(UPSTREAM_TOKEN));
+
+    // A staging token on the production upstream: refused, nothing forwarded.
+    let (status, body) = post(gw.addr, "/railway-production/graphql", &format!("Bearer {token}"), query);
+    assert_eq!(status, 403, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(matches!(v["error"].as_str(), Some("cross_environment" | "not_granted")), "{body}");
+    assert!(v["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    // Forged and missing tokens, traversal out of the route prefix.
+    let (status, _) = post(gw.addr, "/railway-staging/graphql", "Bearer alk_forged", query);
+    assert_eq!(status, 401);
+    let (status, _) = post(gw.addr, "/railway-staging/graphql", "Bearer ", query);
+    assert_eq!(status, 401);
+    let (status, _) = post(gw.addr, "/railway-staging/%2e%2e/railway-production/graphql", &format!("Bearer {token}"), query);
+    assert_eq!(status, 400);
+    assert_eq!(fixture.world.requests().len(), 1, "no refused request reached the upstream");
+
+    // End the task: the same token is refused within a second.
+    let id = s.run_stdin(&["token", "inspect", "--json"], &token).ok().stdout;
+    let id = serde_json::from_str::<serde_json::Value>(&id).unwrap()["task_id"].as_str().unwrap().to_owned();
+    s.run(&["task", "end", &id]).ok();
+    std::thread::sleep(Duration::from_millis(1200));
+    let (status, body) = post(gw.addr, "/railway-staging/graphql", &format!("Bearer {token}"), query);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("token_revoked"), "{body}");
+    assert_eq!(fixture.world.requests().len(), 1);
+
+    // Every decision is in the audit log, and no secret is.
+    let audit = s.run(&["audit", "list", "--json", "--limit", "1000"]).ok().stdout;
+    assert!(audit.contains("gateway."), "gateway decisions are audited");
+    assert!(!audit.contains(UPSTREAM_TOKEN) && !audit.contains(&token));
+    s.run(&["audit", "verify"]).ok();
+    drop(gw);
+}
