@@ -1,0 +1,53 @@
+//! `airlock run`: start an agent with no secrets in reach.
+//!
+//! This crate owns the launcher's mechanisms, each in its own module:
+//! * [`scrub`] — which inherited environment variables the agent may see;
+//! * [`preflight`] — the workspace and environment scan that refuses a run when a
+//!   secret is readable (through the [`preflight::Detector`] seam);
+//! * [`sandbox`] — planning and applying the Landlock ruleset;
+//! * [`supervise`] — the re-exec trampoline, signal forwarding and exit pass-through;
+//! * [`summary`] — the closing per-upstream counts from the audit log.
+//!
+//! Minting and revoking the task token, auditing and printing are the caller's (the
+//! CLI's) job. Nothing here ever prints, logs or returns a secret value: findings and
+//! removed variables carry names and places only.
+
+pub mod preflight;
+pub mod sandbox;
+pub mod scrub;
+pub mod summary;
+pub mod supervise;
+
+/// Exit code of `airlock run` when the preflight scan refuses to start the agent.
+pub const EXIT_PREFLIGHT: u8 = 5;
+
+/// Errors of the launcher.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The preflight scan could not complete (so it cannot vouch for the workspace).
+    #[error("preflight scan failed: {0}; fix the cause or pass --allow-findings to skip the guarantee")]
+    Preflight(String),
+    /// The sandbox cannot be planned or applied as asked.
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+    /// The trampoline could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program (airlock itself).
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The agent's program could not be executed inside the sandbox.
+    #[error("cannot run {program}: {source} (programs outside the workspace and system paths need --allow-read DIR)")]
+    Exec {
+        /// The program as given.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Signal handling or waiting failed.
+    #[error("supervision: {0}")]
+    Signal(String),
+}

@@ -1,0 +1,203 @@
+//! Supervising the agent: the trampoline that sandboxes and execs it, signal
+//! forwarding, and exit-status pass-through.
+//!
+//! This module owns the two halves of a launch:
+//! * [`trampoline`] runs in the child (`airlock __sandbox-exec`): it arranges to die with
+//!   its supervisor, applies the Landlock [`Spec`](crate::sandbox::Spec) to itself and
+//!   execs the agent — so the agent and everything it starts inherit the sandbox while
+//!   the supervisor stays unrestricted;
+//! * [`supervise`] runs in the supervisor: it forwards SIGINT/SIGTERM/SIGHUP, kills the
+//!   agent if it outlives a termination request by [`KILL_GRACE`], and reports how it ended.
+//!
+//! It must never end the supervisor without returning: every way out (normal exit, the
+//! agent killed, the supervisor interrupted) comes back to the caller, which revokes the
+//! task. It uses no `unsafe`: the sandbox is applied in the re-executed child, not in a
+//! `pre_exec` hook.
+
+use std::ffi::OsString;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::Error;
+use crate::sandbox::{self, Spec};
+
+/// How long the agent gets to exit after airlock forwards SIGTERM or SIGHUP before it is killed.
+pub const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// The hidden subcommand the supervisor re-executes itself with.
+pub const TRAMPOLINE_SUBCOMMAND: &str = "__sandbox-exec";
+
+/// Exit code of the trampoline when the sandbox could not be applied (nothing ran).
+pub const EXIT_SANDBOX_FAILED: u8 = 125;
+/// Exit code when the agent's program exists but could not be executed.
+pub const EXIT_CANNOT_EXECUTE: u8 = 126;
+/// Exit code when the agent's program was not found.
+pub const EXIT_NOT_FOUND: u8 = 127;
+
+/// The signal handlers airlock installs before it starts a task, so that an interrupt
+/// at any point afterwards reaches [`supervise`] instead of killing airlock.
+pub struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Install handlers for SIGINT, SIGTERM and SIGHUP (needs a tokio runtime).
+    pub fn install() -> Result<Self, Error> {
+        let s = |k: SignalKind| signal(k).map_err(|e| Error::Signal(format!("cannot install a signal handler: {e}")));
+        Ok(Self { int: s(SignalKind::interrupt())?, term: s(SignalKind::terminate())?, hup: s(SignalKind::hangup())? })
+    }
+}
+
+/// How the agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Terminating signal, if it was killed by one.
+    pub signal: Option<i32>,
+    /// Signals airlock itself received while the agent ran (forwarded or not).
+    pub received: Vec<i32>,
+    /// Whether airlock killed the agent after [`KILL_GRACE`].
+    pub killed_after_grace: bool,
+}
+
+impl Exit {
+    /// The code to exit airlock with: the agent's code, or 128+signal.
+    pub fn exit_code(&self) -> u8 {
+        match (self.code, self.signal) {
+            (Some(c), _) => (c & 0xff) as u8,
+            (None, Some(s)) => (128 + s).clamp(0, 255) as u8,
+            (None, None) => 1,
+        }
+    }
+
+    /// A short human description: `exited with code 3`, `killed by signal 9 (SIGKILL)`.
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(c), _) => format!("exited with code {c}"),
+            (None, Some(s)) => format!("killed by signal {s}{}", signal_name(s).map(|n| format!(" ({n})")).unwrap_or_default()),
+            (None, None) => "ended in an unknown way".into(),
+        }
+    }
+}
+
+fn signal_name(s: i32) -> Option<&'static str> {
+    Some(match s {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => return None,
+    })
+}
+
+/// Whether a SIGINT airlock received most likely came from the terminal, in which case
+/// the agent (same foreground process group) received it too and must not get it twice.
+fn sigint_from_terminal() -> bool {
+    rustix::termios::tcgetpgrp(std::io::stdin()).is_ok_and(|fg| fg == rustix::process::getpgrp())
+}
+
+fn send(pid: Pid, sig: Signal) {
+    // ESRCH (already gone) is fine: wait() reports how it ended.
+    let _ = rustix::process::kill_process(pid, sig);
+}
+
+/// Spawn `cmd` and supervise it until it ends.
+///
+/// Call from the thread that will stay alive for the agent's lifetime (the runtime's
+/// `block_on` thread): the agent's parent-death signal is tied to the spawning thread.
+pub async fn supervise(mut cmd: tokio::process::Command, signals: &mut Signals) -> Result<Exit, Error> {
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    cmd.kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn { program, source })?;
+    let pid = child.id().and_then(|id| Pid::from_raw(id as i32)).ok_or_else(|| Error::Signal("the agent has no process id".into()))?;
+    let mut received = Vec::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut killed_after_grace = false;
+    let status = loop {
+        let grace = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            st = child.wait() => break st.map_err(|e| Error::Signal(format!("cannot wait for the agent: {e}")))?,
+            _ = signals.int.recv() => {
+                received.push(Signal::INT.as_raw());
+                if !sigint_from_terminal() {
+                    send(pid, Signal::INT);
+                }
+            }
+            _ = signals.term.recv() => {
+                received.push(Signal::TERM.as_raw());
+                send(pid, Signal::TERM);
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + KILL_GRACE);
+            }
+            _ = signals.hup.recv() => {
+                received.push(Signal::HUP.as_raw());
+                send(pid, Signal::HUP);
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + KILL_GRACE);
+            }
+            _ = grace => {
+                send(pid, Signal::KILL);
+                killed_after_grace = true;
+                deadline = None;
+            }
+        }
+    };
+    Ok(Exit { code: status.code(), signal: status.signal(), received, killed_after_grace })
+}
+
+/// The child side: die with the supervisor, apply `spec` (unless `None`, i.e.
+/// `--no-sandbox`), then exec `argv`. Returns only on failure, with the exit code to use.
+pub fn trampoline(spec: Option<&Spec>, supervisor: i32, argv: &[OsString]) -> (u8, Error) {
+    let Some((program, args)) = argv.split_first() else {
+        return (EXIT_SANDBOX_FAILED, Error::Sandbox("no command to run".into()));
+    };
+    // If the supervisor dies (even by SIGKILL), the agent dies too instead of running on
+    // with a token nobody will revoke. Check the parent afterwards to close the race.
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
+        return (EXIT_SANDBOX_FAILED, Error::Sandbox(format!("cannot tie the agent's life to airlock's: {e}")));
+    }
+    if rustix::process::getppid().map(Pid::as_raw_nonzero).map(|p| p.get()) != Some(supervisor) {
+        return (EXIT_SANDBOX_FAILED, Error::Sandbox("the airlock supervisor is gone; not starting the agent".into()));
+    }
+    if let Some(spec) = spec
+        && let Err(e) = sandbox::apply(spec)
+    {
+        return (EXIT_SANDBOX_FAILED, e);
+    }
+    let err = std::process::Command::new(program).args(args).exec();
+    let code = match err.kind() {
+        std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+        _ => EXIT_CANNOT_EXECUTE,
+    };
+    (code, Error::Exec { program: program.to_string_lossy().into_owned(), source: err })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_pass_through() {
+        let e = |code, signal| Exit { code, signal, received: vec![], killed_after_grace: false };
+        assert_eq!(e(Some(0), None).exit_code(), 0);
+        assert_eq!(e(Some(3), None).exit_code(), 3);
+        assert_eq!(e(Some(255), None).exit_code(), 255);
+        assert_eq!(e(None, Some(9)).exit_code(), 137);
+        assert_eq!(e(None, Some(15)).exit_code(), 143);
+        assert_eq!(e(None, Some(9)).describe(), "killed by signal 9 (SIGKILL)");
+        assert_eq!(e(Some(3), None).describe(), "exited with code 3");
+    }
+}
