@@ -76,6 +76,11 @@ enum Command {
     Deny(cmd::approvals::DenyArgs),
     /// Run a self-contained demonstration in a temporary state directory.
     Demo(cmd::demo::DemoArgs),
+    /// Start an agent with no secrets in reach: preflight scan, scrubbed environment, task token, Landlock sandbox, revocation on exit.
+    Run(cmd::run::RunArgs),
+    /// Internal: the sandbox trampoline `airlock run` re-executes itself as.
+    #[command(name = "__sandbox-exec", hide = true)]
+    SandboxExec(cmd::run::SandboxExecArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,6 +107,8 @@ fn main() -> ExitCode {
             Command::Approve(a) => cmd::approvals::approve(&ctx, a).await,
             Command::Deny(a) => cmd::approvals::deny(&ctx, a).await,
             Command::Demo(a) => cmd::demo::run(&ctx, a).await,
+            Command::Run(a) => cmd::run::run(&ctx, a).await,
+            Command::SandboxExec(a) => cmd::run::sandbox_exec(a).await,
         }
     });
     match result {

@@ -133,10 +133,10 @@ pub fn protected_paths(home: Option<&Path>, state: &Path) -> Vec<Protected> {
     let mut v = vec![Protected { path: canonical_or_same(state), what: "the airlock state directory".into(), no_inside: true }];
     if let Some(h) = home.filter(|h| h.is_absolute() && *h != Path::new("/")) {
         let h = canonical_or_same(h);
+        v.push(Protected { path: h.clone(), what: "your home directory".into(), no_inside: false });
         for s in HOME_CREDENTIAL_STORES {
             v.push(Protected { path: h.join(s), what: format!("~/{s}"), no_inside: true });
         }
-        v.push(Protected { path: h, what: "your home directory".into(), no_inside: false });
     }
     v
 }

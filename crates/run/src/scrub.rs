@@ -150,7 +150,7 @@ where
         };
         match reason {
             None => out.kept.push((k, v)),
-            Some(reason) if keep.iter().any(|n| *n == name) => {
+            Some(reason) if keep.contains(&name) => {
                 out.kept_deliberately.push(Removed { name, reason });
                 out.kept.push((k, v));
             }

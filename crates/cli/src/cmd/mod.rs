@@ -6,6 +6,7 @@ pub mod demo;
 pub mod env;
 pub mod init;
 pub mod policy;
+pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod task;

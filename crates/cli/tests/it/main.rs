@@ -2,6 +2,7 @@
 #![allow(missing_docs)]
 
 mod broker;
+mod run;
 mod serve;
 
 use std::io::Write;

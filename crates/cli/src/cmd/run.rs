@@ -1,0 +1,387 @@
+//! `airlock run`: start an agent with no secrets in reach.
+//!
+//! Wiring only: preflight scan → scrubbed environment → sandbox plan → task token →
+//! spawn through the `__sandbox-exec` trampoline → supervise → end the task (revoking
+//! its token) on every way out → closing summary from the audit log. The mechanisms
+//! live in `airlock-run`; every decision is audited through the store.
+//!
+//! airlock's own messages go to stderr (stdout is the agent's). Nothing here prints a
+//! secret value: removed variables and findings are reported by name and place only.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use airlock_run::preflight::{BasicDetector, Detector, Finding, Location};
+use airlock_run::sandbox::{self, Access, Spec};
+use airlock_run::scrub::{self, Reason};
+use airlock_run::supervise::{self, Signals};
+use airlock_store::{AuditFilter, Store, TaskRecord};
+use airlock_token::{Broker, StartTask, TokenAuthority};
+use airlock_types::{Environment, Name};
+
+use crate::app::{CmdResult, Ctx, Failure, actor, audit, exit, parse_duration};
+use crate::cmd::task::parse_grants;
+
+/// What `--network` allows.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// No network restriction.
+    Open,
+    /// TCP connections only to the gateway's port (Landlock ABI ≥ 4).
+    GatewayOnly,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct RunArgs {
+    /// The agent's name (default: the command's file name).
+    #[arg(long)]
+    agent: Option<String>,
+    /// The one environment the task may touch.
+    #[arg(long)]
+    env: String,
+    /// UPSTREAM:CAPABILITY, repeatable (as for `airlock task start`).
+    #[arg(long = "grant", value_name = "UPSTREAM:CAPABILITY", required = true)]
+    grants: Vec<String>,
+    /// Token lifetime (e.g. 30m, 2h); at most the configured cap.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Why the task exists (recorded in the audit log).
+    #[arg(long)]
+    purpose: Option<String>,
+    /// The agent's workspace: scanned before start, read-write inside the sandbox (default: current directory).
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Also let the agent read and execute PATH (tool caches, toolchains), repeatable.
+    #[arg(long = "allow-read", value_name = "PATH")]
+    allow_read: Vec<PathBuf>,
+    /// Pass this variable on although it looks like a credential (audited), repeatable.
+    #[arg(long = "keep-env", value_name = "NAME")]
+    keep_env: Vec<String>,
+    /// Start even though the preflight scan found secrets the agent could read (audited).
+    #[arg(long)]
+    allow_findings: bool,
+    /// Run without the Landlock sandbox (audited). Needed on kernels without Landlock.
+    #[arg(long)]
+    no_sandbox: bool,
+    /// `gateway-only`: the agent may open TCP connections to the gateway's port only.
+    #[arg(long, value_enum, default_value = "open")]
+    network: Network,
+    /// The gateway address the agent talks to (default: the configured listen address, else 127.0.0.1:7700).
+    #[arg(long, value_name = "HOST:PORT")]
+    gateway: Option<String>,
+    /// The agent command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+/// The hidden trampoline: sandbox this process, then exec the agent.
+#[derive(clap::Args, Debug)]
+pub struct SandboxExecArgs {
+    /// The supervisor's pid (the trampoline dies with it).
+    #[arg(long)]
+    supervisor: i32,
+    /// The sandbox spec (JSON: paths and ports only).
+    #[arg(long, required_unless_present = "no_sandbox")]
+    spec: Option<String>,
+    /// Exec without a sandbox (`airlock run --no-sandbox`).
+    #[arg(long, conflicts_with = "spec")]
+    no_sandbox: bool,
+    /// The agent command.
+    #[arg(last = true, required = true)]
+    command: Vec<OsString>,
+}
+
+/// `airlock __sandbox-exec`: returns only if the sandbox or the exec failed.
+pub async fn sandbox_exec(a: SandboxExecArgs) -> CmdResult {
+    let spec = match &a.spec {
+        Some(s) => Some(Spec::from_json(s).map_err(|e| Failure::new(supervise::EXIT_SANDBOX_FAILED, "sandbox", e.to_string()))?),
+        None => None,
+    };
+    let (code, err) = supervise::trampoline(spec.as_ref(), a.supervisor, &a.command);
+    Err(Failure::new(code, if code == supervise::EXIT_SANDBOX_FAILED { "sandbox" } else { "exec" }, format!("airlock run: {err}")))
+}
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("airlock run: {}", msg.as_ref());
+}
+
+/// The upstream variables for the granted upstreams, from airlock.toml (if any).
+fn upstream_exports(config: Option<&airlock_gateway::config::Config>, granted: &[String], gateway_url: &str, token: &str) -> Vec<(String, String)> {
+    let Some(config) = config else { return Vec::new() };
+    let mut c = config.clone();
+    c.upstreams.retain(|u| granted.iter().any(|g| g == u.name.as_str()));
+    c.public_url = gateway_url.to_owned();
+    airlock_gateway::env::exports(&c, token)
+}
+
+fn print_findings(findings: &[Finding]) {
+    for f in findings {
+        eprintln!("  {:<40} {}", f.location.to_string(), f.detector);
+    }
+}
+
+pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
+    let started = Instant::now();
+    // ---- inputs (no side effects) ----
+    let program_name = Path::new(&a.command[0]).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let agent_name = a.agent.clone().unwrap_or_else(|| if Name::parse("agent", &program_name).is_ok() { program_name.clone() } else { "agent".into() });
+    let agent = Name::parse("agent", &agent_name).map_err(|e| Failure::usage(e.to_string()))?;
+    let environment = a.env.parse::<Environment>().map_err(|e| Failure::usage(e.to_string()))?;
+    let grants = parse_grants(&a.grants)?;
+    let ttl = parse_duration(&a.ttl).map_err(|e| Failure::usage(format!("--ttl: {e}")))?;
+    if a.no_sandbox && a.network == Network::GatewayOnly {
+        return Err(Failure::usage("--network gateway-only needs the sandbox; it cannot be combined with --no-sandbox"));
+    }
+    let cwd = std::env::current_dir().map_err(|e| Failure::usage(format!("cannot read the current directory: {e}")))?;
+    let workspace = a.workspace.clone().unwrap_or_else(|| cwd.clone());
+    let workspace = std::fs::canonicalize(&workspace)
+        .map_err(|e| Failure::usage(format!("workspace {}: {e}", workspace.display())))?;
+    if !workspace.is_dir() {
+        return Err(Failure::usage(format!("workspace {} is not a directory", workspace.display())));
+    }
+    let config = match ctx.config_path()? {
+        Some(p) => Some(airlock_gateway::config::Config::load(&p).map_err(|e| Failure::usage(e.to_string()))?),
+        None => None,
+    };
+    let gateway_addr = match &a.gateway {
+        Some(g) => g.clone(),
+        None => config.as_ref().map(|c| c.listen.to_string()).unwrap_or_else(|| airlock_gateway::config::DEFAULT_LISTEN.to_owned()),
+    };
+    let gateway_port = gateway_addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .ok_or_else(|| Failure::usage(format!("--gateway {gateway_addr:?} must be HOST:PORT")))?;
+    let gateway_url = format!("http://{gateway_addr}");
+
+    let state = ctx.checked_state()?;
+    // ---- 4a. sandbox plan (validated before anything is scanned or started) ----
+    let plan = if a.no_sandbox {
+        None
+    } else {
+        let support = sandbox::probe();
+        let Some(abi) = support.abi else {
+            let why = if support.disabled { "Landlock is built into this kernel but not enabled at boot (add `landlock` to the lsm= kernel parameter)" } else { "this kernel has no Landlock support (Linux 5.13 or newer is needed)" };
+            return Err(Failure::new(exit::FAILED, "no_sandbox", format!("cannot sandbox the agent: {why}"))
+                .hint("pass --no-sandbox to run without a sandbox (audited): the agent will be able to read your credential files"));
+        };
+        if a.network == Network::GatewayOnly && abi < 4 {
+            return Err(Failure::new(exit::FAILED, "no_sandbox", format!("--network gateway-only needs Landlock ABI 4 (Linux 6.7); this kernel has ABI {abi}")));
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let mut temp_dirs = vec![PathBuf::from("/tmp")];
+        if let Some(t) = std::env::var_os("TMPDIR").filter(|t| !t.is_empty()) {
+            temp_dirs.push(PathBuf::from(t));
+        }
+        let inputs = sandbox::Inputs {
+            workspace: workspace.clone(),
+            temp_dirs,
+            allow_read: a.allow_read.clone(),
+            system: sandbox::SYSTEM_PATHS.iter().map(PathBuf::from).collect(),
+            protected: sandbox::protected_paths(home.as_deref(), state.root()),
+            connect_tcp: (a.network == Network::GatewayOnly).then(|| vec![gateway_port]),
+        };
+        Some(sandbox::plan(&inputs, abi).map_err(|e| Failure::usage(e.to_string()))?)
+    };
+
+    let store = ctx.store(&state).await?;
+
+    // ---- 1+2. scrubbed environment and preflight ----
+    let detector = BasicDetector::new();
+    let scrubbed = scrub::scrub(std::env::vars_os(), &a.keep_env, |n, v| detector.flag_value(n, v.as_encoded_bytes()));
+    for name in &a.keep_env {
+        if !scrubbed.kept.iter().any(|(k, _)| k == name.as_str()) {
+            say(format!("--keep-env {name}: no such variable in the environment"));
+        }
+    }
+    if !scrubbed.removed.is_empty() {
+        let names: Vec<&str> = scrubbed.removed.iter().map(|r| r.name.as_str()).collect();
+        say(format!("removed {} variable(s) from the agent's environment: {}", names.len(), names.join(", ")));
+    }
+    for k in &scrubbed.kept_deliberately {
+        say(format!("keeping {} on request (--keep-env; it {})", k.name, k.reason));
+        audit(&*store, "run.keep_env", &k.name, "kept", None, serde_json::json!({ "rule": k.reason.to_string(), "workspace": workspace })).await?;
+    }
+    let scan_started = Instant::now();
+    let mut findings = detector.scan_workspace(&workspace).map_err(|e| Failure::internal(e.to_string()))?;
+    // Deliberately kept variables are passed on: a flagged value is a finding.
+    for k in &scrubbed.kept_deliberately {
+        let value = scrubbed.kept.iter().find(|(n, _)| n == k.name.as_str()).map(|(_, v)| v.as_encoded_bytes());
+        let flagged = match &k.reason {
+            Reason::Value(d) => Some(d.clone()),
+            _ => value.and_then(|v| detector.flag_value(&k.name, v)),
+        };
+        if let Some(d) = flagged {
+            findings.push(Finding { location: Location::Env { name: k.name.clone() }, detector: d });
+        }
+    }
+    let scan_ms = scan_started.elapsed().as_millis();
+    let finding_detail = || {
+        serde_json::json!({
+            "workspace": workspace,
+            "count": findings.len(),
+            "findings": findings.iter().take(50).map(|f| serde_json::json!({ "at": f.location.to_string(), "detector": f.detector })).collect::<Vec<_>>(),
+        })
+    };
+    if !findings.is_empty() {
+        if !a.allow_findings {
+            say(format!("preflight found {} secret(s) the agent could read:", findings.len()));
+            print_findings(&findings);
+            audit(&*store, "run.refused", &workspace.to_string_lossy(), "findings", None, finding_detail()).await?;
+            return Err(Failure::new(
+                airlock_run::EXIT_PREFLIGHT,
+                "preflight_findings",
+                format!("refusing to start the agent: {} secret(s) are readable in its workspace or environment", findings.len()),
+            )
+            .hint(format!(
+                "move them into the vault with `airlock scan --fix {}` (or drop the --keep-env), then run again; --allow-findings starts anyway (audited)",
+                workspace.display()
+            )));
+        }
+        say(format!("preflight found {} secret(s); starting anyway because of --allow-findings:", findings.len()));
+        print_findings(&findings);
+        audit(&*store, "run.allow_findings", &workspace.to_string_lossy(), "override", None, finding_detail()).await?;
+    }
+
+    // ---- 4b. sandbox set-up ----
+    let mut private_tmp: Option<tempfile::TempDir> = None;
+    let spec = match plan {
+        None => {
+            say("WARNING: --no-sandbox: the agent can read every file you can (state directory, ~/.aws, ~/.ssh …)");
+            audit(&*store, "run.no_sandbox", &workspace.to_string_lossy(), "override", None, serde_json::json!({ "landlock_abi": sandbox::probe().abi })).await?;
+            None
+        }
+        Some(mut plan) => {
+            for n in &plan.notes {
+                say(n);
+            }
+            if let Some(why) = &plan.private_tmp {
+                let dir = tempfile::Builder::new()
+                    .prefix("airlock-run-")
+                    .tempdir()
+                    .map_err(|e| Failure::internal(format!("cannot create a private temp dir: {e}")))?;
+                say(format!("the agent gets a private TMPDIR {} instead of the shared temp dir ({why})", dir.path().display()));
+                plan.spec.allow(std::fs::canonicalize(dir.path()).unwrap_or_else(|_| dir.path().to_path_buf()), Access::ReadWrite);
+                private_tmp = Some(dir);
+            }
+            let granted: Vec<String> = plan.spec.rules.iter().filter(|r| r.access == Access::ReadWrite).map(|r| r.path.display().to_string()).collect();
+            say(format!(
+                "sandbox: Landlock ABI {}; read-write: {}; read-only: system paths{}; everything else is hidden{}",
+                plan.spec.abi,
+                granted.join(", "),
+                if a.allow_read.is_empty() { String::new() } else { format!(" and {}", a.allow_read.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")) },
+                if a.network == Network::GatewayOnly { format!("; network: TCP connect to port {gateway_port} only") } else { String::new() },
+            ));
+            Some(plan.spec)
+        }
+    };
+
+    // ---- 3. task token ----
+    // Handlers first: from here on an interrupt must reach the supervisor, not kill airlock.
+    let mut signals = Signals::install().map_err(|e| Failure::internal(e.to_string()))?;
+    let req = StartTask { agent, environment, grants: grants.clone(), ttl, purpose: a.purpose.clone(), actor: actor() };
+    let broker = Broker::new(store.clone(), TokenAuthority::load(&state)?, ctx.max_ttl()?);
+    let (task, token) = broker.start_task(&req).await?;
+    say(format!("started task {} for agent {} in {} (token in AIRLOCK_TOKEN)", task.id, task.agent, task.environment));
+
+    // Everything after the task started ends in end_task, whatever happens.
+    let outcome = launch(&a, &store, &task, &token, &scrubbed.kept, spec.as_ref(), private_tmp.as_ref(), config.as_ref(), &gateway_url, &workspace, &cwd, scan_ms, &mut signals).await;
+    let reason = match &outcome {
+        Ok(e) => format!("airlock run: agent {}", e.describe()),
+        Err(f) => format!("airlock run: failed: {}", f.message),
+    };
+    let ended = airlock_token::end_task(&*store, &task.id, &actor(), &reason).await;
+    drop(private_tmp);
+    let elapsed = started.elapsed();
+    let summary = store
+        .list_audit(&AuditFilter { task_id: Some(task.id.clone()), action_prefix: Some("gateway.".into()), ..Default::default() })
+        .await
+        .map(|e| airlock_run::summary::summarize(&e));
+    if let Ok(e) = &outcome {
+        audit(&*store, "run.end", &task.id, "ok", Some(&task.id), serde_json::json!({
+            "exit_code": e.code, "signal": e.signal, "signals_received": e.received,
+            "killed_after_grace": e.killed_after_grace, "duration_ms": elapsed.as_millis() as u64,
+        }))
+        .await
+        .ok();
+    }
+    match ended {
+        Ok(_) => {}
+        Err(e) => {
+            return Err(Failure::new(exit::FAILED, "revoke_failed", format!("could not end task {} to revoke its token: {e}", task.id))
+                .hint(format!("run `airlock task end {}` now; until then the token stays valid until it expires", task.id)));
+        }
+    }
+    let exit = outcome?;
+    say(format!("agent {} after {:.1}s; task {} ended, its token is revoked", exit.describe(), elapsed.as_secs_f64(), task.id));
+    match summary {
+        Ok(s) if s.is_empty() => say("gateway requests: none"),
+        Ok(s) => {
+            say("gateway requests:");
+            for (up, c) in &s {
+                eprintln!("  {up:<24} {} allowed, {} denied, {} awaiting approval", c.allowed, c.denied, c.awaiting_approval);
+            }
+        }
+        Err(e) => say(format!("cannot read the audit log for the summary: {e}")),
+    }
+    Ok(ExitCode::from(exit.exit_code()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn launch(
+    a: &RunArgs,
+    store: &Arc<dyn Store>,
+    task: &TaskRecord,
+    token: &str,
+    kept_env: &[(OsString, OsString)],
+    spec: Option<&Spec>,
+    private_tmp: Option<&tempfile::TempDir>,
+    config: Option<&airlock_gateway::config::Config>,
+    gateway_url: &str,
+    workspace: &Path,
+    cwd: &Path,
+    scan_ms: u128,
+    signals: &mut Signals,
+) -> Result<supervise::Exit, Failure> {
+    let granted: Vec<String> = task.grants.iter().filter_map(|g| g.split_once(':').map(|(u, _)| u.to_owned())).collect();
+    let mut env: Vec<(OsString, OsString)> = kept_env.to_vec();
+    let mut set = |k: &str, v: &str| {
+        env.retain(|(n, _)| n != k);
+        env.push((k.into(), v.into()));
+    };
+    if let Some(t) = private_tmp {
+        set("TMPDIR", &t.path().to_string_lossy());
+    }
+    set("AIRLOCK_TOKEN", token);
+    set("AIRLOCK_TASK_ID", &task.id);
+    set("AIRLOCK_GATEWAY", gateway_url);
+    let exports = upstream_exports(config, &granted, gateway_url, token);
+    let exported: Vec<String> = exports.iter().map(|(k, _)| k.clone()).collect();
+    for (k, v) in &exports {
+        set(k, v);
+    }
+
+    let exe = std::env::current_exe().map_err(|e| Failure::internal(format!("cannot locate the airlock binary: {e}")))?;
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.arg(supervise::TRAMPOLINE_SUBCOMMAND).arg("--supervisor").arg(std::process::id().to_string());
+    match spec {
+        Some(s) => cmd.arg("--spec").arg(s.to_json()),
+        None => cmd.arg("--no-sandbox"),
+    };
+    cmd.arg("--").args(&a.command).env_clear().envs(env).current_dir(if cwd.starts_with(workspace) { cwd } else { workspace });
+
+    audit(&**store, "run.start", &task.id, "ok", Some(&task.id), serde_json::json!({
+        "workspace": workspace,
+        "program": Path::new(&a.command[0]).file_name().map(|s| s.to_string_lossy().into_owned()),
+        "argc": a.command.len(),
+        "sandbox": spec.map(|s| serde_json::json!({ "landlock_abi": s.abi, "rules": s.rules, "connect_tcp": s.connect_tcp })),
+        "env_exported": exported,
+        "allow_read": a.allow_read,
+        "preflight_ms": scan_ms as u64,
+    }))
+    .await?;
+    supervise::supervise(cmd, signals).await.map_err(|e| Failure::internal(e.to_string()))
+}

@@ -1,0 +1,286 @@
+//! Issue 6: `airlock run` against real children — sandbox, scrubbed environment,
+//! revocation on every way out, exit codes, preflight, network restriction.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Run, Sandbox};
+
+const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzAWSSECRET";
+const DOTENV_TOKEN: &str = "3f1c9a7e52b44d0e9a61c8e2f0b7d4a9";
+
+/// An initialised installation with a fake `$HOME` holding credential files.
+struct Agent {
+    s: Sandbox,
+}
+
+impl Agent {
+    fn new() -> Self {
+        let s = Sandbox::new();
+        s.init();
+        let home = s.dir.path().join("home");
+        std::fs::create_dir_all(home.join(".aws")).unwrap();
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        std::fs::write(home.join(".aws/credentials"), format!("[default]\naws_secret_access_key = {AWS_SECRET}\n")).unwrap();
+        std::fs::write(home.join(".ssh/id_ed25519"), "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+        std::fs::write(home.join(".netrc"), "machine example.com login me password pw\n").unwrap();
+        Self { s }
+    }
+    fn home(&self) -> PathBuf {
+        self.s.dir.path().join("home")
+    }
+    /// `airlock run --env staging --grant github:read [extra] -- sh -c SCRIPT`.
+    fn cmd(&self, extra: &[&str], script: &str) -> Command {
+        let mut args = vec!["run", "--env", "staging", "--grant", "github:read"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sh", "-c", script]);
+        let mut c = self.s.cmd(&args);
+        c.env("HOME", self.home());
+        c
+    }
+    fn run(&self, extra: &[&str], script: &str) -> Run {
+        self.s.run_with(self.cmd(extra, script), None)
+    }
+    fn token_file(&self) -> PathBuf {
+        self.s.work().join("token")
+    }
+    /// `airlock token verify` on the token the child saved.
+    fn verify_saved_token(&self) -> Run {
+        let tok = std::fs::read_to_string(self.token_file()).expect("the child saved its token");
+        assert!(tok.trim().starts_with("alk_"), "not a task token: {tok:?}");
+        self.s.run_stdin(&["token", "verify"], &tok)
+    }
+    fn assert_revoked(&self) {
+        self.verify_saved_token().fails(4, "revoked");
+    }
+}
+
+fn wait_for(path: &Path) {
+    let t = Instant::now();
+    while !path.exists() || std::fs::read_to_string(path).unwrap_or_default().trim().is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(20), "timed out waiting for {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(sig: &str, pid: u32) {
+    let st = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+#[test]
+fn credential_files_and_state_dir_are_unreadable_but_workspace_is_writable() {
+    let a = Agent::new();
+    let state = a.s.home();
+    let script = format!(
+        r#"cat "$HOME/.aws/credentials"; echo "aws=$?"
+cat "$HOME/.ssh/id_ed25519"; echo "ssh=$?"
+cat "$HOME/.netrc"; echo "netrc=$?"
+ls "$HOME"; echo "home=$?"
+ls "{state}"; echo "statedir=$?"
+cat "{state}/token.key"; echo "tokenkey=$?"
+cat "{state}/airlock.db" > /dev/null; echo "db=$?"
+ls -l /proc/self/fd/
+echo written > out.txt && cat out.txt
+echo tmp > "${{TMPDIR:-/tmp}}/t" && cat "${{TMPDIR:-/tmp}}/t"
+"#,
+        state = state.display()
+    );
+    let r = a.run(&[], &script).ok();
+    for probe in ["aws=1", "ssh=1", "netrc=1", "home=2", "statedir=2", "tokenkey=1", "db=1"] {
+        assert!(r.stdout.contains(probe), "{probe} missing\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
+    }
+    assert!(r.stderr.matches("Permission denied").count() >= 7, "{}", r.stderr);
+    assert!(!r.stdout.contains(AWS_SECRET) && !r.stderr.contains(AWS_SECRET));
+    assert!(!r.stdout.contains("PRIVATE KEY"));
+    // No inherited descriptor leads into the state directory.
+    assert!(!r.stdout.contains(&state.display().to_string()), "{}", r.stdout);
+    assert!(r.stdout.contains("written\n") && r.stdout.contains("tmp\n"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(a.s.work().join("out.txt")).unwrap(), "written\n");
+    assert!(r.stderr.contains("Landlock ABI"), "{}", r.stderr);
+    // The supervisor itself is not sandboxed: it still reads the state dir afterwards.
+    a.s.run(&["audit", "verify"]).ok();
+}
+
+#[test]
+fn scrubbed_variables_are_absent_and_ordinary_ones_remain() {
+    let a = Agent::new();
+    let mut c = a.cmd(&["--keep-env", "NPM_TOKEN"], "env");
+    c.env("GITHUB_TOKEN", "ghp_notreallyatoken")
+        .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+        .env("OPENAI_API_KEY", "sk-scrubme")
+        .env("DB_PASSWORD", "pw-scrubme")
+        .env("AIRLOCK_MASTER_KEY", "mk-scrubme")
+        .env("AIRLOCK_PASSPHRASE", "pp-scrubme")
+        .env("INNOCENT_LOOKING", "AKIAIOSFODNN7EXAMPLQ")
+        .env("NPM_TOKEN", "npm-kept-on-purpose")
+        .env("ORDINARY_SETTING", "kept-value")
+        .env("LANG", "C.UTF-8");
+    let r = a.s.run_with(c, None).ok();
+    let vars: Vec<&str> = r.stdout.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+    for gone in ["GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "DB_PASSWORD", "AIRLOCK_MASTER_KEY", "AIRLOCK_PASSPHRASE", "AIRLOCK_HOME", "INNOCENT_LOOKING"] {
+        assert!(!vars.contains(&gone), "{gone} reached the agent\n{}", r.stdout);
+        assert!(r.stderr.contains(gone), "{gone} not reported as removed\n{}", r.stderr);
+    }
+    for kept in ["ORDINARY_SETTING=kept-value", "LANG=C.UTF-8", "NPM_TOKEN=npm-kept-on-purpose", "AIRLOCK_GATEWAY=http://127.0.0.1:7700"] {
+        assert!(r.stdout.lines().any(|l| l == kept), "{kept} missing\n{}", r.stdout);
+    }
+    assert!(r.stdout.lines().any(|l| l.starts_with("AIRLOCK_TOKEN=alk_")), "{}", r.stdout);
+    // Names only: no removed value appears in airlock's own output.
+    for v in ["ghp_notreallyatoken", AWS_SECRET, "sk-scrubme", "pw-scrubme", "mk-scrubme", "AKIAIOSFODNN7EXAMPLQ"] {
+        assert!(!r.stderr.contains(v), "value {v} printed\n{}", r.stderr);
+    }
+    // The deliberate keep is audited.
+    let audit = a.s.run(&["audit", "list", "--action", "run.keep_env", "--json"]).ok();
+    assert!(audit.stdout.contains("NPM_TOKEN") && !audit.stdout.contains("npm-kept-on-purpose"), "{}", audit.stdout);
+}
+
+#[test]
+fn exit_code_passes_through_and_token_is_revoked_after_normal_exit() {
+    let a = Agent::new();
+    let r = a.run(&[], r#"echo "$AIRLOCK_TOKEN" > token; exit 42"#);
+    assert_eq!(r.code, 42, "{}", r.stderr);
+    assert!(r.stderr.contains("exited with code 42") && r.stderr.contains("token is revoked"), "{}", r.stderr);
+    assert!(r.stderr.contains("gateway requests: none"), "{}", r.stderr);
+    a.assert_revoked();
+    let r = a.run(&[], "true").ok();
+    assert!(r.stdout.is_empty());
+    // Every run is audited from start to end.
+    let audit = a.s.run(&["audit", "list", "--action", "run.", "--json"]).ok();
+    assert_eq!(audit.stdout.matches("\"run.start\"").count(), 2, "{}", audit.stdout);
+    assert_eq!(audit.stdout.matches("\"run.end\"").count(), 2, "{}", audit.stdout);
+}
+
+#[test]
+fn token_is_revoked_after_the_child_is_killed() {
+    let a = Agent::new();
+    let pidfile = a.s.work().join("pid");
+    let mut c = a.cmd(&[], r#"echo "$AIRLOCK_TOKEN" > token; echo $$ > pid; exec sleep 30"#);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    wait_for(&pidfile);
+    wait_for(&a.token_file());
+    a.verify_saved_token().ok();
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    kill("-9", pid);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(137), "{stderr}");
+    assert!(stderr.contains("killed by signal 9"), "{stderr}");
+    a.assert_revoked();
+}
+
+#[test]
+fn token_is_revoked_after_sigterm_to_airlock_and_the_signal_is_forwarded() {
+    let a = Agent::new();
+    let ready = a.s.work().join("ready");
+    let mut c = a.cmd(&[], r#"echo "$AIRLOCK_TOKEN" > token; trap 'echo got-term; exit 7' TERM; echo 1 > ready; while :; do sleep 0.05; done"#);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    wait_for(&ready);
+    a.verify_saved_token().ok();
+    kill("-TERM", child.id());
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "{stdout}\n{stderr}");
+    assert!(stdout.contains("got-term"), "the child did not receive the forwarded SIGTERM: {stdout}");
+    a.assert_revoked();
+}
+
+#[test]
+fn the_agent_cannot_signal_its_supervisor() {
+    let a = Agent::new();
+    let r = a.run(&[], r#"echo "$AIRLOCK_TOKEN" > token; kill -KILL $PPID; echo "kill=$?""#).ok();
+    assert!(r.stdout.contains("kill=1"), "{}\n{}", r.stdout, r.stderr);
+    a.assert_revoked();
+}
+
+#[test]
+fn preflight_refuses_a_gitignored_dotenv_and_allow_findings_overrides() {
+    let a = Agent::new();
+    std::fs::write(a.s.work().join(".gitignore"), ".env\n").unwrap();
+    std::fs::write(a.s.work().join(".env"), format!("# staging\nRAILWAY_TOKEN={DOTENV_TOKEN}\n")).unwrap();
+    let r = a.run(&[], "echo agent-ran").fails(5, "airlock scan --fix");
+    assert!(r.stderr.contains(".env:2"), "{}", r.stderr);
+    assert!(!r.stdout.contains("agent-ran"), "the agent must not start");
+    assert!(!r.stderr.contains(DOTENV_TOKEN), "the finding's value was printed");
+    let tasks = a.s.run(&["task", "list", "--all", "--json"]).ok();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&tasks.stdout).unwrap().as_array().unwrap().len(), 0, "no task on refusal");
+
+    let r = a.run(&["--allow-findings"], "echo agent-ran").ok();
+    assert!(r.stdout.contains("agent-ran"));
+    let audit = a.s.run(&["audit", "list", "--action", "run.", "--json"]).ok();
+    assert!(audit.stdout.contains("run.refused") && audit.stdout.contains("run.allow_findings"), "{}", audit.stdout);
+    assert!(!audit.stdout.contains(DOTENV_TOKEN));
+}
+
+#[test]
+fn a_kept_variable_with_a_credential_value_is_a_finding() {
+    let a = Agent::new();
+    let mut c = a.cmd(&["--keep-env", "GITHUB_TOKEN"], "echo agent-ran");
+    c.env("GITHUB_TOKEN", "ghp_0123456789abcdefghijABCDEFGHIJ012345");
+    let r = a.s.run_with(c, None).fails(5, "environment variable GITHUB_TOKEN");
+    assert!(!r.stdout.contains("agent-ran"));
+    assert!(!r.stderr.contains("ghp_0123456789"));
+}
+
+#[test]
+fn gateway_only_network_blocks_other_ports() {
+    let a = Agent::new();
+    let gateway = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (gp, op) = (gateway.local_addr().unwrap().port(), other.local_addr().unwrap().port());
+    let script = format!(
+        r#"bash -c 'exec 3<>/dev/tcp/127.0.0.1/{gp}' && echo gateway=ok
+bash -c 'exec 3<>/dev/tcp/127.0.0.1/{op}' || echo other=blocked"#
+    );
+    let gw = format!("127.0.0.1:{gp}");
+    let r = a.run(&["--network", "gateway-only", "--gateway", &gw], &script).ok();
+    assert!(r.stdout.contains("gateway=ok"), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("other=blocked"), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
+    // Without the flag the same connection works.
+    let r = a.run(&[], &script).ok();
+    assert!(!r.stdout.contains("other=blocked"), "{}", r.stdout);
+}
+
+#[test]
+fn unsafe_workspaces_and_grants_are_refused() {
+    let a = Agent::new();
+    let home = a.home();
+    a.run(&["--workspace", home.to_str().unwrap()], "true").fails(2, "home directory");
+    a.run(&["--workspace", a.s.home().to_str().unwrap()], "true").fails(2, "state directory");
+    a.run(&["--allow-read", home.join(".ssh").to_str().unwrap()], "true").fails(2, "~/.ssh");
+    a.run(&["--no-sandbox", "--network", "gateway-only"], "true").fails(2, "gateway-only");
+    let tasks = a.s.run(&["task", "list", "--all", "--json"]).ok();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&tasks.stdout).unwrap().as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn no_sandbox_is_audited_and_reads_everything() {
+    let a = Agent::new();
+    let r = a.run(&["--no-sandbox"], r#"cat "$HOME/.netrc" > /dev/null && echo readable"#).ok();
+    assert!(r.stdout.contains("readable") && r.stderr.contains("--no-sandbox"), "{}", r.stderr);
+    let audit = a.s.run(&["audit", "list", "--action", "run.no_sandbox", "--json"]).ok();
+    assert!(audit.stdout.contains("run.no_sandbox"), "{}", audit.stdout);
+}
+
+#[test]
+fn the_trampoline_refuses_to_run_outside_a_supervisor() {
+    let s = Sandbox::new();
+    s.run(&["__sandbox-exec", "--supervisor", "1", "--no-sandbox", "--", "echo", "ran"]).fails(125, "supervisor is gone");
+    s.run(&["__sandbox-exec", "--supervisor", "1", "--", "echo", "ran"]).fails(2, "--spec");
+}
+
+#[test]
+fn a_missing_program_is_reported_and_the_task_still_ends() {
+    let a = Agent::new();
+    let mut c = a.s.cmd(&["run", "--env", "staging", "--grant", "github:read", "--", "/nonexistent/agent"]);
+    c.env("HOME", a.home());
+    let r = a.s.run_with(c, None);
+    assert_eq!(r.code, 127, "{}", r.stderr);
+    assert!(r.stderr.contains("token is revoked"), "{}", r.stderr);
+    let tasks = a.s.run(&["task", "list", "--json"]).ok();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&tasks.stdout).unwrap().as_array().unwrap().len(), 0, "no active task left");
+}
