@@ -171,21 +171,34 @@ fn token_is_revoked_after_the_child_is_killed() {
     a.assert_revoked();
 }
 
-#[test]
-fn token_is_revoked_after_sigterm_to_airlock_and_the_signal_is_forwarded() {
+/// Signal airlock (not the agent) and check the agent got it and the token died.
+fn signal_airlock(sig: &str) {
     let a = Agent::new();
     let ready = a.s.work().join("ready");
-    let mut c = a.cmd(&[], r#"echo "$AIRLOCK_TOKEN" > token; trap 'echo got-term; exit 7' TERM; echo 1 > ready; while :; do sleep 0.05; done"#);
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let script = format!(r#"echo "$AIRLOCK_TOKEN" > token; trap 'echo got-{sig}; exit 7' {sig}; echo 1 > ready; while :; do sleep 0.05; done"#);
+    let mut c = a.cmd(&[], &script);
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c.spawn().unwrap();
     wait_for(&ready);
     a.verify_saved_token().ok();
-    kill("-TERM", child.id());
+    kill(&format!("-{sig}"), child.id());
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(7), "{stdout}\n{stderr}");
-    assert!(stdout.contains("got-term"), "the child did not receive the forwarded SIGTERM: {stdout}");
+    assert_eq!(out.status.code(), Some(7), "{sig}: {stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("got-{sig}")), "the child did not receive the forwarded {sig}: {stdout}");
+    assert!(stderr.contains("token is revoked"), "{stderr}");
     a.assert_revoked();
+}
+
+#[test]
+fn token_is_revoked_after_sigterm_to_airlock_and_the_signal_is_forwarded() {
+    signal_airlock("TERM");
+}
+
+#[test]
+fn sigint_and_sighup_to_airlock_are_forwarded_too() {
+    signal_airlock("INT");
+    signal_airlock("HUP");
 }
 
 #[test]
@@ -283,4 +296,28 @@ fn a_missing_program_is_reported_and_the_task_still_ends() {
     assert!(r.stderr.contains("token is revoked"), "{}", r.stderr);
     let tasks = a.s.run(&["task", "list", "--json"]).ok();
     assert_eq!(serde_json::from_str::<serde_json::Value>(&tasks.stdout).unwrap().as_array().unwrap().len(), 0, "no active task left");
+}
+
+#[test]
+fn the_agent_dies_with_a_killed_supervisor() {
+    // SIGKILL cannot be caught, so airlock cannot revoke here (the token expires with its
+    // TTL); what it can do is make sure the agent does not run on unsupervised.
+    let a = Agent::new();
+    let pidfile = a.s.work().join("pid");
+    let mut c = a.cmd(&[], "echo $$ > pid; exec sleep 30");
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    wait_for(&pidfile);
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let running = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+    };
+    assert!(running(pid));
+    kill("-9", child.id());
+    child.wait().unwrap();
+    let t = Instant::now();
+    while running(pid) {
+        assert!(t.elapsed() < Duration::from_secs(5), "the agent outlived its supervisor");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
