@@ -155,7 +155,11 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<u16>().ok())
         .ok_or_else(|| Failure::usage(format!("--gateway {gateway_addr:?} must be HOST:PORT")))?;
-    let gateway_url = format!("http://{gateway_addr}");
+    // The URL the agent is told: --gateway wins, else the configured public URL.
+    let gateway_url = match (&a.gateway, &config) {
+        (None, Some(c)) => c.public_url.trim_end_matches('/').to_owned(),
+        _ => format!("http://{gateway_addr}"),
+    };
 
     let state = ctx.checked_state()?;
     // ---- 4a. sandbox plan (validated before anything is scanned or started) ----
