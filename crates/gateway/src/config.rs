@@ -79,6 +79,10 @@ pub struct GatewaySection {
     /// Most audit records written in one transaction (default 512).
     #[serde(default = "default_audit_batch")]
     pub audit_batch: usize,
+    /// Forward-proxy mode: `"host:port"` targets tunnelled blind (no TLS termination, no
+    /// injection, audited with byte counts) instead of being refused.
+    #[serde(default)]
+    pub pass_through: Vec<Spanned<String>>,
 }
 
 impl Default for GatewaySection {
@@ -91,6 +95,7 @@ impl Default for GatewaySection {
             classify_limit: default_classify_limit(),
             secret_cache_ttl: default_secret_ttl(),
             audit_batch: default_audit_batch(),
+            pass_through: Vec::new(),
         }
     }
 }
@@ -323,6 +328,8 @@ pub struct Config {
     pub audit_batch: usize,
     /// Upstreams in file order.
     pub upstreams: Vec<Upstream>,
+    /// Forward-proxy pass-through targets: lowercase host (IPv6 without brackets) and port.
+    pub pass_through: Vec<(String, u16)>,
     /// Policy configuration.
     pub policy: airlock_policy::PolicyConfig,
 }
@@ -417,7 +424,17 @@ impl Config {
                 classifier: Classifier::new(rules),
             });
         }
+        let mut pass_through = Vec::new();
+        for p in &g.pass_through {
+            let hp = parse_host_port(p.get_ref())
+                .ok_or_else(|| err(Some(p.span()), format!("[gateway] pass_through: {:?} must be \"host:port\" (e.g. \"pypi.org:443\")", p.get_ref())))?;
+            if upstreams.iter().any(|u: &Upstream| upstream_host_port(u) == hp) {
+                return Err(err(Some(p.span()), format!("[gateway] pass_through: {:?} is an upstream's host; its requests are terminated and injected, not passed through", p.get_ref())));
+            }
+            pass_through.push(hp);
+        }
         Ok(Config {
+            pass_through,
             path: path.to_owned(),
             listen: g.listen,
             admin_listen: g.admin_listen,
@@ -502,6 +519,24 @@ fn rest_rule(op: &OperationSection) -> Result<RestRule, SpanErr> {
     let resource = op.resource.as_ref().and_then(|r| r.path.as_ref()).map(|p| (p.get_ref().clone(), p.span()));
     RestRule::new(m, path.get_ref(), name, capability, tier, resource.as_ref().map(|r| r.0.as_str()))
         .map_err(|msg| (Some(resource.map(|r| r.1).unwrap_or(path.span())), msg))
+}
+
+/// Parse `host:port` (IPv6 as `[::1]:443`) into a lowercase host without brackets and a port.
+pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
+    let a: http::uri::Authority = s.parse().ok()?;
+    if a.as_str().contains('@') {
+        return None;
+    }
+    let port = a.port_u16()?;
+    let host = a.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    (!host.is_empty()).then_some((host, port))
+}
+
+/// The `(host, port)` an upstream's base URL points at (default port from the scheme).
+pub fn upstream_host_port(u: &Upstream) -> (String, u16) {
+    let default = if u.scheme == http::uri::Scheme::HTTPS { 443 } else { 80 };
+    let host = u.authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    (host, u.authority.port_u16().unwrap_or(default))
 }
 
 /// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).

@@ -24,6 +24,27 @@ pub fn exports(config: &Config, token: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Forward-proxy mode: `(variable, value)` pairs that send clients' HTTPS through the
+/// gateway (`HTTPS_PROXY`, `https_proxy`) and make them trust the local airlock CA.
+///
+/// `ca_bundle` is `ca-bundle.pem` (airlock CA + system roots, for clients whose variable
+/// *replaces* their roots: `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`,
+/// `GIT_SSL_CAINFO`, `AWS_CA_BUNDLE`); `ca_cert` is `ca.pem` alone, for
+/// `NODE_EXTRA_CA_CERTS`, which *adds* to Node's roots. Both are public certificates; the
+/// CA key is never named here.
+pub fn proxy_exports(config: &Config, ca_cert: &std::path::Path, ca_bundle: &std::path::Path) -> Vec<(String, String)> {
+    let bundle = ca_bundle.display().to_string();
+    let mut out = vec![
+        ("HTTPS_PROXY".to_owned(), config.public_url.clone()),
+        ("https_proxy".to_owned(), config.public_url.clone()),
+    ];
+    for v in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "AWS_CA_BUNDLE"] {
+        out.push((v.to_owned(), bundle.clone()));
+    }
+    out.push(("NODE_EXTRA_CA_CERTS".to_owned(), ca_cert.display().to_string()));
+    out
+}
+
 /// Render exports as `export NAME='value'` lines, single-quoted for POSIX shells.
 pub fn render(exports: &[(String, String)]) -> String {
     let mut s = String::new();
@@ -64,5 +85,17 @@ env_vars = { base_url = "OPENAI_BASE_URL", key = "OPENAI_API_KEY" }
         assert_eq!(e[1].1, "tok'en");
         let r = render(&e);
         assert!(r.contains("export OPENAI_API_KEY='tok'\\''en'\n"), "{r}");
+    }
+
+    #[test]
+    fn proxy_exports_name_certificates_only() {
+        let c = Config::parse("[gateway]\npublic_url = \"http://127.0.0.1:7700\"\n", Path::new("a.toml")).unwrap();
+        let e = proxy_exports(&c, Path::new("/s/ca.pem"), Path::new("/s/ca-bundle.pem"));
+        let get = |k: &str| e.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("HTTPS_PROXY"), Some("http://127.0.0.1:7700"));
+        assert_eq!(get("SSL_CERT_FILE"), Some("/s/ca-bundle.pem"));
+        assert_eq!(get("CURL_CA_BUNDLE"), Some("/s/ca-bundle.pem"));
+        assert_eq!(get("NODE_EXTRA_CA_CERTS"), Some("/s/ca.pem"));
+        assert!(e.iter().all(|(_, v)| !v.contains("ca.key")));
     }
 }

@@ -56,4 +56,7 @@ pub enum Error {
     /// A configured secret cannot be used for its upstream (missing, wrong environment, wrong upstream).
     #[error("{0}")]
     Secret(String),
+    /// The local airlock CA (forward-proxy mode) could not be created, read or used.
+    #[error("local airlock CA: {0}")]
+    LocalCa(String),
 }

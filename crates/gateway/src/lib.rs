@@ -17,11 +17,13 @@
 //! it has any doubt about.
 
 pub mod audit;
+pub mod ca;
 pub mod classify;
 pub mod client;
 pub mod config;
 pub mod env;
 mod error;
+pub mod forward;
 pub mod pipeline;
 pub mod ports;
 pub mod redact;

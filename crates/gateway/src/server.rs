@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use crate::audit::AuditStats;
 use crate::config::Config;
 use crate::error::Error;
+use crate::forward::ForwardProxy;
 use crate::pipeline::Gateway;
 
 /// What the admin status endpoint reports.
@@ -88,13 +89,25 @@ pub async fn start(
     admin_listen: SocketAddr,
     admin: AdminState,
 ) -> Result<Running, Error> {
+    start_with_forward(gateway, None, listen, admin_listen, admin).await
+}
+
+/// [`start`], with forward-proxy mode: `CONNECT` on the agent-facing listener goes to
+/// `forward` (without it, `CONNECT` is refused by the pipeline like any non-origin-form target).
+pub async fn start_with_forward(
+    gateway: Arc<Gateway>,
+    forward: Option<Arc<ForwardProxy>>,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    admin: AdminState,
+) -> Result<Running, Error> {
     let agent = TcpListener::bind(listen).await.map_err(|source| Error::Bind { addr: listen, source })?;
     let admin_l = TcpListener::bind(admin_listen).await.map_err(|source| Error::Bind { addr: admin_listen, source })?;
     let agent_addr = agent.local_addr().map_err(|source| Error::Bind { addr: listen, source })?;
     let admin_addr = admin_l.local_addr().map_err(|source| Error::Bind { addr: admin_listen, source })?;
     let (shutdown, rx) = watch::channel(false);
 
-    let agent_task = tokio::spawn(serve_agents(agent, gateway, rx.clone()));
+    let agent_task = tokio::spawn(serve_agents(agent, gateway, forward, rx.clone()));
     let mut admin_rx = rx;
     let router = admin_router(admin);
     let admin_task = tokio::spawn(async move {
@@ -109,7 +122,12 @@ pub async fn start(
     Ok(Running { agent_addr, admin_addr, shutdown, tasks: vec![agent_task, admin_task] })
 }
 
-async fn serve_agents(listener: TcpListener, gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_agents(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    forward: Option<Arc<ForwardProxy>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
@@ -125,17 +143,26 @@ async fn serve_agents(listener: TcpListener, gateway: Arc<Gateway>, mut shutdown
         };
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
+        let fwd = forward.clone();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let gw = gw.clone();
-                async move { Ok::<_, Infallible>(gw.handle(req).await) }
+                let fwd = fwd.clone();
+                async move {
+                    // Forward-proxy mode: CONNECT opens a tunnel (see crate::forward).
+                    if let (true, Some(f)) = (req.method() == hyper::Method::CONNECT, fwd) {
+                        return Ok::<_, Infallible>(f.connect(req).await);
+                    }
+                    Ok::<_, Infallible>(gw.handle(req).await)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_HEAD)
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
