@@ -25,6 +25,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -192,17 +194,20 @@ impl ForwardProxy {
             let this = self.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
-                let (up, down, outcome) = match hyper::upgrade::on(req).await {
+                let mut agent = Counted { inner: None, read: 0, written: 0 };
+                let outcome = match hyper::upgrade::on(req).await {
                     Ok(upgraded) => {
-                        let mut agent = TokioIo::new(upgraded);
+                        agent.inner = Some(TokioIo::new(upgraded));
                         let mut tcp = tcp;
+                        // Counts survive an abrupt close (a reset is the usual end of a TLS tunnel).
                         match tokio::io::copy_bidirectional(&mut agent, &mut tcp).await {
-                            Ok((a, b)) => (a, b, "ok"),
-                            Err(_) => (0, 0, "incomplete"),
+                            Ok(_) => "ok",
+                            Err(_) => "closed_abruptly",
                         }
                     }
-                    Err(_) => (0, 0, "incomplete"),
+                    Err(_) => "incomplete",
                 };
+                let (up, down) = (agent.read, agent.written);
                 let mut ev = this.event(&uuid::Uuid::now_v7().to_string(), &target, outcome, json!({
                     "mode": "pass_through",
                     "request_id": request_id,
@@ -396,6 +401,46 @@ impl ForwardProxy {
 
     fn connect_event(&self, id: &str, target: &str, outcome: &str, detail: serde_json::Value) {
         self.audit.record_later(self.event(id, target, outcome, detail));
+    }
+}
+
+/// The agent's side of a pass-through tunnel, counting bytes in each direction.
+struct Counted<S> {
+    inner: Option<S>,
+    read: u64,
+    written: u64,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(Ok(())) };
+        let r = Pin::new(inner).poll_read(cx, buf);
+        self.read += (buf.filled().len() - before) as u64;
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(Ok(0)) };
+        let r = Pin::new(inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.written += *n as u64;
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.inner.as_mut() {
+            Some(i) => Pin::new(i).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.inner.as_mut() {
+            Some(i) => Pin::new(i).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 

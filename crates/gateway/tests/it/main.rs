@@ -3,5 +3,6 @@
 
 mod attacks;
 mod e2e;
+mod forward;
 mod harness;
 mod startup;
