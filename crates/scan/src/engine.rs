@@ -1,0 +1,382 @@
+//! The matcher: keyword prefilter, regex pass, validation, suppression.
+//!
+//! This module owns turning bytes into findings. It does no I/O (sources hand it
+//! bytes) and never logs or prints a secret; the only place a secret goes is the
+//! zeroizing [`Secret`] inside a [`Finding`].
+//!
+//! Pipeline for one buffer:
+//! 1. one case-insensitive Aho-Corasick pass over all keywords of all rules → the set
+//!    of candidate rules (rules without keywords are candidates when their `paths`
+//!    filter accepts the path);
+//! 2. the candidate rules' regexes over the buffer (each rule's regex carries its own
+//!    literal prefilter, so this is fast);
+//! 3. per match: secret extraction (group `secret`, else the first participating group,
+//!    else the whole match), inline `airlock:allow`, allow-lists, entropy floor,
+//!    checksum verification;
+//! 4. a generic rule's finding yields to a specific rule's finding on the same bytes;
+//! 5. line/column computed in one forward pass.
+
+use std::path::PathBuf;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+use crate::finding::{Finding, Secret, Source, fingerprint, mask};
+use crate::rules::{ChecksumFail, Confidence, Rule, RuleSet, shannon_entropy};
+use crate::{Error, builtin_rule_files};
+
+/// The marker that suppresses findings on its line.
+pub const INLINE_ALLOW: &str = "airlock:allow";
+
+/// A compiled scanner: rules plus the keyword automaton. Cheap to share (`Sync`).
+#[derive(Debug, Clone)]
+pub struct Scanner {
+    rules: RuleSet,
+    keywords: Option<AhoCorasick>,
+    /// keyword pattern index → rules that list it
+    keyword_rules: Vec<Vec<usize>>,
+    /// rules with no keywords (path-only rules)
+    path_only: Vec<usize>,
+}
+
+impl Scanner {
+    /// The built-in rules (every `rules/*.toml` embedded at build time).
+    pub fn builtin() -> Result<Self, Error> {
+        Self::with_rule_files(&[])
+    }
+
+    /// Built-in rules plus user rule files (same TOML format).
+    pub fn with_rule_files(files: &[PathBuf]) -> Result<Self, Error> {
+        let mut set = RuleSet::default();
+        for (name, text) in builtin_rule_files() {
+            set.extend(RuleSet::parse(&format!("builtin:{name}"), text)?)?;
+        }
+        for f in files {
+            let text = std::fs::read_to_string(f).map_err(|e| Error::Io {
+                path: f.display().to_string(),
+                action: "read the rule file",
+                source: e,
+            })?;
+            set.extend(RuleSet::parse(&f.display().to_string(), &text)?)?;
+        }
+        Self::from_rule_set(set)
+    }
+
+    /// Only the rules in the given TOML texts (name, text) — no built-ins.
+    pub fn from_toml(files: &[(&str, &str)]) -> Result<Self, Error> {
+        let mut set = RuleSet::default();
+        for (name, text) in files {
+            set.extend(RuleSet::parse(name, text)?)?;
+        }
+        Self::from_rule_set(set)
+    }
+
+    /// Build from an already parsed rule set.
+    pub fn from_rule_set(rules: RuleSet) -> Result<Self, Error> {
+        let mut kw_index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut patterns: Vec<String> = Vec::new();
+        let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        let mut path_only = Vec::new();
+        for (i, r) in rules.rules.iter().enumerate() {
+            if r.keywords.is_empty() {
+                path_only.push(i);
+            }
+            for k in &r.keywords {
+                let idx = *kw_index.entry(k.clone()).or_insert_with(|| {
+                    patterns.push(k.clone());
+                    keyword_rules.push(Vec::new());
+                    patterns.len() - 1
+                });
+                if !keyword_rules[idx].contains(&i) {
+                    keyword_rules[idx].push(i);
+                }
+            }
+        }
+        let keywords = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .build(&patterns)
+                    .map_err(|e| Error::Rule {
+                        origin: "keywords".to_owned(),
+                        id: "*".to_owned(),
+                        reason: format!("keyword automaton could not be built: {e}"),
+                    })?,
+            )
+        };
+        Ok(Self { rules, keywords, keyword_rules, path_only })
+    }
+
+    /// A scanner holding only the rule at `index` (and the shared stop-list); used to
+    /// check a rule's examples in isolation.
+    #[must_use]
+    pub fn single_rule(&self, index: usize) -> Option<Self> {
+        let rule = self.rules.rules.get(index)?.clone();
+        let set = RuleSet { rules: vec![rule], default_allow: self.rules.default_allow.clone() };
+        Self::from_rule_set(set).ok()
+    }
+
+    /// The loaded rules.
+    #[must_use]
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules.rules
+    }
+
+    /// Scan one buffer as if it were the file at `path_hint`. Fast path for the
+    /// gateway (headers/bodies) and for every source.
+    #[must_use]
+    pub fn scan_bytes(&self, path_hint: &str, data: &[u8]) -> Vec<Finding> {
+        self.scan_data(path_hint, data, Source::File)
+    }
+
+    /// Whether any rule could match this buffer at `path` (prefilter only).
+    fn candidates(&self, path: &str, data: &[u8]) -> Vec<usize> {
+        let n = self.rules.rules.len();
+        let mut mark = vec![false; n];
+        let mut count = 0usize;
+        let mut keyword_seen = vec![false; self.keyword_rules.len()];
+        if let Some(ac) = &self.keywords {
+            for m in ac.find_overlapping_iter(data) {
+                let k = m.pattern().as_usize();
+                if keyword_seen[k] {
+                    continue;
+                }
+                keyword_seen[k] = true;
+                for &r in &self.keyword_rules[k] {
+                    if !mark[r] {
+                        mark[r] = true;
+                        count += 1;
+                    }
+                }
+                if count == n {
+                    break;
+                }
+            }
+        }
+        for &r in &self.path_only {
+            mark[r] = true;
+        }
+        (0..n).filter(|&i| mark[i] && self.rules.rules[i].applies_to_path(path)).collect()
+    }
+
+    pub(crate) fn scan_data(&self, path: &str, data: &[u8], source: Source) -> Vec<Finding> {
+        let cands = self.candidates(path, data);
+        if cands.is_empty() {
+            return Vec::new();
+        }
+        // (rule index, secret range, confidence)
+        let mut raw: Vec<(usize, std::ops::Range<usize>, Confidence)> = Vec::new();
+        for ri in cands {
+            let rule = &self.rules.rules[ri];
+            let mut locs = rule.regex.capture_locations();
+            let mut at = 0usize;
+            while at <= data.len() {
+                let Some(m) = rule.regex.captures_read_at(&mut locs, data, at) else { break };
+                at = if m.end() > m.start() { m.end() } else { m.end() + 1 };
+                let range = secret_range(rule, &locs).unwrap_or(m.start()..m.end());
+                if range.is_empty() {
+                    continue;
+                }
+                if let Some(conf) = self.accept(rule, data, &range) {
+                    raw.push((ri, range, conf));
+                }
+            }
+        }
+        // A generic rule's finding yields to a specific rule's finding on overlapping bytes.
+        let specific: Vec<std::ops::Range<usize>> = raw
+            .iter()
+            .filter(|(ri, _, _)| !self.rules.rules[*ri].is_generic())
+            .map(|(_, r, _)| r.clone())
+            .collect();
+        raw.retain(|(ri, r, _)| {
+            !self.rules.rules[*ri].is_generic() || !specific.iter().any(|s| s.start < r.end && r.start < s.end)
+        });
+        raw.sort_by(|a, b| a.1.start.cmp(&b.1.start).then(a.0.cmp(&b.0)));
+        let mut pos = LinePos::default();
+        raw.into_iter()
+            .map(|(ri, range, confidence)| {
+                let rule = &self.rules.rules[ri];
+                let (line, column) = pos.advance(data, range.start);
+                let secret_bytes = &data[range.clone()];
+                let secret = Secret::from_bytes(secret_bytes);
+                Finding {
+                    rule: rule.id.clone(),
+                    description: rule.description.clone(),
+                    path: path.to_owned(),
+                    line,
+                    column,
+                    byte_range: range,
+                    confidence,
+                    fingerprint: fingerprint(&rule.id, secret_bytes),
+                    masked: mask(secret.expose()),
+                    commit: None,
+                    source,
+                    secret,
+                }
+            })
+            .collect()
+    }
+
+    /// Apply suppression and validation to one candidate; the resulting confidence
+    /// or `None` to drop it.
+    fn accept(&self, rule: &Rule, data: &[u8], range: &std::ops::Range<usize>) -> Option<Confidence> {
+        let secret = &data[range.clone()];
+        if line_has_inline_allow(data, range.start) {
+            return None;
+        }
+        if rule.allow.iter().any(|a| a.is_match(secret)) {
+            return None;
+        }
+        if rule.confidence != Confidence::High && self.rules.default_allow.iter().any(|a| a.is_match(secret)) {
+            return None;
+        }
+        if let Some(min) = rule.min_entropy {
+            if shannon_entropy(secret) < min {
+                return None;
+            }
+        }
+        let mut confidence = rule.confidence;
+        if let Some(kind) = &rule.checksum {
+            let text = String::from_utf8_lossy(secret);
+            match crate::checksum::verify(kind, &text) {
+                Some(true) => confidence = Confidence::High,
+                _ => match rule.checksum_fail {
+                    ChecksumFail::Drop => return None,
+                    ChecksumFail::Low => confidence = Confidence::Low,
+                },
+            }
+        }
+        Some(confidence)
+    }
+}
+
+/// The secret's byte range: group `secret`, else the first participating group.
+fn secret_range(rule: &Rule, locs: &regex::bytes::CaptureLocations) -> Option<std::ops::Range<usize>> {
+    if let Some(g) = rule.secret_group {
+        if let Some((s, e)) = locs.get(g) {
+            return Some(s..e);
+        }
+    }
+    (1..locs.len()).find_map(|g| locs.get(g).map(|(s, e)| s..e))
+}
+
+/// Whether the line containing byte `at` contains [`INLINE_ALLOW`].
+fn line_has_inline_allow(data: &[u8], at: usize) -> bool {
+    let start = memchr::memrchr(b'\n', &data[..at]).map_or(0, |i| i + 1);
+    let end = memchr::memchr(b'\n', &data[at..]).map_or(data.len(), |i| at + i);
+    memchr::memmem::find(&data[start..end], INLINE_ALLOW.as_bytes()).is_some()
+}
+
+/// Incremental line/column computation over increasing offsets.
+#[derive(Default)]
+struct LinePos {
+    offset: usize,
+    line: usize,
+    line_start: usize,
+}
+
+impl LinePos {
+    /// 1-based (line, column in code points) of `at`; `at` must not decrease... but may
+    /// repeat or (rarely) go back, in which case we restart.
+    fn advance(&mut self, data: &[u8], at: usize) -> (usize, usize) {
+        if at < self.offset {
+            *self = Self::default();
+        }
+        for i in memchr::memchr_iter(b'\n', &data[self.offset..at]) {
+            self.line += 1;
+            self.line_start = self.offset + i + 1;
+        }
+        self.offset = at;
+        let column = data[self.line_start..at].iter().filter(|&&b| (b & 0xC0) != 0x80).count() + 1;
+        (self.line + 1, column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"
+[defaults]
+allow = ['''(?i)^(changeme|example)$''']
+[[rule]]
+id = "tok"
+description = "test token"
+keywords = ["tok_"]
+regex = '''\b(tok_[A-Za-z0-9]{8,})'''
+confidence = "high"
+[[rule]]
+id = "generic-password"
+description = "password assignment"
+keywords = ["password"]
+regex = '''(?i)password\s*=\s*"(?P<secret>[^"]+)"'''
+confidence = "medium"
+min_entropy = 2.0
+tags = ["generic"]
+[[rule]]
+id = "netrc"
+description = "netrc"
+regex = '''password\s+(\S+)'''
+paths = '''(^|/)\.netrc$'''
+confidence = "high"
+"#;
+
+    fn scanner() -> Scanner {
+        Scanner::from_toml(&[("t.toml", RULES)]).unwrap()
+    }
+
+    #[test]
+    fn finds_with_line_and_column() {
+        let s = scanner();
+        let f = s.scan_bytes("a.txt", "x\n  é tok_ABCDEFGH12\n".as_bytes());
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].line, f[0].column), (2, 5));
+        assert_eq!(f[0].secret.expose(), "tok_ABCDEFGH12");
+        assert_eq!(&"x\n  é tok_ABCDEFGH12\n".as_bytes()[f[0].byte_range.clone()], b"tok_ABCDEFGH12");
+    }
+
+    #[test]
+    fn keyword_is_case_insensitive_prefilter() {
+        let s = scanner();
+        assert_eq!(s.scan_bytes("a", b"PASSWORD = \"Zx81kQ0pLm\"").len(), 1);
+        assert!(s.scan_bytes("a", b"nothing here").is_empty());
+    }
+
+    #[test]
+    fn inline_allow_and_stoplist_and_entropy() {
+        let s = scanner();
+        assert!(s.scan_bytes("a", b"tok_ABCDEFGH12 # airlock:allow").is_empty());
+        assert_eq!(s.scan_bytes("a", b"tok_ABCDEFGH12\n# airlock:allow").len(), 1);
+        assert!(s.scan_bytes("a", b"password = \"changeme\"").is_empty());
+        assert!(s.scan_bytes("a", b"password = \"aaaaaaaa\"").is_empty());
+    }
+
+    #[test]
+    fn generic_yields_to_specific() {
+        let s = scanner();
+        let f = s.scan_bytes("a", b"password = \"tok_ABCDEFGH12\"");
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].rule, "tok");
+    }
+
+    #[test]
+    fn path_rules_only_on_their_paths() {
+        let s = scanner();
+        let data = b"machine example.com login me password hunter2xyz";
+        assert!(s.scan_bytes("notes.txt", data).is_empty());
+        let f = s.scan_bytes("home/u/.netrc", data);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].secret.expose(), "hunter2xyz");
+        assert_eq!(f[0].masked, "****");
+    }
+
+    #[test]
+    fn empty_and_tiny_inputs() {
+        let s = scanner();
+        assert!(s.scan_bytes("a", b"").is_empty());
+        assert!(s.scan_bytes("a", b"t").is_empty());
+        assert!(s.scan_bytes("a", b"tok_").is_empty());
+    }
+}

@@ -1,0 +1,412 @@
+//! Rule data: parsing and validating rule TOML files into compiled rules.
+//!
+//! This module owns the rule file format (see the crate docs for the contract) and its
+//! validation: unique ids, known checksum kinds, ASCII keywords, compilable regexes,
+//! a keyword or a `paths` filter on every rule. It never scans anything and never
+//! sees a secret.
+
+use std::collections::HashSet;
+
+use regex::bytes::{Regex, RegexBuilder};
+use serde::Deserialize;
+
+use crate::Error;
+
+/// How sure a rule (or a finding) is that a match is a real credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    /// Probably noise; worth a look.
+    Low,
+    /// Likely a credential.
+    Medium,
+    /// Almost certainly a credential (distinctive format or valid checksum).
+    High,
+}
+
+impl Confidence {
+    /// The lowercase name used in JSON and text output.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+}
+
+/// What to do when a rule's checksum does not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumFail {
+    /// Drop the match (the default).
+    #[default]
+    Drop,
+    /// Keep it, with low confidence.
+    Low,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFileToml {
+    #[serde(default)]
+    defaults: Option<DefaultsToml>,
+    #[serde(default)]
+    rule: Vec<RuleToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultsToml {
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleToml {
+    id: String,
+    description: String,
+    #[serde(default)]
+    keywords: Vec<String>,
+    regex: String,
+    checksum: Option<String>,
+    #[serde(default)]
+    checksum_fail: ChecksumFail,
+    confidence: Confidence,
+    min_entropy: Option<f64>,
+    paths: Option<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    examples_true: Vec<String>,
+    #[serde(default)]
+    examples_false: Vec<String>,
+}
+
+/// One compiled detection rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique id, e.g. `github-pat-classic`.
+    pub id: String,
+    /// What the rule finds, for humans.
+    pub description: String,
+    /// Lower-cased ASCII keywords (prefilter).
+    pub keywords: Vec<String>,
+    /// The pattern source as written.
+    pub pattern: String,
+    pub(crate) regex: Regex,
+    /// Index of the capture group holding the secret, if the pattern names one (`secret`).
+    pub(crate) secret_group: Option<usize>,
+    /// Checksum kind understood by [`crate::checksum::verify`].
+    pub checksum: Option<String>,
+    /// What to do with a match whose checksum fails.
+    pub checksum_fail: ChecksumFail,
+    /// Declared confidence.
+    pub confidence: Confidence,
+    /// Shannon entropy floor (bits per byte) on the secret.
+    pub min_entropy: Option<f64>,
+    pub(crate) paths: Option<Regex>,
+    /// The `paths` pattern source, if any.
+    pub paths_pattern: Option<String>,
+    pub(crate) allow: Vec<Regex>,
+    /// Free-form tags (`scm`, `cloud`, `generic`, …).
+    pub tags: Vec<String>,
+    /// Strings that must produce a finding of this rule.
+    pub examples_true: Vec<String>,
+    /// Strings that must not produce a finding of this rule.
+    pub examples_false: Vec<String>,
+    /// The file the rule came from (for error messages).
+    pub origin: String,
+}
+
+impl Rule {
+    /// Whether this rule applies to a file at `path` (forward slashes).
+    #[must_use]
+    pub fn applies_to_path(&self, path: &str) -> bool {
+        self.paths.as_ref().is_none_or(|re| re.is_match(path.as_bytes()))
+    }
+
+    /// Whether the rule is a generic (assignment/context) rule, which yields to a
+    /// specific rule that matched the same secret.
+    #[must_use]
+    pub fn is_generic(&self) -> bool {
+        self.id.starts_with("generic") || self.tags.iter().any(|t| t == "generic")
+    }
+
+    /// A path under which the rule's examples should be scanned: `example.txt`, or a
+    /// path the rule's `paths` filter accepts.
+    #[must_use]
+    pub fn example_path(&self) -> String {
+        let Some(re) = &self.paths else { return "example.txt".to_owned() };
+        for cand in EXAMPLE_PATH_CANDIDATES {
+            if re.is_match(cand.as_bytes()) {
+                return (*cand).to_owned();
+            }
+        }
+        // Fall back to a path derived from the pattern text with regex syntax removed.
+        let guess: String = self
+            .paths_pattern
+            .as_deref()
+            .unwrap_or_default()
+            .replace("(^|/)", "")
+            .replace("(?:^|/)", "")
+            .replace('\\', "")
+            .replace(['^', '$'], "");
+        format!("home/user/{guess}")
+    }
+}
+
+/// Paths tried (in order) to find one a rule's `paths` filter accepts.
+const EXAMPLE_PATH_CANDIDATES: &[&str] = &[
+    "home/user/.netrc",
+    "home/user/_netrc",
+    "home/user/.git-credentials",
+    "home/user/.pgpass",
+    "home/user/.npmrc",
+    "home/user/.pypirc",
+    "home/user/.aws/credentials",
+    "home/user/.aws/config",
+    "home/user/.docker/config.json",
+    "home/user/.kube/config",
+    "home/user/.config/gh/hosts.yml",
+    "home/user/.config/gcloud/application_default_credentials.json",
+    "home/user/.config/gcloud/credentials.db",
+    "home/user/.azure/accessTokens.json",
+    "home/user/.azure/msal_token_cache.json",
+    "home/user/.ssh/id_rsa",
+    "home/user/.ssh/id_ed25519",
+    "home/user/.bash_history",
+    "home/user/.zsh_history",
+    "home/user/.local/share/fish/fish_history",
+    "srv/www/.htpasswd",
+    "etc/nginx/htpasswd",
+    "app/.env",
+    "app/.env.local",
+    "app/config/database.yml",
+    "app/settings.py",
+    "app/application.properties",
+    "app/terraform.tfvars",
+    "app/credentials.json",
+    "app/service-account.json",
+    "app/id_rsa",
+    "app/key.pem",
+    "app/server.key",
+    "app/keystore.p12",
+    "app/.s3cfg",
+    "app/.boto",
+    "app/wp-config.php",
+    "app/.mcp.json",
+    "home/user/.claude.json",
+    "home/user/.claude/.credentials.json",
+    "home/user/.codex/auth.json",
+    "home/user/.gemini/oauth_creds.json",
+];
+
+/// A parsed set of rules plus the shared placeholder stop-list.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    /// The rules, in load order.
+    pub rules: Vec<Rule>,
+    /// `[defaults] allow`: applied to every rule whose confidence is not high.
+    pub(crate) default_allow: Vec<Regex>,
+}
+
+/// Compile a rule pattern. Patterns are matched on bytes with ASCII semantics for
+/// `\w`, `\d`, `\s` and case folding (much faster); a pattern that needs Unicode
+/// (`\p{…}`) falls back to Unicode semantics.
+pub(crate) fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    let build = |unicode: bool| {
+        RegexBuilder::new(pattern)
+            .unicode(unicode)
+            .size_limit(64 << 20)
+            .dfa_size_limit(16 << 20)
+            .build()
+    };
+    build(false).or_else(|_| build(true))
+}
+
+impl RuleSet {
+    /// Parse and validate one rule file; `origin` names it in errors.
+    pub fn parse(origin: &str, text: &str) -> Result<Self, Error> {
+        let file: RuleFileToml = toml::from_str(text).map_err(|e| Error::RuleFile {
+            origin: origin.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut set = Self::default();
+        if let Some(d) = file.defaults {
+            for a in d.allow {
+                let re = compile(&a).map_err(|e| Error::Rule {
+                    origin: origin.to_owned(),
+                    id: "[defaults]".to_owned(),
+                    reason: format!("allow pattern does not compile: {e}"),
+                })?;
+                set.default_allow.push(re);
+            }
+        }
+        for r in file.rule {
+            set.rules.push(compile_rule(origin, r)?);
+        }
+        Ok(set)
+    }
+
+    /// Append another set; fails on a duplicate rule id.
+    pub fn extend(&mut self, other: Self) -> Result<(), Error> {
+        let mut seen: HashSet<String> = self.rules.iter().map(|r| r.id.clone()).collect();
+        for r in &other.rules {
+            if !seen.insert(r.id.clone()) {
+                let first = self.rules.iter().find(|x| x.id == r.id).map(|x| x.origin.clone()).unwrap_or_default();
+                return Err(Error::Rule {
+                    origin: r.origin.clone(),
+                    id: r.id.clone(),
+                    reason: format!("rule id already defined in {first}; rule ids must be unique, rename one"),
+                });
+            }
+        }
+        self.rules.extend(other.rules);
+        self.default_allow.extend(other.default_allow);
+        Ok(())
+    }
+}
+
+fn compile_rule(origin: &str, r: RuleToml) -> Result<Rule, Error> {
+    let err = |reason: String| Error::Rule { origin: origin.to_owned(), id: r.id.clone(), reason };
+    if r.id.trim().is_empty() {
+        return Err(err("rule id is empty".to_owned()));
+    }
+    if r.keywords.is_empty() && r.paths.is_none() {
+        return Err(err("rule has neither keywords nor a paths filter; add at least one keyword".to_owned()));
+    }
+    if let Some(k) = r.keywords.iter().find(|k| !k.is_ascii() || k.is_empty()) {
+        return Err(err(format!("keyword {k:?} is empty or not ASCII; keywords must be non-empty ASCII")));
+    }
+    if let Some(kind) = &r.checksum {
+        if crate::checksum::verify(kind, "").is_none() {
+            return Err(err(format!(
+                "unknown checksum kind {kind:?}; known kinds: {}",
+                crate::checksum::KINDS.join(", ")
+            )));
+        }
+    }
+    let regex = compile(&r.regex).map_err(|e| err(format!("regex does not compile: {e}")))?;
+    let secret_group = regex.capture_names().position(|n| n == Some("secret"));
+    let paths = match &r.paths {
+        Some(p) => Some(compile(p).map_err(|e| err(format!("paths regex does not compile: {e}")))?),
+        None => None,
+    };
+    let mut allow = Vec::with_capacity(r.allow.len());
+    for a in &r.allow {
+        allow.push(compile(a).map_err(|e| err(format!("allow regex {a:?} does not compile: {e}")))?);
+    }
+    if let Some(m) = r.min_entropy {
+        if !(0.0..=8.0).contains(&m) {
+            return Err(err(format!("min_entropy {m} is outside 0..=8 bits per byte")));
+        }
+    }
+    Ok(Rule {
+        keywords: r.keywords.iter().map(|k| k.to_ascii_lowercase()).collect(),
+        id: r.id,
+        description: r.description,
+        pattern: r.regex,
+        regex,
+        secret_group,
+        checksum: r.checksum,
+        checksum_fail: r.checksum_fail,
+        confidence: r.confidence,
+        min_entropy: r.min_entropy,
+        paths,
+        paths_pattern: r.paths,
+        allow,
+        tags: r.tags,
+        examples_true: r.examples_true,
+        examples_false: r.examples_false,
+        origin: origin.to_owned(),
+    })
+}
+
+/// Shannon entropy of `data` in bits per byte.
+#[must_use]
+pub fn shannon_entropy(data: &[u8]) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in data {
+        counts[usize::from(b)] += 1;
+    }
+    let n = data.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+[defaults]
+allow = ['''(?i)^changeme$''']
+[[rule]]
+id = "t1"
+description = "d"
+keywords = ["TOK_"]
+regex = '''TOK_[a-z]{4}'''
+confidence = "high"
+"#;
+
+    #[test]
+    fn parses_and_lowercases_keywords() {
+        let s = RuleSet::parse("t.toml", OK).unwrap();
+        assert_eq!(s.rules.len(), 1);
+        assert_eq!(s.rules[0].keywords, vec!["tok_"]);
+        assert_eq!(s.default_allow.len(), 1);
+    }
+
+    #[test]
+    fn rejects_bad_rules_with_id_in_message() {
+        let cases = [
+            (OK.replace("keywords = [\"TOK_\"]", "keywords = []"), "neither keywords"),
+            (OK.replace("[a-z]{4}", "[a-z"), "does not compile"),
+            (OK.replace("confidence = \"high\"", "confidence = \"high\"\nchecksum = \"nope\""), "unknown checksum"),
+            (OK.replace("confidence = \"high\"", "confidence = \"high\"\ncolour = 1"), "unknown field"),
+            (OK.replace("confidence = \"high\"", "confidence = \"sure\""), "unknown variant"),
+            (OK.replace("\"TOK_\"", "\"TÖK\""), "not ASCII"),
+        ];
+        for (text, want) in cases {
+            let e = RuleSet::parse("t.toml", &text).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} should contain {want}");
+            assert!(e.contains("t.toml"), "{e} should name the file");
+        }
+    }
+
+    #[test]
+    fn duplicate_ids_rejected() {
+        let mut a = RuleSet::parse("a.toml", OK).unwrap();
+        let b = RuleSet::parse("b.toml", OK).unwrap();
+        let e = a.extend(b).unwrap_err().to_string();
+        assert!(e.contains("t1") && e.contains("a.toml"), "{e}");
+    }
+
+    #[test]
+    fn entropy() {
+        assert_eq!(shannon_entropy(b""), 0.0);
+        assert_eq!(shannon_entropy(b"aaaa"), 0.0);
+        assert!((shannon_entropy(b"abcd") - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ascii_semantics_with_unicode_fallback() {
+        let r = compile(r"\w+").unwrap();
+        assert!(!r.is_match("é".as_bytes()));
+        assert!(compile(r"\p{L}+").unwrap().is_match("é".as_bytes()));
+    }
+}

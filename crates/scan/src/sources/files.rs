@@ -1,0 +1,234 @@
+//! Files under the given paths — including gitignored and hidden ones.
+//!
+//! The walk uses the `ignore` crate with every ignore rule off (an agent can read a
+//! gitignored `.env` just as well as a tracked file); only the `.git` directory's
+//! internals are skipped (history is the `--git-history` source). Symlinks to regular
+//! files are scanned under the link's path; directory symlinks are not followed.
+//!
+//! Files are read into a per-thread reusable buffer rather than memory-mapped: the
+//! workspace forbids `unsafe` code, and a mapped file that another process truncates
+//! while we scan it raises SIGBUS — a real risk when scanning a live workspace. Reads
+//! of files under the size cap (10 MiB) cost little next to matching.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::finding::{Finding, Source};
+use crate::sources::{BINARY_SNIFF, looks_binary};
+use crate::{Error, ScanOptions, ScanReport, ScanStats, Scanner, sort_findings};
+
+/// A file to scan: where to read it, and the path to report.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileEntry {
+    /// Path to open.
+    pub fs_path: PathBuf,
+    /// Path to report (forward slashes, no leading `./`).
+    pub display: String,
+}
+
+impl FileEntry {
+    /// An entry whose reported path is derived from `p`.
+    #[must_use]
+    pub fn new(p: PathBuf) -> Self {
+        let display = display_path(&p);
+        Self { fs_path: p, display }
+    }
+}
+
+/// Render a path for reports: forward slashes, no leading `./`.
+#[must_use]
+pub fn display_path(p: &Path) -> String {
+    let s = p.to_string_lossy().replace('\\', "/");
+    let mut t = s.as_str();
+    while let Some(rest) = t.strip_prefix("./") {
+        t = rest;
+    }
+    if t.is_empty() { ".".to_owned() } else { t.to_owned() }
+}
+
+/// Enumerate every regular file under `roots` (hidden and ignored included, `.git`
+/// internals excluded), sorted. Returns the files and how many entries could not be
+/// read.
+pub fn walk(roots: &[PathBuf]) -> Result<(Vec<FileEntry>, u64), Error> {
+    let mut out = Vec::new();
+    let mut unreadable = 0u64;
+    for root in roots {
+        if std::fs::symlink_metadata(root).is_err() {
+            return Err(Error::NotFound { path: root.display().to_string() });
+        }
+        let walker = ignore::WalkBuilder::new(root)
+            .hidden(false)
+            .ignore(false)
+            .git_ignore(false)
+            .git_exclude(false)
+            .git_global(false)
+            .parents(false)
+            .require_git(false)
+            .follow_links(false)
+            .filter_entry(|e| !(e.file_name() == ".git" && e.file_type().is_some_and(|t| t.is_dir())))
+            .build();
+        for entry in walker {
+            let Ok(entry) = entry else {
+                unreadable += 1;
+                continue;
+            };
+            let Some(ft) = entry.file_type() else { continue };
+            let is_file = if ft.is_symlink() {
+                std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
+            } else {
+                ft.is_file()
+            };
+            if is_file {
+                out.push(FileEntry::new(entry.into_path()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok((out, unreadable))
+}
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Outcome of reading and scanning one input.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub findings: Vec<Finding>,
+    pub stats: ScanStats,
+}
+
+impl Outcome {
+    fn merge(mut self, mut o: Self) -> Self {
+        self.findings.append(&mut o.findings);
+        self.stats.merge(&o.stats);
+        self
+    }
+}
+
+impl Scanner {
+    /// Scan every file under `paths` (files or directories), hidden and gitignored
+    /// files included.
+    pub fn scan_paths(&self, paths: &[PathBuf], opts: &ScanOptions) -> Result<ScanReport, Error> {
+        let start = Instant::now();
+        let (files, unreadable) = walk(paths)?;
+        let mut report = self.scan_files(&files, opts, Source::File);
+        report.stats.skipped_unreadable += unreadable;
+        report.stats.elapsed = start.elapsed();
+        Ok(report)
+    }
+
+    /// Scan an explicit list of files, reporting them as `source`.
+    #[must_use]
+    pub fn scan_files(&self, files: &[FileEntry], opts: &ScanOptions, source: Source) -> ScanReport {
+        let start = Instant::now();
+        let progress = crate::report::progress_bar(opts.progress, files.len() as u64);
+        let done = AtomicU64::new(0);
+        let outcome = files
+            .par_iter()
+            .map(|f| {
+                let o = self.scan_one_file(f, opts.max_file_size, source);
+                if let Some(pb) = &progress {
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n % 64 == 0 {
+                        pb.set_position(n);
+                    }
+                }
+                o
+            })
+            .reduce(Outcome::default, Outcome::merge);
+        if let Some(pb) = progress {
+            pb.finish_and_clear();
+        }
+        let mut findings = outcome.findings;
+        sort_findings(&mut findings);
+        let mut stats = outcome.stats;
+        stats.elapsed = start.elapsed();
+        ScanReport { findings, stats }
+    }
+
+    fn scan_one_file(&self, f: &FileEntry, max: u64, source: Source) -> Outcome {
+        let mut o = Outcome::default();
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            match read_capped(&f.fs_path, max, &mut buf) {
+                Read_::Ok => {
+                    o.stats.files_scanned = 1;
+                    o.stats.bytes_scanned = buf.len() as u64;
+                    o.findings = self.scan_data(&f.display, &buf, source);
+                }
+                Read_::Binary => o.stats.skipped_binary = 1,
+                Read_::Large => o.stats.skipped_large = 1,
+                Read_::Unreadable => o.stats.skipped_unreadable = 1,
+            }
+            // Don't let one large file pin 10 MiB per thread forever.
+            if buf.capacity() > 1 << 20 {
+                *buf = Vec::new();
+            } else {
+                buf.clear();
+            }
+        });
+        o
+    }
+}
+
+enum Read_ {
+    Ok,
+    Binary,
+    Large,
+    Unreadable,
+}
+
+/// Read `path` into `buf` unless it is binary or larger than `max`.
+fn read_capped(path: &Path, max: u64, buf: &mut Vec<u8>) -> Read_ {
+    buf.clear();
+    let Ok(file) = File::open(path) else { return Read_::Unreadable };
+    let Ok(meta) = file.metadata() else { return Read_::Unreadable };
+    if meta.len() > max {
+        return Read_::Large;
+    }
+    let mut file = file.take(max + 1);
+    // Sniff the head first so binaries are not read whole.
+    let mut head = [0u8; BINARY_SNIFF];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Read_::Unreadable,
+        }
+    }
+    if looks_binary(&head[..n]) {
+        return Read_::Binary;
+    }
+    buf.reserve(meta.len() as usize + 1);
+    buf.extend_from_slice(&head[..n]);
+    if n == head.len() && file.read_to_end(buf).is_err() {
+        return Read_::Unreadable;
+    }
+    if buf.len() as u64 > max {
+        return Read_::Large;
+    }
+    Read_::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_paths() {
+        assert_eq!(display_path(Path::new("./a/b")), "a/b");
+        assert_eq!(display_path(Path::new("././a")), "a");
+        assert_eq!(display_path(Path::new("/x/y")), "/x/y");
+        assert_eq!(display_path(Path::new(".")), ".");
+    }
+}
