@@ -1,14 +1,22 @@
 //! Operation classification: what does this request do, and to what?
 //!
-//! This module owns turning a request (method + decoded path segments today; GraphQL
-//! fields and MCP tool calls later) into an [`Operation`]: a name, a capability class, a
-//! tier and the resource id it touches. It must never fail open: an unknown method is
-//! `destroy`, and when several declared operations match, the most dangerous one wins.
-//! It never sees the request body for REST; protocols that need the body say so through
-//! [`Classifier::needs_body`] and get at most the configured classification cap.
+//! This module owns turning a request (method + decoded path segments for REST; GraphQL
+//! fields via [`crate::graphql`]; MCP tool calls via [`crate::mcp`]) into [`Operation`]s:
+//! a name, a capability class, a tier and the resource id it touches. It must never fail
+//! open: an unknown method is `destroy`, and when several declared operations match, the
+//! most dangerous one wins. It never sees the request body for REST; protocols that need
+//! the body say so through [`Classifier::needs_body`] and get at most the configured
+//! classification cap. A body it cannot understand is [`Unparsable`], never "harmless".
 
 use airlock_types::{Capability, Tier};
 use http::Method;
+
+use crate::graphql::GraphqlClassifier;
+use crate::mcp::McpClassifier;
+
+/// A body the classifier cannot understand; the request is refused (`unparsable_request`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unparsable(pub String);
 
 /// What a request does, as far as policy is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +31,8 @@ pub struct Operation {
     pub resource_id: Option<String>,
     /// Whether a declared operation matched (false = method default).
     pub declared: bool,
+    /// Arguments passed to policy (MCP tool arguments, declared GraphQL fields' arguments).
+    pub arguments: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +106,14 @@ impl RestRule {
 #[derive(Debug, Clone, Default)]
 pub struct Classifier {
     rules: Vec<RestRule>,
+    body: Option<BodyClassifier>,
+}
+
+/// Protocols classified from the request body.
+#[derive(Debug, Clone)]
+enum BodyClassifier {
+    Graphql(GraphqlClassifier),
+    Mcp(McpClassifier),
 }
 
 /// Longest agent-supplied path kept in a default operation name.
@@ -104,12 +122,56 @@ const MAX_DEFAULT_NAME: usize = 256;
 impl Classifier {
     /// A REST classifier over declared rules.
     pub fn new(rules: Vec<RestRule>) -> Self {
-        Self { rules }
+        Self { rules, body: None }
     }
 
-    /// Whether classification needs the request body (GraphQL, MCP). Always false for REST.
+    /// A GraphQL classifier (the body is parsed; see [`crate::graphql`]).
+    pub fn graphql(g: GraphqlClassifier) -> Self {
+        Self { rules: Vec::new(), body: Some(BodyClassifier::Graphql(g)) }
+    }
+
+    /// An MCP classifier (JSON-RPC body; see [`crate::mcp`]).
+    pub fn mcp(m: McpClassifier) -> Self {
+        Self { rules: Vec::new(), body: Some(BodyClassifier::Mcp(m)) }
+    }
+
+    /// Whether classification needs the request body (GraphQL, MCP). False for REST.
     pub fn needs_body(&self) -> bool {
-        false
+        self.body.is_some()
+    }
+
+    /// The MCP classifier, when this upstream speaks MCP.
+    pub fn as_mcp(&self) -> Option<&McpClassifier> {
+        match &self.body {
+            Some(BodyClassifier::Mcp(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Classify a request: every operation it performs (at least one). REST requests are
+    /// classified by method and path; GraphQL and MCP by `body` (the buffered request body,
+    /// `None` when it was not read, which classifies as unparsable for those protocols).
+    pub fn classify_all(
+        &self,
+        method: &Method,
+        segments: &[String],
+        content_type: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Result<Vec<Operation>, Unparsable> {
+        match &self.body {
+            None => Ok(vec![self.classify(method, segments)]),
+            Some(b) => {
+                let body = body.ok_or_else(|| Unparsable("the request body was not read".into()))?;
+                let ops = match b {
+                    BodyClassifier::Graphql(g) => g.classify(body, content_type)?,
+                    BodyClassifier::Mcp(m) => m.classify(body)?,
+                };
+                if ops.is_empty() {
+                    return Err(Unparsable("the request performs no operation".into()));
+                }
+                Ok(ops)
+            }
+        }
     }
 
     /// Classify a request by method and decoded path segments (relative to the base URL).
@@ -129,6 +191,7 @@ impl Classifier {
                 tier: r.tier,
                 resource_id: r.resource.map(|i| segments[i].clone()),
                 declared: true,
+                arguments: None,
             };
         }
         let capability = default_capability(method);
@@ -141,12 +204,19 @@ impl Classifier {
             name.truncate(cut);
             name.push('…');
         }
-        Operation { name, capability, tier: Tier::Primary, resource_id: None, declared: false }
+        Operation { name, capability, tier: Tier::Primary, resource_id: None, declared: false, arguments: None }
     }
 }
 
-fn class_rank(c: &Capability) -> u8 {
+/// Rank of a capability for "most dangerous wins": read 1, write 2, destroy 3, anything
+/// else (unknown) 3, like destroy.
+pub fn class_rank(c: &Capability) -> u8 {
     c.rank().unwrap_or(3)
+}
+
+/// Whether `c` is destroy or worse (unknown capabilities count as destroy).
+pub fn is_destructive(c: &Capability) -> bool {
+    class_rank(c) >= 3
 }
 
 /// The class of a request nothing declared: GET/HEAD read, POST/PUT/PATCH write, DELETE
@@ -156,6 +226,77 @@ pub fn default_capability(method: &Method) -> Capability {
         Method::GET | Method::HEAD => Capability::Read,
         Method::POST | Method::PUT | Method::PATCH => Capability::Write,
         _ => Capability::Destroy,
+    }
+}
+
+/// Parse JSON, refusing duplicate object keys anywhere (an upstream that keeps the first
+/// of two `"query"` or `"volumeId"` keys must not see a different request than the one
+/// classified, which keeps the last).
+pub fn parse_json_strict(bytes: &[u8]) -> Result<serde_json::Value, Unparsable> {
+    use serde::de::DeserializeSeed as _;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = StrictSeed.deserialize(&mut de).map_err(|e| Unparsable(format!("invalid JSON: {e}")))?;
+    de.end().map_err(|e| Unparsable(format!("invalid JSON: {e}")))?;
+    Ok(v)
+}
+
+struct StrictSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictSeed {
+    type Value = serde_json::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(x) = seq.next_element_seed(StrictSeed)? {
+            v.push(x);
+        }
+        Ok(serde_json::Value::Array(v))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut m = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if m.contains_key(&k) {
+                return Err(serde::de::Error::custom(format!("duplicate key {:?}", k.chars().take(64).collect::<String>())));
+            }
+            let v = map.next_value_seed(StrictSeed)?;
+            m.insert(k, v);
+        }
+        Ok(serde_json::Value::Object(m))
     }
 }
 
@@ -194,6 +335,14 @@ mod tests {
         ]);
         assert_eq!(c.classify(&Method::POST, &segs("/v1/purge")).capability, Capability::Destroy);
         assert_eq!(c.classify(&Method::POST, &segs("/v1/list")).capability, Capability::Read);
+    }
+
+    #[test]
+    fn strict_json_refuses_duplicate_keys() {
+        assert!(parse_json_strict(br#"{"a":1,"b":{"c":[1,2,{"d":null}]}}"#).is_ok());
+        assert!(parse_json_strict(br#"{"query":"{me}","query":"mutation{x}"}"#).is_err());
+        assert!(parse_json_strict(br#"{"v":{"id":"a","\u0069d":"b"}}"#).is_err());
+        assert!(parse_json_strict(br#"{"a":1} x"#).is_err());
     }
 
     #[test]

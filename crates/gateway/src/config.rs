@@ -21,6 +21,9 @@ use toml::Spanned;
 
 use crate::classify::{Classifier, RestRule};
 use crate::error::Error;
+use crate::graphql::{GraphqlClassifier, GraphqlRule};
+use crate::inventory::{Inventory, Placement};
+use crate::mcp::{McpClassifier, ToolRule};
 
 /// The default agent-facing address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -43,6 +46,76 @@ pub struct FileConfig {
     /// `[broker]`: task-token settings, read by the broker (`airlock task start`), not the gateway.
     #[serde(default)]
     pub broker: Option<BrokerSection>,
+    /// `[[inventory]]`: which resource lives in which environment and tier.
+    #[serde(default)]
+    pub inventory: Vec<InventorySection>,
+}
+
+/// `[[inventory]]`: one resource's placement.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventorySection {
+    /// The resource id as it appears in requests (`vol-prod-db`).
+    pub id: Spanned<String>,
+    /// Its environment.
+    pub environment: Spanned<String>,
+    /// `primary` (default) or `backup`.
+    #[serde(default)]
+    pub tier: Option<Spanned<String>>,
+    /// Only for requests through this upstream (default: every upstream).
+    #[serde(default)]
+    pub upstream: Option<Spanned<String>>,
+}
+
+/// `approval = { mode = "reject" | "hold", ttl = "10m", hold_timeout = "5m" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSection {
+    /// `reject` (default): answer 403 `approval_required` at once; `hold`: keep the request open.
+    #[serde(default)]
+    pub mode: ApprovalMode,
+    /// How long a pending request waits for a decision, and how long an approval stays
+    /// usable (once) after it is given (default 10m).
+    #[serde(default = "default_approval_ttl", deserialize_with = "de_duration")]
+    pub ttl: Duration,
+    /// `hold` mode: longest time a request is kept open (default 5m).
+    #[serde(default = "default_hold_timeout", deserialize_with = "de_duration")]
+    pub hold_timeout: Duration,
+}
+
+/// What the gateway does with a request that needs an approval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalMode {
+    /// Answer 403 `approval_required` with the approval id; the identical retry passes once approved.
+    #[default]
+    Reject,
+    /// Keep the request open until approved (then forward), denied or timed out.
+    Hold,
+}
+
+/// An upstream's approval settings, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalSettings {
+    /// Reject or hold.
+    pub mode: ApprovalMode,
+    /// Pending lifetime and approved-but-unused lifetime.
+    pub ttl: Duration,
+    /// Longest hold.
+    pub hold_timeout: Duration,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self { mode: ApprovalMode::Reject, ttl: default_approval_ttl(), hold_timeout: default_hold_timeout() }
+    }
+}
+
+fn default_approval_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_hold_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// `[broker]` (owned by the broker; declared here so the file is checked as a whole).
@@ -157,12 +230,15 @@ pub struct UpstreamSection {
     /// Variables `airlock env` prints for this upstream.
     #[serde(default)]
     pub env_vars: Option<EnvVarsSection>,
-    /// How operations are recognised: `rest` (default). `graphql` and `mcp` are planned.
+    /// How operations are recognised: `rest` (default), `graphql` or `mcp`.
     #[serde(default)]
     pub protocol: Option<Spanned<ProtocolName>>,
     /// Declared operations.
     #[serde(default)]
     pub operation: Vec<OperationSection>,
+    /// What happens to requests that need a human approval.
+    #[serde(default)]
+    pub approval: Option<ApprovalSection>,
 }
 
 /// The upstream protocol, which decides how requests are classified.
@@ -172,9 +248,9 @@ pub enum ProtocolName {
     /// Method + path templates.
     #[default]
     Rest,
-    /// GraphQL (planned; refused at load until the classifier lands).
+    /// GraphQL over HTTP: fields classified from the parsed body.
     Graphql,
-    /// MCP JSON-RPC (planned; refused at load until the classifier lands).
+    /// MCP (JSON-RPC over HTTP): `tools/call` classified by tool name.
     Mcp,
 }
 
@@ -237,15 +313,27 @@ pub struct OperationSection {
     /// Where the resource id sits.
     #[serde(default)]
     pub resource: Option<ResourceSection>,
+    /// GraphQL field names this entry declares (`protocol = "graphql"`).
+    #[serde(default)]
+    pub fields: Option<Spanned<Vec<String>>>,
+    /// MCP tool names this entry declares (`protocol = "mcp"`).
+    #[serde(default)]
+    pub tools: Option<Spanned<Vec<String>>>,
 }
 
 /// `resource = { path = "id" }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSection {
-    /// Name of the path template parameter holding the resource id.
+    /// Name of the path template parameter holding the resource id (REST).
     #[serde(default)]
     pub path: Option<Spanned<String>>,
+    /// GraphQL argument holding the resource id; `input.volumeId` reaches into an object argument.
+    #[serde(default)]
+    pub argument: Option<Spanned<String>>,
+    /// JSON pointer into an MCP tool call's arguments (`/volumeId`).
+    #[serde(default)]
+    pub pointer: Option<Spanned<String>>,
 }
 
 /// How the secret is attached to a forwarded request.
@@ -305,6 +393,8 @@ pub struct Upstream {
     pub protocol: ProtocolName,
     /// Operation classifier.
     pub classifier: Classifier,
+    /// Approval mode and lifetimes.
+    pub approval: ApprovalSettings,
     /// Line of the `secret` key (for startup errors about the secret).
     pub secret_line: usize,
 }
@@ -332,6 +422,8 @@ pub struct Config {
     pub pass_through: Vec<(String, u16)>,
     /// Policy configuration.
     pub policy: airlock_policy::PolicyConfig,
+    /// Static resource inventory.
+    pub inventory: Inventory,
 }
 
 impl Config {
@@ -388,12 +480,24 @@ impl Config {
                 err(Some(u.inject.span()), format!("upstream {:?}: inject: {m}", name.as_str()))
             })?;
             let protocol = u.protocol.as_ref().map(|p| *p.get_ref()).unwrap_or_default();
-            if let Some(p) = u.protocol.as_ref().filter(|_| protocol != ProtocolName::Rest) {
-                return Err(err(Some(p.span()), format!("upstream {:?}: protocol {protocol:?} is not supported yet; use \"rest\"", name.as_str())));
-            }
-            let mut rules = Vec::new();
-            for op in &u.operation {
-                rules.push(rest_rule(op).map_err(|(span, m)| err(span, format!("upstream {:?}: operation: {m}", name.as_str())))?);
+            let op_err = |(span, m): SpanErr| err(span, format!("upstream {:?}: operation: {m}", name.as_str()));
+            let classifier = match protocol {
+                ProtocolName::Rest => {
+                    let mut rules = Vec::new();
+                    for op in &u.operation {
+                        rules.push(rest_rule(op).map_err(op_err)?);
+                    }
+                    Classifier::new(rules)
+                }
+                ProtocolName::Graphql => Classifier::graphql(graphql_rules(&u.operation).map_err(op_err)?),
+                ProtocolName::Mcp => Classifier::mcp(mcp_rules(&u.operation).map_err(op_err)?),
+            };
+            let approval = match &u.approval {
+                Some(a) => ApprovalSettings { mode: a.mode, ttl: a.ttl, hold_timeout: a.hold_timeout },
+                None => ApprovalSettings::default(),
+            };
+            if approval.ttl.is_zero() || approval.hold_timeout.is_zero() {
+                return Err(err(Some(u.name.span()), format!("upstream {:?}: approval ttl and hold_timeout must be positive", name.as_str())));
             }
             if let Some(vars) = &u.env_vars {
                 for v in [&vars.base_url, &vars.key].into_iter().flatten() {
@@ -421,7 +525,8 @@ impl Config {
                 max_body: u.max_body.unwrap_or(g.max_body),
                 env_vars: u.env_vars,
                 protocol,
-                classifier: Classifier::new(rules),
+                classifier,
+                approval,
             });
         }
         let mut pass_through = Vec::new();
@@ -433,7 +538,26 @@ impl Config {
             }
             pass_through.push(hp);
         }
+        let mut inventory = Inventory::new();
+        for i in &file.inventory {
+            let environment: Environment =
+                i.environment.get_ref().parse().map_err(|e: airlock_types::Error| err(Some(i.environment.span()), e.to_string()))?;
+            let tier = match &i.tier {
+                Some(t) => t.get_ref().parse().map_err(|e: airlock_types::Error| err(Some(t.span()), e.to_string()))?,
+                None => Tier::Primary,
+            };
+            let scope = i.upstream.as_ref().map(|u| u.get_ref().as_str());
+            if let (Some(u), Some(s)) = (&i.upstream, scope)
+                && !upstreams.iter().any(|x| x.name.as_str() == s)
+            {
+                return Err(err(Some(u.span()), format!("[[inventory]] upstream {s:?} is not a configured upstream")));
+            }
+            inventory
+                .insert(scope, i.id.get_ref(), Placement { environment, tier })
+                .map_err(|m| err(Some(i.id.span()), format!("[[inventory]]: {m}")))?;
+        }
         Ok(Config {
+            inventory,
             pass_through,
             path: path.to_owned(),
             listen: g.listen,
@@ -492,6 +616,14 @@ fn injection(s: &InjectSection) -> Result<Injection, String> {
 type SpanErr = (Option<Range<usize>>, String);
 
 fn rest_rule(op: &OperationSection) -> Result<RestRule, SpanErr> {
+    if let Some(s) = op.fields.as_ref().map(|f| f.span()).or(op.tools.as_ref().map(|t| t.span())) {
+        return Err((Some(s), "fields/tools only apply to protocol = \"graphql\" / \"mcp\" upstreams".into()));
+    }
+    if let Some(r) = &op.resource
+        && let Some(p) = r.argument.as_ref().or(r.pointer.as_ref())
+    {
+        return Err((Some(p.span()), "a REST resource is named by path = \"param\"".into()));
+    }
     let (Some(method), Some(path)) = (&op.method, &op.path) else {
         return Err((Some(op.capability.span()), "a REST operation needs both method and path".into()));
     };
@@ -519,6 +651,88 @@ fn rest_rule(op: &OperationSection) -> Result<RestRule, SpanErr> {
     let resource = op.resource.as_ref().and_then(|r| r.path.as_ref()).map(|p| (p.get_ref().clone(), p.span()));
     RestRule::new(m, path.get_ref(), name, capability, tier, resource.as_ref().map(|r| r.0.as_str()))
         .map_err(|msg| (Some(resource.map(|r| r.1).unwrap_or(path.span())), msg))
+}
+
+fn class_and_tier(op: &OperationSection) -> Result<(Capability, Tier), SpanErr> {
+    let capability: Capability =
+        op.capability.get_ref().parse().map_err(|e: airlock_types::Error| (Some(op.capability.span()), e.to_string()))?;
+    if !capability.is_class() {
+        return Err((Some(op.capability.span()), "capability must be read, write or destroy".into()));
+    }
+    let tier = match &op.tier {
+        Some(t) => t.get_ref().parse().map_err(|e: airlock_types::Error| (Some(t.span()), e.to_string()))?,
+        None => Tier::Primary,
+    };
+    Ok((capability, tier))
+}
+
+fn graphql_rules(ops: &[OperationSection]) -> Result<GraphqlClassifier, SpanErr> {
+    let mut g = GraphqlClassifier::new();
+    for op in ops {
+        let Some(fields) = &op.fields else {
+            return Err((Some(op.capability.span()), "a GraphQL operation needs fields = [\"fieldName\", …]".into()));
+        };
+        if let Some((what, span)) = [("method", op.method.as_ref().map(|m| m.span())), ("path", op.path.as_ref().map(|p| p.span())), ("name", op.name.as_ref().map(|n| n.span())), ("tools", op.tools.as_ref().map(|t| t.span()))]
+            .into_iter()
+            .find_map(|(w, s)| s.map(|s| (w, s)))
+        {
+            return Err((Some(span), format!("{what} does not apply to a GraphQL operation (name fields = [...])")));
+        }
+        let (capability, tier) = class_and_tier(op)?;
+        let resource = match &op.resource {
+            None => None,
+            Some(r) => {
+                if let Some(p) = r.path.as_ref().or(r.pointer.as_ref()) {
+                    return Err((Some(p.span()), "a GraphQL resource is named by argument = \"argName\"".into()));
+                }
+                let a = r.argument.as_ref().ok_or((Some(op.capability.span()), "resource needs argument = \"argName\"".to_owned()))?;
+                let path: Vec<String> = a.get_ref().split('.').map(str::to_owned).collect();
+                if path.iter().any(|p| p.is_empty()) {
+                    return Err((Some(a.span()), format!("resource argument {:?} must be a name or a dotted path like input.volumeId", a.get_ref())));
+                }
+                Some(path)
+            }
+        };
+        if fields.get_ref().is_empty() {
+            return Err((Some(fields.span()), "fields must name at least one field".into()));
+        }
+        for f in fields.get_ref() {
+            g.declare(f, GraphqlRule { capability: capability.clone(), tier, resource: resource.clone() }).map_err(|m| (Some(fields.span()), m))?;
+        }
+    }
+    Ok(g)
+}
+
+fn mcp_rules(ops: &[OperationSection]) -> Result<McpClassifier, SpanErr> {
+    let mut m = McpClassifier::new();
+    for op in ops {
+        let Some(tools) = &op.tools else {
+            return Err((Some(op.capability.span()), "an MCP operation needs tools = [\"tool_name\", …]".into()));
+        };
+        if let Some((what, span)) = [("method", op.method.as_ref().map(|m| m.span())), ("path", op.path.as_ref().map(|p| p.span())), ("name", op.name.as_ref().map(|n| n.span())), ("fields", op.fields.as_ref().map(|f| f.span()))]
+            .into_iter()
+            .find_map(|(w, s)| s.map(|s| (w, s)))
+        {
+            return Err((Some(span), format!("{what} does not apply to an MCP operation (name tools = [...])")));
+        }
+        let (capability, tier) = class_and_tier(op)?;
+        let resource = match &op.resource {
+            None => None,
+            Some(r) => {
+                if let Some(p) = r.path.as_ref().or(r.argument.as_ref()) {
+                    return Err((Some(p.span()), "an MCP resource is named by pointer = \"/argName\"".into()));
+                }
+                Some(r.pointer.as_ref().ok_or((Some(op.capability.span()), "resource needs pointer = \"/argName\"".to_owned()))?.get_ref().clone())
+            }
+        };
+        if tools.get_ref().is_empty() {
+            return Err((Some(tools.span()), "tools must name at least one tool".into()));
+        }
+        for t in tools.get_ref() {
+            m.declare(t, ToolRule { capability: capability.clone(), tier, resource: resource.clone() }).map_err(|e| (Some(tools.span()), e))?;
+        }
+    }
+    Ok(m)
 }
 
 /// Parse `host:port` (IPv6 as `[::1]:443`) into a lowercase host without brackets and a port.
@@ -669,8 +883,8 @@ resource = { path = "id" }
         assert!(err_at(&bad).1.contains("capability"));
         let bad = GOOD.replace("resource = { path = \"id\" }", "resource = { path = \"nope\" }");
         assert!(err_at(&bad).1.contains("nope"));
-        let bad = GOOD.replace("protocol", "x").replace("request_timeout = \"90s\"", "protocol = \"graphql\"");
-        assert!(err_at(&bad).1.contains("not supported"));
+        let bad = GOOD.replace("request_timeout = \"90s\"", "protocol = \"graphql\"");
+        assert!(err_at(&bad).1.contains("fields"));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! This crate must never log, return or audit a secret value, and never forward a request
 //! it has any doubt about.
 
+pub mod approvals;
 pub mod audit;
 pub mod ca;
 pub mod classify;
@@ -24,11 +25,15 @@ pub mod config;
 pub mod env;
 mod error;
 pub mod forward;
+pub mod graphql;
+pub mod inventory;
+pub mod mcp;
 pub mod pipeline;
 pub mod ports;
+pub mod rawcred;
 pub mod redact;
 pub mod route;
 pub mod server;
 
 pub use error::Error;
-pub use pipeline::{Admitted, Gateway, Refusal};
+pub use pipeline::{Admitted, Gateway, RawCredentialCheck, Refusal};

@@ -20,10 +20,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_policy::{Decision, PolicyEngine};
-use airlock_store::AuditEvent;
+use airlock_store::{ApprovalRecord, ApprovalStatus, AuditEvent, Store};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -34,8 +34,12 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::approvals::{Approvals, request_hash};
 use crate::audit::AuditSink;
-use crate::classify::Operation;
+use crate::classify::{Operation, class_rank};
+use crate::config::ApprovalMode;
+use crate::inventory::{Attribution, Inventory};
+use crate::rawcred::{BuiltinDetector, Finding};
 use crate::client::{BoxError, ConnectTimeout, ReqBody, UpstreamClient};
 use crate::config::{Config, Injection, Upstream, is_hop_by_hop};
 use crate::error::Error;
@@ -59,6 +63,10 @@ pub struct Gateway {
     secrets: SecretCache,
     audit: Arc<dyn AuditSink>,
     config_path: std::path::PathBuf,
+    inventory: Inventory,
+    classify_limit: usize,
+    approvals: Option<Arc<Approvals>>,
+    raw_credentials: Arc<dyn RawCredentialCheck>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -90,12 +98,18 @@ pub struct Admitted {
     pub task: Arc<TaskIdentity>,
     /// The upstream it goes to.
     pub upstream: String,
-    /// What it does.
+    /// What it does: its most dangerous operation (the one a refusal or approval is about).
     pub operation: Operation,
+    /// Where [`Admitted::operation`]'s resource lives, as policy saw it.
+    pub attribution: Attribution,
+    /// Every distinct operation the request performs (GraphQL fields, MCP batch members).
+    pub operations: Vec<Operation>,
     /// The policies that allowed it.
     pub policies: Vec<String>,
     /// The raw path below the upstream prefix (empty or starting with `/`).
     pub rest: String,
+    /// The approval this request used, if it needed one.
+    pub approval_id: Option<String>,
 }
 
 /// A refusal: the answer to the agent and what goes in the audit record.
@@ -115,16 +129,67 @@ pub struct Refusal {
     pub upstream: Option<String>,
     /// The operation, if classification got that far.
     pub operation: Option<String>,
+    /// The approval request this refusal is about (`approval_required`, `approval_denied`, …).
+    pub approval_id: Option<String>,
 }
 
 impl Refusal {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), policies: Vec::new(), task: None, upstream: None, operation: None }
+        Self { status, code, message: message.into(), policies: Vec::new(), task: None, upstream: None, operation: None, approval_id: None }
     }
 }
 
+/// Checks an outgoing request for credentials airlock did not issue (the agent found a
+/// secret the preflight missed). The built-in [`crate::rawcred::BuiltinDetector`] covers
+/// GitHub tokens, AWS access key ids and PEM private keys; the scanner's detector engine
+/// can be plugged in with [`Gateway::with_credential_check`].
+pub trait RawCredentialCheck: Send + Sync + 'static {
+    /// The first credential in the request's headers, target (path and query) or buffered
+    /// body (GraphQL/MCP bodies up to the classification cap; `None` for streamed bodies).
+    /// Must ignore airlock's own task tokens (`alk_…`) and never return the value itself.
+    fn check(&self, headers: &HeaderMap, target: &str, body: Option<&[u8]>) -> Option<Finding>;
+}
+
+/// A route, an authenticated task and its environment binding: steps 1–3.
+struct Authed {
+    rt: Arc<UpstreamRuntime>,
+    task: Arc<TaskIdentity>,
+    segments: Vec<String>,
+    rest: String,
+    now: i64,
+}
+
+/// Why [`Gateway::decide`] did not admit a request.
+enum Stop {
+    /// Refused outright.
+    Refused(Refusal),
+    /// Allowed by everything except rules a human approval lifts.
+    NeedsApproval(Box<NeedsApproval>),
+}
+
+/// A request that needs an approval: what it would be admitted as, and why it is held.
+struct NeedsApproval {
+    admitted: Admitted,
+    reason: String,
+}
+
+/// (severity, class rank, production) of the operation that determines the answer, its
+/// index, its decision and its attribution.
+type Worst = ((u8, u8, bool), usize, Decision, Attribution);
+
+/// A boxed, `Send` future (keeps the enforcement path's future `Send` for every body type).
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Most bytes of a `tools/list` answer buffered for filtering.
+const TOOLS_LIST_CAP: usize = 8 << 20;
+/// How often a held request re-reads its approval (a decision in this process wakes it at once).
+const HOLD_POLL: Duration = Duration::from_millis(150);
+
 impl Gateway {
     /// Build the gateway from a validated configuration and its collaborators.
+    ///
+    /// Approvals need a store: add it with [`Gateway::with_approvals`]; without one, a
+    /// request that needs approval is refused with `approval_required` and nothing to approve.
     pub fn new(
         config: &Config,
         verifier: Arc<dyn TokenVerifier>,
@@ -147,7 +212,29 @@ impl Gateway {
             secrets: SecretCache::new(secrets, config.secret_cache_ttl),
             audit,
             config_path: config.path.clone(),
+            inventory: config.inventory.clone(),
+            classify_limit: config.classify_limit,
+            approvals: None,
+            raw_credentials: Arc::new(BuiltinDetector::new()),
         })
+    }
+
+    /// Keep approval requests in `store` (per-upstream modes and lifetimes from the config).
+    pub fn with_approvals(mut self, store: Arc<dyn Store>) -> Self {
+        let settings = self.upstreams.iter().map(|(n, rt)| (n.clone(), rt.cfg.approval)).collect();
+        self.approvals = Some(Arc::new(Approvals::new(store, settings)));
+        self
+    }
+
+    /// The approval service, to share with the admin API ([`crate::server::AdminState::with_approvals`]).
+    pub fn approvals(&self) -> Option<Arc<Approvals>> {
+        self.approvals.clone()
+    }
+
+    /// Replace the built-in raw-credential detector (e.g. with the scanner's engine).
+    pub fn with_credential_check(mut self, check: Arc<dyn RawCredentialCheck>) -> Self {
+        self.raw_credentials = check;
+        self
     }
 
     /// Check at startup that every upstream's secret exists, belongs to the upstream's
@@ -176,13 +263,14 @@ impl Gateway {
         let started = Instant::now();
         let request_id = uuid::Uuid::now_v7().to_string();
         let (parts, body) = req.into_parts();
+        let mut body: ReqBody = body.map_err(Into::into).boxed_unsync();
 
-        // 1–5. Route, authenticate, bind environment, classify, decide.
-        let admitted = match self.admit(&parts) {
+        // 1–3. Route, authenticate, bind environment.
+        let auth = match self.authenticate(&parts) {
             Ok(a) => a,
             Err(refusal) => return self.refuse(&request_id, &parts, refusal),
         };
-        let rt = self.upstreams[&admitted.upstream].clone();
+        let rt = auth.rt.clone();
         let up = &rt.cfg;
 
         // Body cap: refuse up front when the declared length is already too big.
@@ -194,29 +282,68 @@ impl Gateway {
                 "body_too_large",
                 format!("request body of {len} bytes exceeds this upstream's limit of {} bytes", up.max_body),
             );
-            return self.refuse(&request_id, &parts, with_context(r, &admitted));
+            return self.refuse(&request_id, &parts, with_auth(r, &auth));
         }
 
-        // 6. Durable audit record, before anything reaches the upstream.
+        // 4. GraphQL and MCP are classified from the body: buffer it, up to the classification cap.
+        let mut buffered: Option<Bytes> = None;
+        if up.classifier.needs_body() {
+            match self.buffer(&parts, body, up).await {
+                Ok(b) => {
+                    body = full_body(b.clone());
+                    buffered = Some(b);
+                }
+                Err(r) => return self.refuse(&request_id, &parts, with_auth(r, &auth)),
+            }
+        }
+
+        // 5. A credential airlock did not issue never leaves: the agent found a secret.
+        let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if let Some(found) = self.raw_credentials.check(&parts.headers, target, buffered.as_deref()) {
+            return self.raw_credential(&request_id, &parts, &auth, &found);
+        }
+
+        // 6–7. Classify, attribute each operation's resource, decide.
+        let admitted = match self.decide(&auth, &parts, buffered.as_deref(), None) {
+            Ok(a) => a,
+            Err(Stop::Refused(r)) => return self.refuse(&request_id, &parts, r),
+            Err(Stop::NeedsApproval(pending)) => {
+                // An approval is for one exact request: its body is part of it.
+                let bytes = match buffered {
+                    Some(b) => b,
+                    None => match self.buffer(&parts, body, up).await {
+                        Ok(b) => b,
+                        Err(r) => return self.refuse(&request_id, &parts, with_auth(r, &auth)),
+                    },
+                };
+                body = full_body(bytes.clone());
+                match self.approval_gate(&request_id, &parts, *pending, &bytes).await {
+                    Ok(a) => a,
+                    Err(resp) => return resp,
+                }
+            }
+        };
+
+        // 8. Durable audit record, before anything reaches the upstream.
         let event = self.request_event(&request_id, &parts, &admitted);
         if let Err(e) = self.audit.record(event).await {
             let r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", format!("the request was not forwarded because it could not be audited: {e}"));
             return answer(&request_id, &with_context(r, &admitted));
         }
 
-        // 7. Fetch the secret and prepare injection and redaction.
+        // 9. Fetch the secret and prepare injection and redaction.
         let prepared = match self.prepare(&rt).await {
             Ok(p) => p,
             Err(r) => return self.refuse(&request_id, &parts, with_context(r, &admitted)),
         };
 
-        // 8. Build the upstream request: fixed host, cleaned headers, injected credential.
+        // 10. Build the upstream request: fixed host, cleaned headers, injected credential.
         let outbound = match build_upstream_request(up, &parts, &admitted.rest, &prepared, &request_id, body) {
             Ok(r) => r,
             Err(r) => return self.refuse(&request_id, &parts, with_context(r, &admitted)),
         };
 
-        // 9. Forward (pooled client, never follows redirects), bounded by the request timeout.
+        // 11. Forward (pooled client, never follows redirects), bounded by the request timeout.
         let response = match tokio::time::timeout(up.request_timeout, rt.client.client.request(outbound)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
@@ -231,7 +358,7 @@ impl Gateway {
             }
         };
 
-        // 10. Redact echoes of the secret from headers and (streaming) body.
+        // 12. Redact echoes of the secret from headers and (streaming) body.
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let mut redactions = 0;
@@ -250,12 +377,26 @@ impl Gateway {
         }
         head.headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&request_id).expect("uuid is a header value"));
         let masked = Arc::new(AtomicUsize::new(redactions));
-        let body: ResBody = match &prepared.needles {
+        let mut body: ResBody = match &prepared.needles {
             Some(n) => RedactBody::new(incoming, n.clone(), masked.clone()).map_err(Into::into).boxed_unsync(),
             None => incoming.map_err(Into::into).boxed_unsync(),
         };
 
-        // 11. Audit the outcome (status, bytes, duration) when the body ends or is dropped.
+        // 13. MCP: the agent only sees the tools its task may call.
+        if let Some(mcp) = up.classifier.as_mcp()
+            && crate::mcp::lists_tools(&admitted.operations)
+            && head.status.is_success()
+        {
+            match self.filter_tools(mcp, &auth, &admitted, &mut head, body).await {
+                Ok(b) => body = b,
+                Err(r) => {
+                    self.outcome(&request_id, &admitted, r.status.as_u16(), 0, started, r.code, masked.load(Ordering::Relaxed));
+                    return answer(&request_id, &with_context(r, &admitted));
+                }
+            }
+        }
+
+        // 14. Audit the outcome (status, bytes, duration) when the body ends or is dropped.
         let guard = OutcomeGuard {
             audit: self.audit.clone(),
             event: Some(self.outcome_event(&request_id, &admitted)),
@@ -267,10 +408,26 @@ impl Gateway {
         Response::from_parts(head, CountingBody { inner: body, guard: Some(guard) }.boxed_unsync())
     }
 
-    /// Steps 1–5: route, authenticate, bind environment, classify, decide.
+    /// Steps 1–7 for a request whose body is not needed (REST): route, authenticate, bind
+    /// environment, classify, decide. A request that needs an approval is refused here with
+    /// `approval_required` (only [`Gateway::handle`] creates approval requests).
     ///
     /// Synchronous and side-effect free (no I/O, no audit), so it can be measured alone.
     pub fn admit(&self, parts: &request::Parts) -> Result<Admitted, Refusal> {
+        let auth = self.authenticate(parts)?;
+        match self.decide(&auth, parts, None, None) {
+            Ok(a) => Ok(a),
+            Err(Stop::Refused(r)) => Err(r),
+            Err(Stop::NeedsApproval(p)) => {
+                let mut r = Refusal::new(StatusCode::FORBIDDEN, "approval_required", p.reason);
+                r.policies = p.admitted.policies.clone();
+                Err(with_context(r, &p.admitted))
+            }
+        }
+    }
+
+    /// Steps 1–3: route, authenticate, bind the task to the upstream's environment.
+    fn authenticate(&self, parts: &request::Parts) -> Result<Authed, Refusal> {
         // 1. Route: origin-form only, upstream from the first segment, no escape from its prefix.
         let route = route(&parts.uri).map_err(|e| match e {
             RouteError::NotOriginForm => Refusal::new(StatusCode::BAD_REQUEST, "absolute_uri", "only origin-form request targets (/<upstream>/<path>) are accepted; the host is never chosen by the request"),
@@ -306,49 +463,355 @@ impl Gateway {
             r.task = Some(task);
             return Err(r);
         }
+        Ok(Authed { rt: rt.clone(), task, segments: route.segments, rest: route.rest.to_owned(), now })
+    }
 
-        // 4. Classify the operation.
-        let operation = up.classifier.classify(&parts.method, &route.segments);
+    /// Steps 6–7: classify every operation of the request, attribute each one's resource
+    /// (inventory; an unattributable destroy is production) and ask policy about each. The
+    /// request is as dangerous as its most dangerous operation: any deny refuses it, any
+    /// approval rule holds it. `approval` is the id of a consumed approval for this exact
+    /// request (policy then sees `approved = true`; cross-environment still denies).
+    fn decide(&self, auth: &Authed, parts: &request::Parts, body: Option<&[u8]>, approval: Option<&str>) -> Result<Admitted, Stop> {
+        let up = &auth.rt.cfg;
+        let refusal = |r: Refusal| with_auth(r, auth);
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let operations = up
+            .classifier
+            .classify_all(&parts.method, &auth.segments, content_type, body)
+            .map_err(|e| Stop::Refused(refusal(Refusal::new(StatusCode::BAD_REQUEST, "unparsable_request", format!("the request body cannot be classified, so it is not forwarded: {}", e.0)))))?;
 
-        // 5. Decide.
-        let decision = self.policy.decide(&airlock_policy::Request {
-            agent: task.agent.as_str(),
-            task_id: &task.task_id,
-            task_environment: &task.environment,
-            grants: &task.grants,
-            purpose: task.purpose.as_deref(),
-            expires_at: task.expires_at,
-            upstream: up.name.as_str(),
-            upstream_environment: &up.environment,
-            operation: &operation.name,
-            capability: &operation.capability,
-            resource_id: operation.resource_id.as_deref(),
-            resource_environment: &up.environment,
-            resource_tier: operation.tier,
-            approved: false,
-            now,
-            arguments: None,
-        });
+        // (severity, class rank, production) of the operation that determines the answer.
+        let mut worst: Option<Worst> = None;
+        let mut allowed_by: Vec<String> = Vec::new();
+        for (i, op) in operations.iter().enumerate() {
+            let attribution = self.inventory.attribute(up.name.as_str(), &up.environment, op);
+            let decision = self.policy.decide(&airlock_policy::Request {
+                agent: auth.task.agent.as_str(),
+                task_id: &auth.task.task_id,
+                task_environment: &auth.task.environment,
+                grants: &auth.task.grants,
+                purpose: auth.task.purpose.as_deref(),
+                expires_at: auth.task.expires_at,
+                upstream: up.name.as_str(),
+                upstream_environment: &up.environment,
+                operation: &op.name,
+                capability: &op.capability,
+                resource_id: op.resource_id.as_deref(),
+                resource_environment: &attribution.environment,
+                resource_tier: attribution.tier,
+                approved: approval.is_some(),
+                now: auth.now,
+                arguments: op.arguments.as_ref(),
+            });
+            let severity = match decision {
+                Decision::Allow { ref policies } => {
+                    for p in policies {
+                        if !allowed_by.contains(p) {
+                            allowed_by.push(p.clone());
+                        }
+                    }
+                    0
+                }
+                Decision::NeedsApproval { .. } => 1,
+                Decision::Deny { .. } => 2,
+            };
+            let key = (severity, class_rank(&op.capability), attribution.environment.is_production());
+            if worst.as_ref().is_none_or(|w| key > w.0) {
+                worst = Some((key, i, decision, attribution));
+            }
+        }
+        let Some((_, i, decision, attribution)) = worst else {
+            return Err(Stop::Refused(refusal(Refusal::new(StatusCode::BAD_REQUEST, "unparsable_request", "the request performs no operation"))));
+        };
+        let operation = operations[i].clone();
+        let admitted = |policies: Vec<String>| Admitted {
+            task: auth.task.clone(),
+            upstream: up.name.to_string(),
+            operation: operation.clone(),
+            attribution: attribution.clone(),
+            operations: operations.clone(),
+            policies,
+            rest: auth.rest.clone(),
+            approval_id: approval.map(str::to_owned),
+        };
         match decision {
-            Decision::Allow { policies } => Ok(Admitted {
-                task,
-                upstream: up.name.to_string(),
-                operation,
-                policies,
-                rest: route.rest.to_owned(),
-            }),
+            Decision::Allow { .. } => Ok(admitted(allowed_by)),
+            Decision::NeedsApproval { reason, policies } => Err(Stop::NeedsApproval(Box::new(NeedsApproval { admitted: admitted(policies), reason }))),
             denied => {
-                let mut r = with_upstream(Refusal::new(
+                let mut r = refusal(Refusal::new(
                     StatusCode::FORBIDDEN,
                     denied.code().unwrap_or("policy_denied"),
                     denied.reason().unwrap_or("denied by policy").to_owned(),
                 ));
                 r.policies = denied.policies().to_vec();
-                r.task = Some(task);
-                r.operation = Some(operation.name);
-                Err(r)
+                r.operation = Some(operation.name.clone());
+                r.approval_id = approval.map(str::to_owned);
+                Err(Stop::Refused(r))
             }
         }
+    }
+
+    /// Read the whole request body, at most the classification cap, within the request timeout.
+    fn buffer<'a>(&'a self, parts: &'a request::Parts, body: ReqBody, up: &'a Upstream) -> BoxFuture<'a, Result<Bytes, Refusal>> {
+        Box::pin(async move { self.buffer_inner(parts, body, up).await })
+    }
+
+    async fn buffer_inner(&self, parts: &request::Parts, body: ReqBody, up: &Upstream) -> Result<Bytes, Refusal> {
+        let limit = self.classify_limit.min(usize::try_from(up.max_body).unwrap_or(usize::MAX));
+        let too_big = || {
+            Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "classify_limit", format!("the request body must be read to classify it (or to approve it), and it exceeds the {limit}-byte classification limit ([gateway] classify_limit)"))
+        };
+        if content_length(&parts.headers).is_some_and(|l| l > limit as u64) {
+            return Err(too_big());
+        }
+        match tokio::time::timeout(up.request_timeout, read_capped(body, limit)).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(Capped::TooBig)) => Err(too_big()),
+            Ok(Err(Capped::Failed(_))) => Err(Refusal::new(StatusCode::BAD_REQUEST, "body_read_error", "the request body could not be read")),
+            Err(_) => Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout))),
+        }
+    }
+
+    /// Refuse a request carrying a credential airlock did not issue, and raise an alert.
+    fn raw_credential(&self, request_id: &str, parts: &request::Parts, auth: &Authed, found: &Finding) -> Response<ResBody> {
+        self.audit.record_later(AuditEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            ts_ms: unix_ms(),
+            actor: format!("agent:{}", auth.task.agent),
+            action: "gateway.alert".into(),
+            subject: format!("{}/raw_credential", auth.rt.cfg.name),
+            outcome: "denied".into(),
+            task_id: Some(auth.task.task_id.clone()),
+            detail: json!({
+                "alert": "raw_credential",
+                "kind": found.kind,
+                "location": found.location,
+                "request_id": request_id,
+                "upstream": auth.rt.cfg.name.as_str(),
+            }),
+        });
+        tracing::warn!(task = %auth.task.task_id, kind = found.kind, location = %found.location, "request carried a credential airlock did not issue; refused");
+        let r = Refusal::new(
+            StatusCode::FORBIDDEN,
+            "raw_credential",
+            format!("the request carries a {} ({}) that airlock did not issue; it was not forwarded. Use the task token only, and report where the credential was found so it can be moved into the vault", found.kind, found.location),
+        );
+        self.refuse(request_id, parts, with_auth(r, auth))
+    }
+
+    /// A request that needs a human: use an approval given for this exact request (once),
+    /// or create / reuse an approval request and answer at once (`reject`) or wait (`hold`).
+    fn approval_gate<'a>(&'a self, request_id: &'a str, parts: &'a request::Parts, pending: NeedsApproval, body: &'a [u8]) -> BoxFuture<'a, Result<Admitted, Response<ResBody>>> {
+        Box::pin(async move { self.approval_gate_inner(request_id, parts, pending, body).await })
+    }
+
+    async fn approval_gate_inner(&self, request_id: &str, parts: &request::Parts, pending: NeedsApproval, body: &[u8]) -> Result<Admitted, Response<ResBody>> {
+        let a = &pending.admitted;
+        let Some(approvals) = self.approvals.clone() else {
+            let mut r = Refusal::new(StatusCode::FORBIDDEN, "approval_required", format!("{}; this gateway has no approval store, so nothing can approve it", pending.reason));
+            r.policies = a.policies.clone();
+            return Err(self.refuse(request_id, parts, with_context(r, a)));
+        };
+        let store = approvals.store().clone();
+        let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let hash = request_hash(parts.method.as_str(), &a.upstream, target, body);
+        let settings = approvals.settings(&a.upstream);
+        let task_id = a.task.task_id.clone();
+
+        // An approval given for this exact request passes it now, exactly once.
+        match store.consume_approval(&task_id, &hash, unix_now()).await {
+            Ok(Some(rec)) => return self.after_approval(request_id, parts, body, &rec),
+            Ok(None) => {}
+            Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
+        }
+
+        // Otherwise reuse the open request for it, or open one.
+        let now = unix_now();
+        let rec = match store.find_approval(&task_id, &hash, now).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let rec = ApprovalRecord {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    created_at: now,
+                    task_id: task_id.clone(),
+                    agent: a.task.agent.to_string(),
+                    upstream: a.upstream.clone(),
+                    operation: a.operation.name.clone(),
+                    resource: a.operation.resource_id.clone(),
+                    environment: a.attribution.environment.to_string(),
+                    request_hash: hash.clone(),
+                    reason: pending.reason.clone(),
+                    status: ApprovalStatus::Pending,
+                    decided_by: None,
+                    decided_at: None,
+                    decision_note: None,
+                    expires_at: now + settings.ttl.max(settings.hold_timeout).as_secs() as i64,
+                    used_at: None,
+                };
+                if let Err(e) = store.create_approval(&rec).await {
+                    return Err(self.refuse(request_id, parts, with_context(store_down(e), a)));
+                }
+                let event = AuditEvent {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    ts_ms: unix_ms(),
+                    actor: format!("agent:{}", a.task.agent),
+                    action: "gateway.approval_requested".into(),
+                    subject: format!("{}/{}", a.upstream, a.operation.name),
+                    outcome: "pending".into(),
+                    task_id: Some(task_id.clone()),
+                    detail: json!({
+                        "approval_id": rec.id,
+                        "request_id": request_id,
+                        "operation": rec.operation,
+                        "operations": a.operations.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+                        "resource": rec.resource,
+                        "environment": rec.environment,
+                        "tier": a.attribution.tier.as_str(),
+                        "reason": rec.reason,
+                        "policies": a.policies,
+                        "request_hash": rec.request_hash,
+                        "mode": match settings.mode { ApprovalMode::Reject => "reject", ApprovalMode::Hold => "hold" },
+                    }),
+                };
+                if let Err(e) = self.audit.record(event).await {
+                    let r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", format!("the approval request could not be audited: {e}"));
+                    return Err(self.refuse(request_id, parts, with_context(r, a)));
+                }
+                rec
+            }
+            Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
+        };
+
+        if settings.mode == ApprovalMode::Reject {
+            return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, 
+                StatusCode::FORBIDDEN,
+                "approval_required",
+                format!("{}. Approval request {} was sent to an admin (`airlock approve {}`); once approved, send exactly the same request again within {}s and it passes once", pending.reason, rec.id, rec.id, settings.ttl.as_secs()),
+            )));
+        }
+
+        // hold: keep the request open until a decision or the timeout.
+        let deadline = Instant::now() + settings.hold_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_timeout", format!("no admin decided approval request {} within {}s; the request was not forwarded", rec.id, settings.hold_timeout.as_secs()))));
+            }
+            approvals.wait_decided(left.min(HOLD_POLL)).await;
+            let current = match store.get_approval(&rec.id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_required", format!("approval request {} disappeared", rec.id)))),
+                Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
+            };
+            match current.status {
+                ApprovalStatus::Pending => continue,
+                ApprovalStatus::Approved => match store.consume_approval(&task_id, &hash, unix_now()).await {
+                    Ok(Some(used)) => return self.after_approval(request_id, parts, body, &used),
+                    Ok(None) => return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_used", format!("approval {} was already used by an identical request", rec.id)))),
+                    Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
+                },
+                ApprovalStatus::Denied => {
+                    let why = current.decision_note.as_deref().unwrap_or("no reason given");
+                    return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_denied", format!("an admin denied approval request {}: {why}", rec.id))));
+                }
+                ApprovalStatus::Used => return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_used", format!("approval {} was already used by an identical request", rec.id)))),
+            }
+        }
+    }
+
+    /// An approval for this exact request was consumed: authenticate again (the token may
+    /// have been revoked while it waited) and decide again with `approved = true`.
+    fn after_approval(&self, request_id: &str, parts: &request::Parts, body: &[u8], rec: &ApprovalRecord) -> Result<Admitted, Response<ResBody>> {
+        let auth = self.authenticate(parts).map_err(|mut r| {
+            r.approval_id = Some(rec.id.clone());
+            self.refuse(request_id, parts, r)
+        })?;
+        match self.decide(&auth, parts, Some(body), Some(&rec.id)) {
+            Ok(a) => Ok(a),
+            Err(Stop::Refused(r)) => Err(self.refuse(request_id, parts, r)),
+            Err(Stop::NeedsApproval(p)) => {
+                let mut r = Refusal::new(StatusCode::FORBIDDEN, "approval_required", format!("{} (still, after approval {})", p.reason, rec.id));
+                r.approval_id = Some(rec.id.clone());
+                Err(self.refuse(request_id, parts, with_context(r, &p.admitted)))
+            }
+        }
+    }
+
+    /// Buffer a `tools/list` answer and keep only the tools the task may call: those whose
+    /// call, on a resource in the upstream's own environment, policy would allow or hold
+    /// for approval. An answer that cannot be filtered is withheld.
+    fn filter_tools<'a>(
+        &'a self,
+        mcp: &'a crate::mcp::McpClassifier,
+        auth: &'a Authed,
+        admitted: &'a Admitted,
+        head: &'a mut http::response::Parts,
+        body: ResBody,
+    ) -> BoxFuture<'a, Result<ResBody, Refusal>> {
+        Box::pin(async move { self.filter_tools_inner(mcp, auth, admitted, head, body).await })
+    }
+
+    async fn filter_tools_inner(
+        &self,
+        mcp: &crate::mcp::McpClassifier,
+        auth: &Authed,
+        admitted: &Admitted,
+        head: &mut http::response::Parts,
+        body: ResBody,
+    ) -> Result<ResBody, Refusal> {
+        let up = &auth.rt.cfg;
+        let withheld = |why: String| Refusal::new(StatusCode::BAD_GATEWAY, "unfilterable_response", format!("the tools/list answer cannot be filtered to the task's tools, so it is withheld: {why}"));
+        let event_stream = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        let bytes = match tokio::time::timeout(up.request_timeout, read_capped(body, TOOLS_LIST_CAP)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(Capped::TooBig)) => return Err(withheld(format!("it is larger than {TOOLS_LIST_CAP} bytes"))),
+            Ok(Err(Capped::Failed(e))) => return Err(withheld(format!("reading it failed: {e}"))),
+            Err(_) => return Err(withheld("it did not end in time".into())),
+        };
+        self.filter_tools_sync(mcp, auth, admitted, head, &bytes, event_stream)
+    }
+
+    fn filter_tools_sync(
+        &self,
+        mcp: &crate::mcp::McpClassifier,
+        auth: &Authed,
+        admitted: &Admitted,
+        head: &mut http::response::Parts,
+        bytes: &[u8],
+        event_stream: bool,
+    ) -> Result<ResBody, Refusal> {
+        let up = &auth.rt.cfg;
+        let withheld = |why: String| Refusal::new(StatusCode::BAD_GATEWAY, "unfilterable_response", format!("the tools/list answer cannot be filtered to the task's tools, so it is withheld: {why}"));
+        let may_call = |tool: &str| {
+            let (capability, tier) = mcp.tool_class(tool);
+            let d = self.policy.decide(&airlock_policy::Request {
+                agent: admitted.task.agent.as_str(),
+                task_id: &admitted.task.task_id,
+                task_environment: &admitted.task.environment,
+                grants: &admitted.task.grants,
+                purpose: admitted.task.purpose.as_deref(),
+                expires_at: admitted.task.expires_at,
+                upstream: up.name.as_str(),
+                upstream_environment: &up.environment,
+                operation: tool,
+                capability: &capability,
+                resource_id: None,
+                resource_environment: &up.environment,
+                resource_tier: tier,
+                approved: false,
+                now: unix_now(),
+                arguments: None,
+            });
+            !matches!(d, Decision::Deny { .. })
+        };
+        let out = crate::mcp::filter_tools_list(bytes, event_stream, &may_call).map_err(|e| withheld(e.0))?;
+        head.headers.remove(header::TRANSFER_ENCODING);
+        head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        Ok(Full::new(Bytes::from(out)).map_err(|e| match e {}).boxed_unsync())
     }
 
     /// The injection material for `rt`'s current secret (rebuilt when the cache hands out a new value).
@@ -384,6 +847,7 @@ impl Gateway {
                 "policies": r.policies,
                 "method": parts.method.as_str(),
                 "path": truncate(parts.uri.path(), 512),
+                "approval_id": r.approval_id,
             }),
         });
         answer(request_id, &r)
@@ -408,7 +872,12 @@ impl Gateway {
                 "capability": a.operation.capability.as_str(),
                 "tier": a.operation.tier.as_str(),
                 "resource": a.operation.resource_id,
+                "resource_environment": a.attribution.environment.as_str(),
+                "resource_tier": a.attribution.tier.as_str(),
+                "attribution": a.attribution.source,
+                "operations": a.operations.iter().map(|o| json!({ "name": o.name, "capability": o.capability.as_str(), "resource": o.resource_id })).collect::<Vec<_>>(),
                 "policies": a.policies,
+                "approval_id": a.approval_id,
             }),
         }
     }
@@ -673,6 +1142,53 @@ fn with_context(mut r: Refusal, a: &Admitted) -> Refusal {
     r
 }
 
+/// Why [`read_capped`] stopped.
+enum Capped {
+    TooBig,
+    Failed(String),
+}
+
+/// Read a whole body of at most `limit` bytes.
+async fn read_capped<B>(mut body: B, limit: usize) -> Result<Bytes, Capped>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Capped::Failed(e.to_string()))?;
+        if let Some(d) = frame.data_ref() {
+            if buf.len() + d.len() > limit {
+                return Err(Capped::TooBig);
+            }
+            buf.extend_from_slice(d);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn store_down(e: airlock_store::Error) -> Refusal {
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "approval_store_unavailable", format!("the approval store failed, so the request is not forwarded: {e}"))
+}
+
+/// A refusal about approval `id` of the request `a`.
+fn approval_refusal(a: &Admitted, id: &str, status: StatusCode, code: &'static str, message: String) -> Refusal {
+    let mut r = with_context(Refusal::new(status, code, message), a);
+    r.policies = a.policies.clone();
+    r.approval_id = Some(id.to_owned());
+    r
+}
+
+fn with_auth(mut r: Refusal, a: &Authed) -> Refusal {
+    r.task = Some(a.task.clone());
+    r.upstream = Some(a.rt.cfg.name.to_string());
+    r
+}
+
+fn full_body(b: Bytes) -> ReqBody {
+    Full::new(b).map_err(|e| match e {}).boxed_unsync()
+}
+
 /// Map a client error to 502/504, masking any needle that might appear in its text.
 fn upstream_failure(e: &hyper_util::client::legacy::Error, needles: Option<&Needles>) -> Refusal {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -701,12 +1217,15 @@ fn upstream_failure(e: &hyper_util::client::legacy::Error, needles: Option<&Need
 
 /// The JSON answer for a refusal.
 fn answer(request_id: &str, r: &Refusal) -> Response<ResBody> {
-    let body = json!({
+    let mut body = json!({
         "error": r.code,
         "message": r.message,
         "policies": r.policies,
         "request_id": request_id,
     });
+    if let Some(id) = &r.approval_id {
+        body["approval_id"] = json!(id);
+    }
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).map_err(|e| match e {}).boxed_unsync());
     *resp.status_mut() = r.status;
     let h = resp.headers_mut();

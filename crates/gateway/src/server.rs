@@ -1,8 +1,8 @@
 //! Listeners: the agent-facing proxy port and the separate admin port.
 //!
 //! This module owns binding both listeners, serving HTTP/1.1 connections into
-//! [`Gateway::handle`], the admin router (axum: `/healthz`, `/v1/status`) and graceful
-//! shutdown. The agent-facing listener serves only the proxy path; admin routes exist
+//! [`Gateway::handle`], the admin router (axum: `/healthz`, `/v1/status`, and the approval
+//! routes of [`crate::approvals`]) and graceful shutdown. The agent-facing listener serves only the proxy path; admin routes exist
 //! only on the admin listener, so nothing an agent can reach approves or configures.
 //!
 //! It must never route by `Host` or serve an admin route on the agent-facing port.
@@ -39,6 +39,10 @@ pub struct AdminState {
     pub audit: Option<Arc<AuditStats>>,
     /// When the server started.
     pub started: Instant,
+    /// The approval service (from [`Gateway::approvals`]), for the approval routes.
+    pub approvals: Option<Arc<crate::approvals::Approvals>>,
+    /// The admin credential the approval routes require.
+    pub admin_token: Option<Arc<crate::approvals::AdminToken>>,
 }
 
 impl AdminState {
@@ -52,7 +56,17 @@ impl AdminState {
                 .collect(),
             audit,
             started: Instant::now(),
+            approvals: None,
+            admin_token: None,
         }
+    }
+
+    /// Serve the approval routes for `approvals`, guarded by `admin_token`. Without a
+    /// token every approval route answers 401.
+    pub fn with_approvals(mut self, approvals: Option<Arc<crate::approvals::Approvals>>, admin_token: Option<crate::approvals::AdminToken>) -> Self {
+        self.approvals = approvals;
+        self.admin_token = admin_token.map(Arc::new);
+        self
     }
 }
 
@@ -177,10 +191,12 @@ async fn serve_agents(
 
 /// The admin router. Only ever bound to the admin listener.
 pub fn admin_router(state: AdminState) -> axum::Router {
+    let approvals = crate::approvals::admin_routes(state.approvals.clone(), state.admin_token.clone());
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
         .with_state(Arc::new(state))
+        .merge(approvals)
 }
 
 async fn status(State(s): State<Arc<AdminState>>) -> Json<serde_json::Value> {

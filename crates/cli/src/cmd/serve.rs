@@ -63,14 +63,18 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> CmdResult {
     let (audit, writer) = GroupCommit::start(store.clone(), config.audit_batch);
     let stats = audit.stats();
     let gateway = Gateway::new(&config, verifier, Arc::new(vault), Arc::new(policy), Arc::new(audit))
-        .map_err(|e| Failure::usage(e.to_string()))?;
+        .map_err(|e| Failure::usage(e.to_string()))?
+        .with_approvals(store.clone());
+    // The admin credential guards the approval routes of the admin API.
+    let admin_token = airlock_gateway::approvals::AdminToken::from_file_contents(&state.read_key(airlock_state::files::ADMIN_TOKEN)?);
     gateway.check_secrets().await.map_err(|e| Failure::usage(e.to_string()).hint("`airlock secret list` shows each secret's environment and upstream"))?;
     if args.check {
         println!("{}: ok ({} upstream(s), policies valid, secrets bound to matching environments)", path.display(), config.upstreams.len());
         return Ok(ExitCode::SUCCESS);
     }
 
-    let running = server::start(Arc::new(gateway), listen, admin_listen, AdminState::new(&config, Some(stats)))
+    let admin = AdminState::new(&config, Some(stats)).with_approvals(gateway.approvals(), admin_token);
+    let running = server::start(Arc::new(gateway), listen, admin_listen, admin)
         .await
         .map_err(|e| Failure::new(exit::FAILED, "bind", e.to_string()))?;
     eprintln!("airlock gateway: agents → http://{}  admin → http://{}", running.agent_addr, running.admin_addr);

@@ -1,0 +1,41 @@
+#![allow(missing_docs)]
+//! GraphQL classification cost: parse and classify a ~10 KB query document.
+
+use std::hint::black_box;
+
+use airlock_gateway::graphql::{GraphqlClassifier, GraphqlRule};
+use airlock_types::{Capability, Tier};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn body() -> Vec<u8> {
+    let mut q = String::from("query Dashboard($env: String) { ");
+    let mut i = 0;
+    while q.len() < 9_800 {
+        q.push_str(&format!("v{i}: volumes(environment: $env) {{ id name environment backups {{ id volumeId }} }} "));
+        i += 1;
+    }
+    q.push_str("...Me } fragment Me on Query { me { name teams } }");
+    serde_json::to_vec(&serde_json::json!({ "query": q, "variables": { "env": "staging" }, "operationName": "Dashboard" })).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = GraphqlClassifier::new();
+    g.declare("volumeDelete", GraphqlRule { capability: Capability::Destroy, tier: Tier::Primary, resource: Some(vec!["volumeId".into()]) }).unwrap();
+    g.declare("backupDelete", GraphqlRule { capability: Capability::Destroy, tier: Tier::Backup, resource: Some(vec!["backupId".into()]) }).unwrap();
+    let body = body();
+    assert!((9_500..11_000).contains(&body.len()), "{}", body.len());
+    let ops = g.classify(&body, Some("application/json")).unwrap();
+    assert!(ops.iter().all(|o| o.capability == Capability::Read));
+    let mut grp = c.benchmark_group("graphql");
+    grp.bench_function("classify_10k_query", |b| b.iter(|| black_box(g.classify(black_box(&body), Some("application/json")).unwrap())));
+    let mutation = serde_json::to_vec(&serde_json::json!({
+        "query": "mutation D($id: ID!) { a: volumeDelete(volumeId: $id) ...F } fragment F on Mutation { backupDelete(backupId: \"bkp-prod-db-1\") }",
+        "variables": { "id": "vol-prod-db" }
+    }))
+    .unwrap();
+    grp.bench_function("classify_small_mutation", |b| b.iter(|| black_box(g.classify(black_box(&mutation), Some("application/json")).unwrap())));
+    grp.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

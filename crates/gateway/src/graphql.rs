@@ -1,0 +1,386 @@
+//! GraphQL classification: which fields does this request run, and on which resources?
+//!
+//! This module owns parsing a GraphQL-over-HTTP request body (a JSON object
+//! `{query, variables, operationName, extensions}`, a batched array of them, or a raw
+//! `application/graphql` document) with a real GraphQL parser and turning it into one
+//! [`Operation`] per distinct field call that matters to policy:
+//!
+//! * every top-level field of **every** operation in the document, whatever
+//!   `operationName` says (an `operationName` pointing at a harmless query must not hide a
+//!   destructive mutation in the same document), including fields reached through
+//!   aliases, named fragments and inline fragments (recursively, each fragment expanded
+//!   once, so cycles end);
+//! * declared fields (`[[upstream.operation]] fields = [...]`) wherever they appear, at any
+//!   depth, with their resource argument resolved through variables;
+//! * unlisted top-level fields: query → `read`, mutation and subscription → `write`.
+//!
+//! A persisted-query-only request (no `query`, only `extensions.persistedQuery`) cannot be
+//! inspected: it is one operation named `unknown` of class `destroy`. A body that is not
+//! JSON (or has duplicate keys), has no query, or does not parse is [`Unparsable`] and the
+//! request is refused. This module must never classify a request as less dangerous than
+//! any field it contains, and never report a variable's value other than as a resource id
+//! or a declared field's argument.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use airlock_types::{Capability, Tier};
+use async_graphql_parser::Positioned;
+use async_graphql_parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
+use async_graphql_value::{ConstValue, Name, Value as GqlValue};
+use serde_json::Value;
+
+use crate::classify::{Operation, Unparsable, parse_json_strict};
+
+/// Most requests in one batched array.
+pub const MAX_BATCH: usize = 256;
+/// Most distinct operations one request may carry (each is a policy decision).
+pub const MAX_OPERATIONS: usize = 128;
+/// Name of the operation a request that cannot be inspected (persisted query) performs.
+pub const UNKNOWN_OPERATION: &str = "unknown";
+
+/// What a declared field does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphqlRule {
+    /// `read`, `write` or `destroy`.
+    pub capability: Capability,
+    /// The tier of the resource it touches.
+    pub tier: Tier,
+    /// Where the resource id sits: an argument name, optionally followed by object keys
+    /// (`["input", "volumeId"]` for `volumeDelete(input: {volumeId: …})`).
+    pub resource: Option<Vec<String>>,
+}
+
+/// Classifies GraphQL requests for one upstream.
+#[derive(Debug, Clone, Default)]
+pub struct GraphqlClassifier {
+    fields: HashMap<String, Arc<GraphqlRule>>,
+}
+
+impl GraphqlClassifier {
+    /// An empty classifier: every query field is `read`, every mutation field `write`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declare `field` (a GraphQL field name). Declaring a field twice is an error.
+    pub fn declare(&mut self, field: &str, rule: GraphqlRule) -> Result<(), String> {
+        let valid = field.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(format!("{field:?} is not a GraphQL field name"));
+        }
+        if self.fields.insert(field.to_owned(), Arc::new(rule)).is_some() {
+            return Err(format!("field {field:?} is declared twice"));
+        }
+        Ok(())
+    }
+
+    /// Classify one request body. `content_type` decides whether a non-JSON body may be a
+    /// raw `application/graphql` document.
+    pub fn classify(&self, body: &[u8], content_type: Option<&str>) -> Result<Vec<Operation>, Unparsable> {
+        let raw_doc = content_type.is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("application/graphql"))
+            && !content_type.is_some_and(|c| c.to_ascii_lowercase().contains("json"));
+        let mut out = Out::default();
+        if raw_doc {
+            let q = std::str::from_utf8(body).map_err(|_| Unparsable("the GraphQL document is not UTF-8".into()))?;
+            self.document(q, &serde_json::Map::new(), &mut out)?;
+            return Ok(out.ops);
+        }
+        match parse_json_strict(body)? {
+            Value::Array(batch) => {
+                if batch.is_empty() || batch.len() > MAX_BATCH {
+                    return Err(Unparsable(format!("a batch must hold 1 to {MAX_BATCH} requests")));
+                }
+                for r in &batch {
+                    self.request(r, &mut out)?;
+                }
+            }
+            single => self.request(&single, &mut out)?,
+        }
+        Ok(out.ops)
+    }
+
+    fn request(&self, r: &Value, out: &mut Out) -> Result<(), Unparsable> {
+        let Value::Object(obj) = r else {
+            return Err(Unparsable("a GraphQL request must be a JSON object".into()));
+        };
+        let empty = serde_json::Map::new();
+        let vars = match obj.get("variables") {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(Unparsable("\"variables\" must be an object".into())),
+        };
+        match obj.get("operationName") {
+            None | Some(Value::Null) | Some(Value::String(_)) => {}
+            Some(_) => return Err(Unparsable("\"operationName\" must be a string".into())),
+        }
+        match obj.get("query") {
+            Some(Value::String(q)) => self.document(q, vars, out),
+            None | Some(Value::Null) => {
+                let persisted = obj.get("extensions").and_then(|e| e.get("persistedQuery")).is_some();
+                if !persisted {
+                    return Err(Unparsable("the GraphQL request has no \"query\"".into()));
+                }
+                out.push(Operation {
+                    name: UNKNOWN_OPERATION.into(),
+                    capability: Capability::Destroy,
+                    tier: Tier::Primary,
+                    resource_id: None,
+                    declared: false,
+                    arguments: None,
+                })
+            }
+            Some(_) => Err(Unparsable("\"query\" must be a string".into())),
+        }
+    }
+
+    fn document(&self, query: &str, vars: &serde_json::Map<String, Value>, out: &mut Out) -> Result<(), Unparsable> {
+        let doc = async_graphql_parser::parse_query(query).map_err(|e| Unparsable(format!("the GraphQL document does not parse: {e}")))?;
+        let mut walk = Walk { doc: &doc, vars, rules: &self.fields, seen: HashSet::new() };
+        // Every operation, regardless of operationName: the most dangerous one counts.
+        for (_, op) in doc.operations.iter() {
+            let top = match op.node.ty {
+                OperationType::Query => Capability::Read,
+                OperationType::Mutation | OperationType::Subscription => Capability::Write,
+            };
+            walk.selections(&op.node.selection_set, Some(&top), out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Distinct operations collected so far.
+#[derive(Default)]
+struct Out {
+    ops: Vec<Operation>,
+}
+
+impl Out {
+    fn push(&mut self, op: Operation) -> Result<(), Unparsable> {
+        if !self.ops.contains(&op) {
+            if self.ops.len() >= MAX_OPERATIONS {
+                return Err(Unparsable(format!("the request performs more than {MAX_OPERATIONS} distinct operations")));
+            }
+            self.ops.push(op);
+        }
+        Ok(())
+    }
+}
+
+struct Walk<'a> {
+    doc: &'a ExecutableDocument,
+    vars: &'a serde_json::Map<String, Value>,
+    rules: &'a HashMap<String, Arc<GraphqlRule>>,
+    /// (fragment, expanded at top level) pairs already expanded: cycles and repeats end here.
+    seen: HashSet<(&'a str, bool)>,
+}
+
+impl<'a> Walk<'a> {
+    /// Walk a selection set; `top` is the default class of unlisted fields at the top
+    /// level of an operation, `None` below it.
+    fn selections(&mut self, set: &'a Positioned<SelectionSet>, top: Option<&Capability>, out: &mut Out) -> Result<(), Unparsable> {
+        for item in &set.node.items {
+            match &item.node {
+                Selection::Field(f) => {
+                    let name = f.node.name.node.as_str();
+                    if let Some(rule) = self.rules.get(name) {
+                        self.declared(name, rule, &f.node.arguments, out)?;
+                    } else if let Some(class) = top {
+                        let class = if name.starts_with("__") { Capability::Read } else { class.clone() };
+                        out.push(Operation { name: name.to_owned(), capability: class, tier: Tier::Primary, resource_id: None, declared: false, arguments: None })?;
+                    }
+                    self.selections(&f.node.selection_set, None, out)?;
+                }
+                Selection::InlineFragment(fr) => self.selections(&fr.node.selection_set, top, out)?,
+                Selection::FragmentSpread(sp) => {
+                    let name = sp.node.fragment_name.node.as_str();
+                    let def = self
+                        .doc
+                        .fragments
+                        .get(&sp.node.fragment_name.node)
+                        .ok_or_else(|| Unparsable(format!("fragment {:?} is used but not defined", truncate(name))))?;
+                    if self.seen.insert((name, top.is_some())) {
+                        self.selections(&def.node.selection_set, top, out)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One call of a declared field: resolve its arguments (variables included) and emit
+    /// one operation per resource id it names (or one without a resource).
+    fn declared(
+        &self,
+        name: &str,
+        rule: &GraphqlRule,
+        args: &[(Positioned<Name>, Positioned<GqlValue>)],
+        out: &mut Out,
+    ) -> Result<(), Unparsable> {
+        let mut resolved = serde_json::Map::new();
+        for (k, v) in args {
+            resolved.insert(k.node.to_string(), self.resolve(&v.node));
+        }
+        let mut ids = Vec::new();
+        if let Some(path) = &rule.resource {
+            let mut at = resolved.get(path[0].as_str());
+            for key in &path[1..] {
+                at = at.and_then(|v| v.get(key.as_str()));
+            }
+            match at {
+                Some(Value::Array(items)) => ids.extend(items.iter().map(id_of)),
+                Some(v) => ids.push(id_of(v)),
+                None => {}
+            }
+        }
+        if ids.is_empty() {
+            ids.push(None);
+        }
+        let arguments = Value::Object(resolved);
+        for id in ids {
+            out.push(Operation {
+                name: name.to_owned(),
+                capability: rule.capability.clone(),
+                tier: rule.tier,
+                resource_id: id,
+                declared: true,
+                arguments: Some(arguments.clone()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// An argument value as JSON, variables substituted (a missing variable is null).
+    fn resolve(&self, v: &GqlValue) -> Value {
+        v.clone()
+            .into_const_with(|n: Name| -> Result<ConstValue, ()> {
+                Ok(self.vars.get(n.as_str()).and_then(|j| ConstValue::from_json(j.clone()).ok()).unwrap_or(ConstValue::Null))
+            })
+            .ok()
+            .and_then(|c| c.into_json().ok())
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// A resource id from a JSON value: strings as they are, numbers as written; anything
+/// else names no resource (and so cannot be attributed).
+fn id_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn classifier() -> GraphqlClassifier {
+        let mut g = GraphqlClassifier::new();
+        g.declare("volumeDelete", GraphqlRule { capability: Capability::Destroy, tier: Tier::Primary, resource: Some(vec!["volumeId".into()]) }).unwrap();
+        g.declare("backupDelete", GraphqlRule { capability: Capability::Destroy, tier: Tier::Backup, resource: Some(vec!["backupId".into()]) }).unwrap();
+        g.declare("volumeUpdate", GraphqlRule { capability: Capability::Write, tier: Tier::Primary, resource: Some(vec!["input".into(), "id".into()]) }).unwrap();
+        g
+    }
+
+    fn ops(body: Value) -> Vec<Operation> {
+        classifier().classify(body.to_string().as_bytes(), Some("application/json")).unwrap()
+    }
+
+    fn worst(ops: &[Operation]) -> Capability {
+        ops.iter().map(|o| o.capability.clone()).max_by_key(crate::classify::class_rank).unwrap()
+    }
+
+    fn names(ops: &[Operation]) -> Vec<(&str, Option<&str>)> {
+        ops.iter().map(|o| (o.name.as_str(), o.resource_id.as_deref())).collect()
+    }
+
+    #[test]
+    fn queries_are_read_and_mutations_write_at_least() {
+        let o = ops(json!({ "query": "{ volumes { id backups { id } } me { name } }" }));
+        assert_eq!(names(&o), [("volumes", None), ("me", None)]);
+        assert_eq!(worst(&o), Capability::Read);
+        let o = ops(json!({ "query": "mutation { projectRename(id: \"p\", name: \"x\") }" }));
+        assert_eq!(worst(&o), Capability::Write);
+        let o = ops(json!({ "query": "subscription { logs }" }));
+        assert_eq!(worst(&o), Capability::Write);
+        let o = ops(json!({ "query": "mutation { __typename }" }));
+        assert_eq!(worst(&o), Capability::Read);
+    }
+
+    #[test]
+    fn destructive_fields_are_found_wherever_they_hide() {
+        let cases = [
+            json!({ "query": "mutation { harmless: volumeDelete(volumeId: \"vol-prod-db\") }" }),
+            json!({ "query": "mutation { ...F } fragment F on Mutation { volumeDelete(volumeId: \"vol-prod-db\") }" }),
+            json!({ "query": "mutation { ... on Mutation { ... on Mutation { volumeDelete(volumeId: \"vol-prod-db\") } } }" }),
+            json!([{ "query": "{ me { name } }" }, { "query": "mutation { volumeDelete(volumeId: \"vol-prod-db\") }" }]),
+            json!({ "query": "query A { me { name } } mutation B { volumeDelete(volumeId: \"vol-prod-db\") }", "operationName": "A" }),
+            json!({ "query": "mutation D($id: ID!) { x: volumeDelete(volumeId: $id) }", "variables": { "id": "vol-prod-db" } }),
+            json!({ "query": "mutation { project { volumeDelete(volumeId: \"vol-prod-db\") } }" }),
+            json!({ "query": "mutation { volumeDelete(volumeId: \"vol-prod-db\") @skip(if: true) }" }),
+        ];
+        for c in cases {
+            let o = ops(c.clone());
+            assert!(
+                o.iter().any(|o| o.name == "volumeDelete" && o.capability == Capability::Destroy && o.resource_id.as_deref() == Some("vol-prod-db")),
+                "{c}: {o:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fragment_cycles_end() {
+        let o = ops(json!({ "query": "mutation { ...A } fragment A on Mutation { ...B volumeDelete(volumeId: \"v\") } fragment B on Mutation { ...A }" }));
+        assert_eq!(names(&o), [("volumeDelete", Some("v"))]);
+    }
+
+    #[test]
+    fn resource_arguments_resolve() {
+        let o = ops(json!({ "query": "mutation($i: VolumeInput!) { volumeUpdate(input: $i) }", "variables": { "i": { "id": "vol-9" } } }));
+        assert_eq!(names(&o), [("volumeUpdate", Some("vol-9"))]);
+        assert_eq!(o[0].arguments.as_ref().unwrap()["input"]["id"], "vol-9");
+        let o = ops(json!({ "query": "mutation { a: volumeDelete(volumeId: \"v1\") b: volumeDelete(volumeId: \"v2\") c: volumeDelete(volumeId: \"v1\") }" }));
+        assert_eq!(names(&o), [("volumeDelete", Some("v1")), ("volumeDelete", Some("v2"))]);
+        // A missing variable names no resource: the pipeline treats the destroy as production.
+        let o = ops(json!({ "query": "mutation($id: ID!) { volumeDelete(volumeId: $id) }" }));
+        assert_eq!(names(&o), [("volumeDelete", None)]);
+        assert_eq!(ops(json!({ "query": "mutation { backupDelete(backupId: \"b\") }" }))[0].tier, Tier::Backup);
+    }
+
+    #[test]
+    fn unknown_and_unparsable() {
+        let o = ops(json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": "abc" } } }));
+        assert_eq!((o[0].name.as_str(), &o[0].capability), (UNKNOWN_OPERATION, &Capability::Destroy));
+        let c = classifier();
+        for bad in [
+            &b"not json"[..],
+            br#"{"variables":{}}"#,
+            br#"{"query":"mutation { volumeDelete("}"#,
+            br#"{"query":42}"#,
+            br#"[]"#,
+            br#"{"query":"{ ...Missing }"}"#,
+            br#"{"query":"{me}","query":"mutation{volumeDelete(volumeId:\"v\")}"}"#,
+            br#"{"query":"query A {me} mutation A {volumeDelete(volumeId:\"v\")}"}"#,
+            br#"{"query":"{me} mutation B {volumeDelete(volumeId:\"v\")}"}"#,
+        ] {
+            assert!(c.classify(bad, Some("application/json")).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let raw = c.classify(b"mutation { volumeDelete(volumeId: \"v\") }", Some("application/graphql")).unwrap();
+        assert_eq!(names(&raw), [("volumeDelete", Some("v"))]);
+    }
+
+    #[test]
+    fn declare_rejects_bad_and_duplicate_names() {
+        let mut g = classifier();
+        assert!(g.declare("volumeDelete", GraphqlRule { capability: Capability::Read, tier: Tier::Primary, resource: None }).is_err());
+        assert!(g.declare("9x", GraphqlRule { capability: Capability::Read, tier: Tier::Primary, resource: None }).is_err());
+    }
+}
