@@ -18,7 +18,7 @@
 
 use std::path::PathBuf;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 use crate::finding::{Finding, Secret, Source, fingerprint, mask};
 use crate::rules::{ChecksumFail, Confidence, Rule, RuleSet, shannon_entropy};
@@ -98,6 +98,7 @@ impl Scanner {
                 AhoCorasickBuilder::new()
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
                     .build(&patterns)
                     .map_err(|e| Error::Rule {
                         origin: "keywords".to_owned(),

@@ -1,0 +1,49 @@
+//! Minimal driver for benchmarking the engine without the CLI:
+//! `cargo run --release -p airlock-scan --example scan -- [--rules FILE]… [--json] PATH…`
+//! Prints the summary line (and JSON findings with `--json`); exit 0 clean, 1 findings, 2 error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut rules = Vec::new();
+    let mut paths = Vec::new();
+    let mut json = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rules" => rules.push(PathBuf::from(args.next().unwrap_or_default())),
+            "--json" => json = true,
+            _ => paths.push(PathBuf::from(a)),
+        }
+    }
+    if paths.is_empty() {
+        paths.push(PathBuf::from("."));
+    }
+    let scanner = match airlock_scan::Scanner::with_rule_files(&rules) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match scanner.scan_paths(&paths, &airlock_scan::ScanOptions::default()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let res = if json {
+        airlock_scan::write_json(&mut out, &report, false)
+    } else {
+        airlock_scan::write_summary(&mut std::io::stderr(), &report)
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    eprintln!("rules: {}", scanner.rules().len());
+    ExitCode::from(u8::from(!report.findings.is_empty()))
+}
