@@ -74,13 +74,16 @@ enum Command {
     Approve(cmd::approvals::ApproveArgs),
     /// Deny a pending request.
     Deny(cmd::approvals::DenyArgs),
-    /// Run a self-contained demonstration in a temporary state directory.
+    /// Replay the incident on loopback: an agent destroys production without airlock, and is stopped with it.
     Demo(cmd::demo::DemoArgs),
     /// Start an agent with no secrets in reach: preflight scan, scrubbed environment, task token, Landlock sandbox, revocation on exit.
     Run(cmd::run::RunArgs),
     /// Internal: the sandbox trampoline `airlock run` re-executes itself as.
     #[command(name = "__sandbox-exec", hide = true)]
     SandboxExec(cmd::run::SandboxExecArgs),
+    /// Internal: the scripted agent `airlock demo` runs (with and without `airlock run`).
+    #[command(name = "__demo-agent", hide = true)]
+    DemoAgent(cmd::demo_agent::DemoAgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
             Command::Demo(a) => cmd::demo::run(&ctx, a).await,
             Command::Run(a) => cmd::run::run(&ctx, a).await,
             Command::SandboxExec(a) => cmd::run::sandbox_exec(a).await,
+            Command::DemoAgent(a) => cmd::demo_agent::run(a).await,
         }
     });
     match result {

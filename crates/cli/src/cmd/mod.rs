@@ -3,6 +3,8 @@
 pub mod approvals;
 pub mod audit;
 pub mod demo;
+pub mod demo_agent;
+pub mod demo_broker;
 pub mod env;
 pub mod init;
 pub mod policy;
