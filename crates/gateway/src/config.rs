@@ -152,6 +152,11 @@ pub struct GatewaySection {
     /// Most audit records written in one transaction (default 512).
     #[serde(default = "default_audit_batch")]
     pub audit_batch: usize,
+    /// Forward-proxy mode: accept `CONNECT` on `listen` (terminate TLS with leaves from the
+    /// local airlock CA and route by host into the same pipeline). `airlock env` and
+    /// `airlock run` then also hand out `HTTPS_PROXY` and the CA trust variables. Default false.
+    #[serde(default)]
+    pub forward_proxy: bool,
     /// Forward-proxy mode: `"host:port"` targets tunnelled blind (no TLS termination, no
     /// injection, audited with byte counts) instead of being refused.
     #[serde(default)]
@@ -168,6 +173,7 @@ impl Default for GatewaySection {
             classify_limit: default_classify_limit(),
             secret_cache_ttl: default_secret_ttl(),
             audit_batch: default_audit_batch(),
+            forward_proxy: false,
             pass_through: Vec::new(),
         }
     }
@@ -418,6 +424,8 @@ pub struct Config {
     pub audit_batch: usize,
     /// Upstreams in file order.
     pub upstreams: Vec<Upstream>,
+    /// Forward-proxy mode on `listen` (`[gateway] forward_proxy`).
+    pub forward_proxy: bool,
     /// Forward-proxy pass-through targets: lowercase host (IPv6 without brackets) and port.
     pub pass_through: Vec<(String, u16)>,
     /// Policy configuration.
@@ -558,6 +566,7 @@ impl Config {
         }
         Ok(Config {
             inventory,
+            forward_proxy: g.forward_proxy,
             pass_through,
             path: path.to_owned(),
             listen: g.listen,

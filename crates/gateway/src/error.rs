@@ -56,6 +56,9 @@ pub enum Error {
     /// A configured secret cannot be used for its upstream (missing, wrong environment, wrong upstream).
     #[error("{0}")]
     Secret(String),
+    /// The raw-credential detector (the scanner's rules) could not be built.
+    #[error("cannot build the raw-credential detector: {0}")]
+    Scanner(String),
     /// The local airlock CA (forward-proxy mode) could not be created, read or used.
     #[error("local airlock CA: {0}")]
     LocalCa(String),

@@ -39,7 +39,7 @@ use crate::audit::AuditSink;
 use crate::classify::{Operation, class_rank};
 use crate::config::ApprovalMode;
 use crate::inventory::{Attribution, Inventory};
-use crate::rawcred::{BuiltinDetector, Finding};
+use crate::rawcred::{Finding, ScannerDetector};
 use crate::client::{BoxError, ConnectTimeout, ReqBody, UpstreamClient};
 use crate::config::{Config, Injection, Upstream, is_hop_by_hop};
 use crate::error::Error;
@@ -140,9 +140,10 @@ impl Refusal {
 }
 
 /// Checks an outgoing request for credentials airlock did not issue (the agent found a
-/// secret the preflight missed). The built-in [`crate::rawcred::BuiltinDetector`] covers
-/// GitHub tokens, AWS access key ids and PEM private keys; the scanner's detector engine
-/// can be plugged in with [`Gateway::with_credential_check`].
+/// secret the preflight missed). The default, [`crate::rawcred::ScannerDetector`], is the
+/// scanner's engine (high-confidence rules) plus strict built-in formats (GitHub tokens,
+/// AWS access key ids, PEM private keys); another check can be plugged in with
+/// [`Gateway::with_credential_check`].
 pub trait RawCredentialCheck: Send + Sync + 'static {
     /// The first credential in the request's headers, target (path and query) or buffered
     /// body (GraphQL/MCP bodies up to the classification cap; `None` for streamed bodies).
@@ -215,7 +216,7 @@ impl Gateway {
             inventory: config.inventory.clone(),
             classify_limit: config.classify_limit,
             approvals: None,
-            raw_credentials: Arc::new(BuiltinDetector::new()),
+            raw_credentials: ScannerDetector::shared().map_err(Error::Scanner)?,
         })
     }
 
@@ -231,7 +232,7 @@ impl Gateway {
         self.approvals.clone()
     }
 
-    /// Replace the built-in raw-credential detector (e.g. with the scanner's engine).
+    /// Replace the default raw-credential check ([`crate::rawcred::ScannerDetector`]).
     pub fn with_credential_check(mut self, check: Arc<dyn RawCredentialCheck>) -> Self {
         self.raw_credentials = check;
         self
@@ -590,7 +591,7 @@ impl Gateway {
                 "upstream": auth.rt.cfg.name.as_str(),
             }),
         });
-        tracing::warn!(task = %auth.task.task_id, kind = found.kind, location = %found.location, "request carried a credential airlock did not issue; refused");
+        tracing::warn!(task = %auth.task.task_id, kind = %found.kind, location = %found.location, "request carried a credential airlock did not issue; refused");
         let r = Refusal::new(
             StatusCode::FORBIDDEN,
             "raw_credential",
@@ -619,7 +620,7 @@ impl Gateway {
         let task_id = a.task.task_id.clone();
 
         // An approval given for this exact request passes it now, exactly once.
-        match store.consume_approval(&task_id, &hash, unix_now()).await {
+        match consume_approval(&*store, &task_id, &hash).await {
             Ok(Some(rec)) => return self.after_approval(request_id, parts, body, &rec),
             Ok(None) => {}
             Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
@@ -705,7 +706,7 @@ impl Gateway {
             };
             match current.status {
                 ApprovalStatus::Pending => continue,
-                ApprovalStatus::Approved => match store.consume_approval(&task_id, &hash, unix_now()).await {
+                ApprovalStatus::Approved => match consume_approval(&*store, &task_id, &hash).await {
                     Ok(Some(used)) => return self.after_approval(request_id, parts, body, &used),
                     Ok(None) => return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_used", format!("approval {} was already used by an identical request", rec.id)))),
                     Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
@@ -1165,6 +1166,25 @@ where
         }
     }
     Ok(Bytes::from(buf))
+}
+
+/// Use an approval for this exact request, at most once. Retried briefly: SQLite answers
+/// `database is locked` at once, without waiting, when the read-then-write transaction's
+/// snapshot went stale because another writer (the audit group commit) committed in
+/// between; the store's status guard makes a retry safe (the approval is used once or not
+/// at all).
+async fn consume_approval(store: &dyn Store, task_id: &str, hash: &str) -> Result<Option<ApprovalRecord>, airlock_store::Error> {
+    let mut attempt = 0u32;
+    loop {
+        match store.consume_approval(task_id, hash, unix_now()).await {
+            Err(e) if attempt < 4 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "consuming an approval failed; retrying");
+                tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+            }
+            r => return r,
+        }
+    }
 }
 
 fn store_down(e: airlock_store::Error) -> Refusal {

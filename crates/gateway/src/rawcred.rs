@@ -1,27 +1,175 @@
-//! Raw credentials on the way out: the built-in detector behind
+//! Raw credentials on the way out: the detectors behind
 //! [`crate::pipeline::RawCredentialCheck`].
 //!
 //! A request that carries a credential airlock did not issue means the agent found a
-//! secret somewhere the preflight missed. This module owns a small, fast detector for the
-//! most common kinds — GitHub tokens (`ghp_`, `gho_`, `ghs_`, `ghu_`, `ghr_`,
-//! `github_pat_`), AWS access key ids (`AKIA`/`ASIA` + 16) and PEM private keys — over
-//! request headers, the request target and the buffered body. It never matches airlock's
-//! own task tokens (`alk_…`), and a [`Finding`] names the kind and the place, never the
-//! value. The scanner crate's detector engine can replace it through the trait.
+//! secret somewhere the preflight missed. Two layers look at the request headers (an
+//! `Authorization: Basic` value also decoded), the request target and the buffered body
+//! (GraphQL/MCP bodies up to the classification cap):
+//!
+//! - [`ScannerDetector`] (the gateway's default): the scanner crate's engine
+//!   ([`airlock_scan::Scanner::builtin`], every built-in rule), keeping only findings of
+//!   **high** confidence from non-generic rules — distinctive formats and checksum-valid
+//!   tokens, so an ordinary body (a `"password"` field sent to an API that creates a
+//!   database user, a random id) is not refused — plus
+//! - [`BuiltinDetector`]: a small, strict format detector for the kinds the scanner rates
+//!   lower or suppresses as documentation examples but which must never leave: GitHub token
+//!   formats (`ghp_`, `gho_`, `ghs_`, `ghu_`, `ghr_` + 36, `github_pat_`), AWS access key ids
+//!   (`AKIA`/`ASIA` + 16) and PEM private keys.
+//!
+//! Before scanning, airlock's own task tokens (`alk_…`) are blanked (they never match) and
+//! the scanner's inline suppression marker (`airlock:allow`) is defused, so an agent cannot
+//! silence a finding by adding it to its request. A [`Finding`] names the rule and the
+//! place, never the value; the scanner's zeroizing secret is dropped at once.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
 
 use aho_corasick::AhoCorasick;
+use airlock_scan::{Confidence, INLINE_ALLOW, Scanner};
+use base64::Engine as _;
 use http::HeaderMap;
 
 /// A credential found in a request: what kind, and where (never the value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// Detector id, e.g. `github_token`, `aws_access_key_id`, `private_key`.
-    pub kind: &'static str,
+    /// Detector id: a scanner rule id (`github-pat-classic`, `slack-bot-token`, …) or a
+    /// built-in kind (`github_token`, `aws_access_key_id`, `private_key`).
+    pub kind: String,
     /// Where: `header:<name>`, `target` or `body`.
     pub location: String,
 }
 
-/// The built-in detector.
+/// The path the scanner is told it is scanning (no rule's `paths` filter names it).
+const PATH_HINT: &str = "airlock-gateway-request";
+
+/// The default check: the scanner's high-confidence rules, then the built-in formats.
+#[derive(Debug)]
+pub struct ScannerDetector {
+    scanner: Arc<Scanner>,
+    /// Rules whose findings deny: high confidence possible, not generic.
+    generic: HashSet<String>,
+    builtin: BuiltinDetector,
+}
+
+impl ScannerDetector {
+    /// Over the scanner's built-in rules.
+    pub fn builtin() -> Result<Self, String> {
+        let scanner = Scanner::builtin().map_err(|e| format!("the scanner's built-in rules do not load: {e}"))?;
+        Ok(Self::new(Arc::new(scanner)))
+    }
+
+    /// Over `scanner`'s rules (e.g. built-ins plus an organisation's rule files).
+    pub fn new(scanner: Arc<Scanner>) -> Self {
+        let generic = scanner.rules().iter().filter(|r| r.is_generic()).map(|r| r.id.clone()).collect();
+        Self { scanner, generic, builtin: BuiltinDetector::new() }
+    }
+
+    /// One detector per process over the built-in rules (compiling ~270 regexes takes a
+    /// moment; every [`crate::Gateway`] shares it).
+    pub fn shared() -> Result<Arc<Self>, String> {
+        static SHARED: OnceLock<Result<Arc<ScannerDetector>, String>> = OnceLock::new();
+        SHARED.get_or_init(|| Self::builtin().map(Arc::new)).clone()
+    }
+
+    /// The first credential in `hay` (already sanitised): its kind and byte offset.
+    fn find(&self, hay: &[u8]) -> Option<(String, usize)> {
+        let scanned = self
+            .scanner
+            .scan_bytes(PATH_HINT, hay)
+            .into_iter()
+            .filter(|f| f.confidence == Confidence::High && !self.generic.contains(&f.rule))
+            .min_by_key(|f| f.byte_range.start)
+            .map(|f| (f.rule.clone(), f.byte_range.start));
+        let builtin = self.builtin.find_at(hay).map(|(k, at)| (k.to_owned(), at));
+        match (scanned, builtin) {
+            (Some(s), Some(b)) => Some(if b.1 < s.1 { b } else { s }),
+            (s, b) => s.or(b),
+        }
+    }
+}
+
+impl crate::pipeline::RawCredentialCheck for ScannerDetector {
+    fn check(&self, headers: &HeaderMap, target: &str, body: Option<&[u8]>) -> Option<Finding> {
+        // Headers and target in one buffer, one line each: one scan, mapped back by offset.
+        let (buf, places) = head_buffer(headers, target);
+        if let Some((kind, at)) = self.find(&buf) {
+            let location = places.iter().find(|(range, _)| range.contains(&at)).map(|(_, l)| l.clone()).unwrap_or_else(|| "header".into());
+            return Some(Finding { kind, location });
+        }
+        let body = sanitise(body?);
+        self.find(&body).map(|(kind, _)| Finding { kind, location: "body".into() })
+    }
+}
+
+/// Header values (and decoded basic credentials) and the target, one per line, sanitised,
+/// with the location each byte range stands for.
+fn head_buffer(headers: &HeaderMap, target: &str) -> (Vec<u8>, Vec<(std::ops::Range<usize>, String)>) {
+    let mut buf = Vec::with_capacity(512);
+    let mut places = Vec::with_capacity(headers.len() + 1);
+    let mut push = |buf: &mut Vec<u8>, bytes: &[u8], place: String| {
+        let start = buf.len();
+        buf.extend_from_slice(&sanitise(bytes));
+        places.push((start..buf.len() + 1, place));
+        buf.push(b'\n');
+    };
+    for (name, value) in headers {
+        let v = value.as_bytes();
+        push(&mut buf, v, format!("header:{name}"));
+        if let Some(decoded) = basic_credentials(v) {
+            push(&mut buf, &decoded, format!("header:{name}"));
+        }
+    }
+    push(&mut buf, target.as_bytes(), "target".into());
+    (buf, places)
+}
+
+/// `Basic <base64>` decoded, if it is one.
+fn basic_credentials(v: &[u8]) -> Option<Vec<u8>> {
+    let rest = v.get(..6).filter(|p| p.eq_ignore_ascii_case(b"basic ")).map(|_| &v[6..])?;
+    base64::engine::general_purpose::STANDARD.decode(rest.trim_ascii()).ok()
+}
+
+/// Blank airlock task tokens and defuse the scanner's inline-allow marker. Borrows when
+/// there is nothing to change (the common case costs two substring searches).
+pub fn sanitise(hay: &[u8]) -> Cow<'_, [u8]> {
+    let prefix = airlock_token::TOKEN_PREFIX.as_bytes();
+    let has_token = memchr_find(hay, prefix).is_some();
+    let has_allow = memchr_find(hay, INLINE_ALLOW.as_bytes()).is_some();
+    if !has_token && !has_allow {
+        return Cow::Borrowed(hay);
+    }
+    let mut out = hay.to_vec();
+    let mut i = 0;
+    while let Some(p) = memchr_find(&out[i..], prefix) {
+        let start = i + p;
+        let mut end = start + prefix.len();
+        while end < out.len() && is_token_byte(out[end]) {
+            end += 1;
+        }
+        // Only a token that starts a word (not `xalk_…`).
+        if start == 0 || !is_word(out[start - 1]) {
+            out[start..end].fill(b' ');
+        }
+        i = end;
+    }
+    let marker = INLINE_ALLOW.as_bytes();
+    while let Some(p) = memchr_find(&out, marker) {
+        // `airlock:allow` → `airlock allow`: no longer the marker, nothing else changes.
+        out[p + 7] = b' ';
+    }
+    Cow::Owned(out)
+}
+
+fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'='
+}
+
+/// The built-in format detector.
 #[derive(Debug)]
 pub struct BuiltinDetector {
     prefixes: AhoCorasick,
@@ -63,8 +211,13 @@ impl BuiltinDetector {
 
     /// The first credential in `hay`, if any.
     pub fn find_in(&self, hay: &[u8]) -> Option<&'static str> {
+        self.find_at(hay).map(|(k, _)| k)
+    }
+
+    /// The first credential in `hay` and where it starts.
+    pub fn find_at(&self, hay: &[u8]) -> Option<(&'static str, usize)> {
         for m in self.prefixes.find_overlapping_iter(hay) {
-            let (prefix, kind, min, tail) = PATTERNS[m.pattern().as_usize()];
+            let (_, kind, min, tail) = PATTERNS[m.pattern().as_usize()];
             let start = m.start();
             // A match must start a token: not in the middle of a word, and never inside an
             // airlock task token (alk_ + base64url).
@@ -85,9 +238,8 @@ impl BuiltinDetector {
                     line[..end].ends_with(b"PRIVATE KEY") && line[..end].iter().all(|b| b.is_ascii_uppercase() || *b == b' ')
                 }
             };
-            let _ = prefix;
             if ok {
-                return Some(kind);
+                return Some((kind, start));
             }
         }
         None
@@ -97,15 +249,16 @@ impl BuiltinDetector {
 impl crate::pipeline::RawCredentialCheck for BuiltinDetector {
     fn check(&self, headers: &HeaderMap, target: &str, body: Option<&[u8]>) -> Option<Finding> {
         for (name, value) in headers {
-            if let Some(kind) = self.find_in(value.as_bytes()) {
-                return Some(Finding { kind, location: format!("header:{name}") });
+            let found = self.find_in(value.as_bytes()).or_else(|| basic_credentials(value.as_bytes()).and_then(|d| self.find_in(&d)));
+            if let Some(kind) = found {
+                return Some(Finding { kind: kind.into(), location: format!("header:{name}") });
             }
         }
         if let Some(kind) = self.find_in(target.as_bytes()) {
-            return Some(Finding { kind, location: "target".into() });
+            return Some(Finding { kind: kind.into(), location: "target".into() });
         }
         if let Some(kind) = body.and_then(|b| self.find_in(b)) {
-            return Some(Finding { kind, location: "body".into() });
+            return Some(Finding { kind: kind.into(), location: "body".into() });
         }
         None
     }
@@ -169,9 +322,81 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-upstream-key", http::HeaderValue::from_str(GH).unwrap());
         let f = d.check(&h, "/stg/x", None).unwrap();
-        assert_eq!(f, Finding { kind: "github_token", location: "header:x-upstream-key".into() });
+        assert_eq!(f, Finding { kind: "github_token".into(), location: "header:x-upstream-key".into() });
         assert!(!format!("{f:?}").contains("ghp_0"));
         assert_eq!(d.check(&HeaderMap::new(), "/stg/x?k=AKIAIOSFODNN7EXAMPLE", None).unwrap().location, "target");
         assert_eq!(d.check(&HeaderMap::new(), "/", Some(GH.as_bytes())).unwrap().location, "body");
+    }
+
+    /// A checksum-valid classic GitHub token (the scanner's own rule example).
+    const GH_VALID: &str = "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";
+
+    fn scanner() -> Arc<ScannerDetector> {
+        ScannerDetector::shared().unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), http::HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn scanner_finds_high_confidence_credentials_and_names_the_place() {
+        let d = scanner();
+        let h = headers(&[("accept", "application/json"), ("x-gh", &format!("token {GH_VALID}"))]);
+        let f = d.check(&h, "/stg/x", None).unwrap();
+        assert_eq!((f.kind.as_str(), f.location.as_str()), ("github-pat-classic", "header:x-gh"));
+        assert!(!format!("{f:?}").contains(GH_VALID));
+        // Rules the built-in layer does not know: Slack, Stripe, a checksum-valid npm token …
+        let slack = "xoxb-466463632774-8497344952247-1OfCGrFAwhgU1wUKNcrjinfz";
+        let f = d.check(&HeaderMap::new(), "/stg/x", Some(format!("{{\"hook\":\"{slack}\"}}").as_bytes())).unwrap();
+        assert_eq!((f.kind.as_str(), f.location.as_str()), ("slack-bot-token", "body"));
+        // The built-in formats still deny what the scanner rates lower (an AWS key id) or
+        // treats as a documentation example.
+        let f = d.check(&headers(&[("x-aws", "AKIAIOSFODNN7EXAMPLE")]), "/", None).unwrap();
+        assert_eq!((f.kind.as_str(), f.location.as_str()), ("aws_access_key_id", "header:x-aws"));
+        let f = d.check(&HeaderMap::new(), &format!("/stg/x?k={GH_VALID}"), None).unwrap();
+        assert_eq!(f.location, "target");
+        // A token hidden in HTTP basic credentials.
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GH_VALID}"));
+        let f = d.check(&headers(&[("authorization", &format!("Basic {basic}"))]), "/", None).unwrap();
+        assert_eq!(f.location, "header:authorization");
+    }
+
+    #[test]
+    fn scanner_ignores_ordinary_requests_and_task_tokens() {
+        let d = scanner();
+        let task = "alk_EnQKCghAKIAIOSFODNN7EXAMPLE_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-xoxb-1234567890123-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx==";
+        let h = headers(&[
+            ("authorization", &format!("Bearer {task}")),
+            ("x-airlock-token", task),
+            ("content-type", "application/json"),
+            ("user-agent", "curl/8.5.0"),
+            ("x-request-id", "0193a5f2-7c1e-7d3a-9f4b-2a1c3e5d7f90"),
+        ]);
+        let bodies = [
+            r#"{"query":"mutation { userCreate(name: \"app\", password: \"Tr0ub4dor&3-correct-horse\") { id } }"}"#.to_owned(),
+            r#"{"query":"{ volumes { id name } }","variables":{"cursor":"dm9sLXByb2QtZGI6MTcwMDAwMDAwMA=="}}"#.to_owned(),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"x","arguments":{{"token":"{task}"}}}}}}"#),
+            format!("{{\"sha\":\"{}\",\"uuid\":\"8f14e45f-ceea-467f-a0e6-1b2c3d4e5f60\"}}", "a3f1".repeat(10)),
+        ];
+        for b in &bodies {
+            assert_eq!(d.check(&h, "/stg/graphql?first=10", Some(b.as_bytes())), None, "{b}");
+        }
+    }
+
+    #[test]
+    fn inline_allow_marker_cannot_silence_a_finding() {
+        let d = scanner();
+        let body = format!("{{\"k\":\"{GH_VALID}\",\"note\":\"airlock:allow\"}}");
+        assert_eq!(d.check(&HeaderMap::new(), "/", Some(body.as_bytes())).unwrap().kind, "github-pat-classic");
+        let h = headers(&[("x-k", &format!("{GH_VALID} # airlock:allow"))]);
+        assert_eq!(d.check(&h, "/", None).unwrap().location, "header:x-k");
+        assert_eq!(sanitise(b"a airlock:allow b").as_ref(), b"a airlock allow b");
+        assert_eq!(sanitise(b"Bearer alk_abc-_=x y").as_ref(), format!("Bearer {} y", " ".repeat(11)).as_bytes());
+        assert!(matches!(sanitise(b"plain"), Cow::Borrowed(_)));
     }
 }

@@ -1,9 +1,13 @@
 //! Gateway depth against the fixture cloud (one TLS GraphQL endpoint for every
 //! environment, recording what it receives): GraphQL classification, resource
-//! attribution, approvals through the admin API, and raw credentials on the way out.
+//! attribution, approvals through the admin API, raw credentials on the way out, MCP
+//! tool calls and `tools/list` filtering — over raw HTTP in reverse-proxy mode, and with
+//! real `curl` through `HTTPS_PROXY` trusting the airlock CA (forward-proxy mode), using
+//! exactly the variables `airlock env` prints.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_fixture::tls::TestPki;
@@ -11,7 +15,9 @@ use airlock_fixture::{RunningFixture, World};
 use airlock_gateway::Gateway;
 use airlock_gateway::approvals::AdminToken;
 use airlock_gateway::audit::GroupCommit;
+use airlock_gateway::ca::{self, LocalCa};
 use airlock_gateway::config::Config;
+use airlock_gateway::forward::ForwardProxy;
 use airlock_gateway::server::{self, AdminState, Running};
 use airlock_policy::PolicyEngine;
 use airlock_store::{AuditEntry, AuditFilter, SqliteStore, Store};
@@ -31,18 +37,25 @@ struct Depth {
     gateway: SocketAddr,
     admin: SocketAddr,
     cloud: RunningFixture,
+    mcp: Mcp,
     authority: TokenAuthority,
     store: Arc<dyn Store>,
+    config: Config,
+    ca_pem: PathBuf,
+    ca_bundle: PathBuf,
     _running: Running,
     _dir: tempfile::TempDir,
 }
 
-fn config(port: u16, ca: &str) -> String {
+/// `cloud-stg` and `cloud-prod` share one host (`127.0.0.1:<port>/graphql`, chosen by the
+/// task's environment in forward mode); `cloud-hold` is the same cloud as `localhost`.
+fn config(port: u16, mcp_port: u16, ca: &str) -> String {
     let up = |name: &str, env: &str, extra: &str| {
+        let host = if name == "cloud-hold" { "localhost" } else { "127.0.0.1" };
         format!(
             r#"[[upstream]]
 name = "{name}"
-base_url = "https://127.0.0.1:{port}/graphql"
+base_url = "https://{host}:{port}/graphql"
 environment = "{env}"
 secret = "{name}-key"
 inject = {{ header = "Authorization", format = "Bearer {{secret}}" }}
@@ -69,6 +82,27 @@ resource = {{ argument = "backupId" }}
     s += &up("cloud-stg", "staging", "");
     s += &up("cloud-prod", "production", "approval = { mode = \"reject\", ttl = \"10m\" }");
     s += &up("cloud-hold", "production", "approval = { mode = \"hold\", hold_timeout = \"20s\" }");
+    s += &format!(
+        r#"[[upstream]]
+name = "mcp-stg"
+base_url = "https://127.0.0.1:{mcp_port}/mcp"
+environment = "staging"
+secret = "mcp-stg-key"
+inject = {{ header = "Authorization", format = "Bearer {{secret}}" }}
+ca_file = "{ca}"
+protocol = "mcp"
+
+[[upstream.operation]]
+tools = ["list_volumes"]
+capability = "read"
+
+[[upstream.operation]]
+tools = ["delete_volume"]
+capability = "destroy"
+resource = {{ pointer = "/volumeId" }}
+
+"#
+    );
     s += r#"
 [[inventory]]
 id = "vol-prod-db"
@@ -93,12 +127,13 @@ impl Depth {
         let pki = TestPki::loopback().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let cloud = airlock_fixture::serve(listener, Arc::new(World::standard(CLOUD_TOKEN)), Some(pki.server.clone()));
+        let mcp = Mcp::start(pki.server.clone()).await;
         let ca_path = dir.path().join("cloud-ca.pem");
         std::fs::write(&ca_path, &pki.ca_pem).unwrap();
-        let config = Config::parse(&config(cloud.addr.port(), ca_path.to_str().unwrap()), &dir.path().join("airlock.toml")).unwrap();
+        let config = Config::parse(&config(cloud.addr.port(), mcp.addr.port(), ca_path.to_str().unwrap()), &dir.path().join("airlock.toml")).unwrap();
 
         let vault = Vault::new(store.clone(), MasterKey::generate());
-        for (up, env) in [("cloud-stg", "staging"), ("cloud-prod", "production"), ("cloud-hold", "production")] {
+        for (up, env) in [("cloud-stg", "staging"), ("cloud-prod", "production"), ("cloud-hold", "production"), ("mcp-stg", "staging")] {
             let spec = NewSecret {
                 name: Name::parse("secret", &format!("{up}-key")).unwrap(),
                 environment: env.parse().unwrap(),
@@ -108,16 +143,36 @@ impl Depth {
             };
             vault.add(&spec, &SecretValue::new(Zeroizing::new(CLOUD_TOKEN.as_bytes().to_vec()))).await.unwrap();
         }
+        // The local CA in a state directory, as `airlock serve` creates it.
+        let state = airlock_state::StateDir::at(dir.path().join("state")).unwrap();
+        state.create().unwrap();
+        let local_ca = Arc::new(LocalCa::load_or_create(&state).unwrap());
+
         let authority = TokenAuthority::ephemeral();
         let verifier = Arc::new(Verifier::new(authority.public_key(), Revocations::new(), VerifierOptions::default()));
         let policy = Arc::new(PolicyEngine::builtin().unwrap());
         let (audit, _writer) = GroupCommit::start(store.clone(), 256);
         let stats = audit.stats();
-        let gw = Gateway::new(&config, verifier, Arc::new(vault), policy, Arc::new(audit)).unwrap().with_approvals(store.clone());
+        let audit = Arc::new(audit);
+        let gw = Gateway::new(&config, verifier.clone(), Arc::new(vault), policy, audit.clone()).unwrap().with_approvals(store.clone());
         gw.check_secrets().await.unwrap();
         let admin = AdminState::new(&config, Some(stats)).with_approvals(gw.approvals(), AdminToken::from_file_contents(format!("{ADMIN}\n").as_bytes()));
-        let running = server::start(Arc::new(gw), config.listen, config.admin_listen, admin).await.unwrap();
-        Depth { gateway: running.agent_addr, admin: running.admin_addr, cloud, authority, store, _running: running, _dir: dir }
+        let gw = Arc::new(gw);
+        let fwd = ForwardProxy::new(&config, gw.clone(), verifier, audit, local_ca).unwrap();
+        let running = server::start_with_forward(gw, Some(fwd), config.listen, config.admin_listen, admin).await.unwrap();
+        Depth {
+            gateway: running.agent_addr,
+            admin: running.admin_addr,
+            cloud,
+            mcp,
+            authority,
+            store,
+            config,
+            ca_pem: state.path(ca::CERT_FILE),
+            ca_bundle: state.path(ca::BUNDLE_FILE),
+            _running: running,
+            _dir: dir,
+        }
     }
 
     fn token(&self, env: &str, grants: &[&str]) -> String {
@@ -381,33 +436,338 @@ async fn wait_for_pending(d: &Depth) -> String {
     panic!("no pending approval appeared");
 }
 
+/// A checksum-valid classic GitHub token (synthetic; the scanner's own rule example), found
+/// by the scanner's engine.
+const GITHUB_TOKEN: &str = "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";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_credentials_never_leave() {
     let d = Depth::start().await;
     let t = d.token("staging", &["cloud-stg:read"]);
     let auth = format!("Bearer {t}");
     let query = json!({ "query": "{ me { name } }" }).to_string();
-    for (name, value) in [
-        ("X-GitHub-Token", "ghp_R4nd0mL00k1ngT0k3nF0undInW0rkspac3"),
-        ("X-Backup-Auth", "token github_pat_11AAAAAAA0abcdefghijklmnopqrstuvwxyz0123456789"),
-        ("X-Aws-Key", "AKIAIOSFODNN7EXAMPLE"),
+    for (name, value, kind) in [
+        // The scanner's engine: a real-format, checksum-valid token.
+        ("X-GitHub-Token", GITHUB_TOKEN, "github-pat-classic"),
+        // The strict built-in formats: GitHub token shapes the scanner would not confirm,
+        // and the AWS key id the scanner rates medium (and knows as the docs example).
+        ("X-Backup-Auth", "token github_pat_11AAAAAAA0abcdefghijklmnopqrstuvwxyz0123456789", "github_token"),
+        ("X-Old-Token", "ghp_R4nd0mL00k1ngT0k3nF0undInW0rkspac3xy", "github_token"),
+        ("X-Aws-Key", "AKIAIOSFODNN7EXAMPLE", "aws_access_key_id"),
     ] {
         let r = d.post("cloud-stg", &[("Authorization", &auth), ("Content-Type", "application/json"), (name, value)], query.as_bytes()).await;
         assert_eq!((r.status, r.code().as_str()), (403, "raw_credential"), "{name}");
+        assert!(r.json()["message"].as_str().unwrap().contains(kind), "{name}: {}", r.json()["message"]);
         assert!(!String::from_utf8_lossy(&r.raw).contains(value), "the answer echoed the credential");
     }
-    // In the body (GraphQL variables), too.
+    // In the body (GraphQL variables), too, and the inline-allow marker does not silence it.
     let body = json!({ "query": "query($k: String) { me { name } }", "variables": { "k": "ASIAIOSFODNN7EXAMPLE" } });
-    let r = d.gql("cloud-stg", &t, &body).await;
+    assert_eq!(d.gql("cloud-stg", &t, &body).await.code(), "raw_credential");
+    let body = json!({ "query": "query($k: String) { me { name } }", "variables": { "k": GITHUB_TOKEN, "note": "airlock:allow" } });
+    assert_eq!(d.gql("cloud-stg", &t, &body).await.code(), "raw_credential");
+    // Hidden in HTTP basic credentials.
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("x-access-token:{GITHUB_TOKEN}"));
+    let r = d.post("cloud-stg", &[("X-Airlock-Token", &t), ("Proxy-Authorization", &format!("Basic {basic}"))], query.as_bytes()).await;
     assert_eq!(r.code(), "raw_credential");
     assert_eq!(d.forwarded(), 0);
-    // The task token itself is not a raw credential.
+    // The task token itself is not a raw credential, nor is an ordinary body with a password field.
     assert_eq!(d.gql("cloud-stg", &t, &json!({ "query": "{ me { name } }" })).await.status, 200);
-    let audit = d.audit_until(|a| a.iter().filter(|e| e.event.action == "gateway.alert").count() >= 4).await;
+    let ordinary = json!({ "query": "query($p: String) { me { name } }", "variables": { "p": "Tr0ub4dor&3-correct-horse", "id": "8f14e45f-ceea-467f-a0e6-1b2c3d4e5f60" } });
+    assert_eq!(d.gql("cloud-stg", &t, &ordinary).await.status, 200);
+    let audit = d.audit_until(|a| a.iter().filter(|e| e.event.action == "gateway.alert").count() >= 7).await;
     let alerts: Vec<_> = audit.iter().filter(|e| e.event.action == "gateway.alert").collect();
-    assert_eq!(alerts.len(), 4);
+    assert_eq!(alerts.len(), 7);
     assert_eq!(alerts[0].event.detail["location"], "header:x-github-token");
-    assert_eq!(alerts[0].event.detail["kind"], "github_token");
+    assert_eq!(alerts[0].event.detail["kind"], "github-pat-classic");
+    assert_eq!(alerts[3].event.detail["kind"], "aws_access_key_id");
+    assert_eq!(alerts[4].event.detail["location"], "body");
     let all = serde_json::to_string(&audit.iter().map(|e| &e.event.detail).collect::<Vec<_>>()).unwrap();
-    assert!(!all.contains("AKIAIOSFODNN7EXAMPLE") && !all.contains("ghp_R4nd0m"), "a credential reached the audit log");
+    assert!(!all.contains("AKIAIOSFODNN7EXAMPLE") && !all.contains("ghp_R4nd0m") && !all.contains(GITHUB_TOKEN), "a credential reached the audit log");
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward-proxy mode: real curl through HTTPS_PROXY, with the variables `airlock env` prints.
+
+/// What curl reported: exit success, the final status, the CONNECT status, the body.
+#[derive(Debug)]
+struct Curl {
+    ok: bool,
+    status: u16,
+    connect: u16,
+    body: String,
+    /// Shown in failure messages (through `Debug`).
+    #[allow(dead_code)]
+    stderr: String,
+}
+
+impl Curl {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+    fn code(&self) -> String {
+        self.json()["error"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+impl Depth {
+    /// The environment `airlock env` gives an agent in forward-proxy mode (the proxy URL
+    /// pointed at this test's gateway port), and nothing else but `PATH`.
+    fn proxy_env(&self) -> Vec<(String, String)> {
+        let mut c = self.config.clone();
+        c.public_url = format!("http://{}", self.gateway);
+        let env = airlock_gateway::env::proxy_exports(&c, &self.ca_pem, &self.ca_bundle);
+        assert!(env.iter().any(|(k, v)| k == "CURL_CA_BUNDLE" && v.ends_with("ca-bundle.pem")));
+        env
+    }
+
+    /// POST `body` to `url` with curl through `HTTPS_PROXY`, the task token as a bearer.
+    async fn curl(&self, url: &str, token: &str, body: &str, headers: &[&str]) -> Curl {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).envs(self.proxy_env());
+        cmd.args(["-q", "-sS", "--max-time", "15", "-X", "POST", "-w", "\n%{http_code} %{http_connect}"])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .args(["-H", "Content-Type: application/json"]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        let out = cmd.arg("--data-binary").arg(body).arg(url).output().await.expect("curl runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, codes) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+        let mut codes = codes.split(' ').map(|c| c.trim().parse::<u16>().unwrap_or(0));
+        Curl {
+            ok: out.status.success(),
+            status: codes.next().unwrap_or(0),
+            connect: codes.next().unwrap_or(0),
+            body: body.to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn cloud_url(&self, host: &str) -> String {
+        format!("https://{host}:{}/graphql", self.cloud.addr.port())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_https_proxy_reads_pass_and_hidden_destroys_fail() {
+    let d = Depth::start().await;
+    let url = d.cloud_url("127.0.0.1");
+    let reader = d.token("staging", &["cloud-stg:read"]);
+
+    // An allowed query: the cloud gets the real credential, never the task token.
+    let q = json!({ "query": "query V($e: String) { volumes(environment: $e) { id } }", "variables": { "e": "staging" } }).to_string();
+    let r = d.curl(&url, &reader, &q, &[]).await;
+    assert!(r.ok && r.connect == 200 && r.status == 200, "{r:?}");
+    assert_eq!(r.json()["data"]["volumes"][0]["id"], "vol-staging-db");
+    let seen = d.cloud.world.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].headers.iter().any(|(k, v)| k == "authorization" && v == &format!("Bearer {CLOUD_TOKEN}")));
+    assert!(!seen[0].headers.iter().any(|(_, v)| v.contains(&reader)), "the task token reached the cloud");
+    assert!(!r.body.contains(CLOUD_TOKEN));
+
+    // Every hiding place of a destructive field, for a task that may only read.
+    let id = "vol-staging-db";
+    let hidden = [
+        ("alias", json!({ "query": format!("mutation {{ listVolumes: volumeDelete(volumeId: \"{id}\") }}") })),
+        ("fragment", json!({ "query": format!("mutation {{ ...F }} fragment F on Mutation {{ volumeDelete(volumeId: \"{id}\") }}") })),
+        ("batch", json!([{ "query": "{ me { name } }" }, { "query": format!("mutation {{ volumeDelete(volumeId: \"{id}\") }}") }])),
+        ("second operation", json!({ "query": format!("query A {{ me {{ name }} }} mutation B {{ volumeDelete(volumeId: \"{id}\") }}"), "operationName": "B" })),
+        ("harmless operationName", json!({ "query": format!("query A {{ me {{ name }} }} mutation B {{ volumeDelete(volumeId: \"{id}\") }}"), "operationName": "A" })),
+    ];
+    for (how, body) in &hidden {
+        let r = d.curl(&url, &reader, &body.to_string(), &[]).await;
+        assert_eq!((r.status, r.code().as_str()), (403, "not_granted"), "{how}: {r:?}");
+    }
+    // A production volume id sent through a staging task that may destroy.
+    let destroyer = d.token("staging", &["cloud-stg:destroy"]);
+    let r = d.curl(&url, &destroyer, &delete("vol-prod-db").to_string(), &[]).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"), "{r:?}");
+    // A raw GitHub credential and a raw AWS key id in a header.
+    for h in [format!("X-GitHub-Token: {GITHUB_TOKEN}"), "X-Aws-Key: AKIAIOSFODNN7EXAMPLE".to_owned()] {
+        let r = d.curl(&url, &reader, &q, &[&h]).await;
+        assert_eq!((r.status, r.code().as_str()), (403, "raw_credential"), "{h}: {r:?}");
+    }
+    assert_eq!(d.forwarded(), 1, "a refused request reached the cloud: {:?}", d.cloud.world.requests());
+    assert!(d.cloud.world.destroyed().is_empty());
+
+    // CONNECT to a host with no upstream (and not passed through): refused, curl fails.
+    let r = d.curl("https://unconfigured.invalid/graphql", &reader, &q, &[]).await;
+    assert!(!r.ok && r.connect == 403, "{r:?}");
+    let audit = d.audit_until(|a| a.iter().any(|e| e.event.action == "gateway.connect" && e.event.outcome == "denied")).await;
+    assert!(audit.iter().any(|e| e.event.action == "gateway.connect" && e.event.detail["code"] == "unknown_host"), "{:?}", audit.iter().map(|e| (&e.event.action, &e.event.detail)).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_https_proxy_approved_request_passes_exactly_once() {
+    let d = Depth::start().await;
+    let url = d.cloud_url("127.0.0.1");
+    let t = d.token("production", &["cloud-prod:destroy"]);
+    let body = delete("vol-prod-db").to_string();
+    let r = d.curl(&url, &t, &body, &[]).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "approval_required"), "{r:?}");
+    let id = r.json()["approval_id"].as_str().unwrap().to_owned();
+    assert_eq!(d.forwarded(), 0);
+    // The task token cannot approve; the admin credential on the admin port can.
+    assert_eq!(d.admin("POST", &format!("/v1/approvals/{id}/approve"), Some(&t), None).await.code(), "task_token_cannot_approve");
+    assert_eq!(d.admin("POST", &format!("/v1/approvals/{id}/approve"), Some(ADMIN), Some(json!({}))).await.status, 200);
+    // The identical request passes once; the replay needs a new approval.
+    let r = d.curl(&url, &t, &body, &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.cloud.world.destroyed(), ["vol-prod-db"]);
+    let r = d.curl(&url, &t, &body, &[]).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "approval_required"), "{r:?}");
+    assert_ne!(r.json()["approval_id"], id.as_str());
+    assert_eq!(d.forwarded(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_https_proxy_hold_completes_within_a_second_of_approval() {
+    let d = Arc::new(Depth::start().await);
+    let t = d.token("production", &["cloud-hold:destroy"]);
+    let (d2, t2) = (d.clone(), t.clone());
+    // `localhost` is served only by the hold-mode upstream.
+    let held = tokio::spawn(async move { d2.curl(&d2.cloud_url("localhost"), &t2, &delete("vol-prod-db").to_string(), &[]).await });
+    let id = wait_for_pending(&d).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!held.is_finished(), "the held request was answered before a decision");
+    assert_eq!(d.forwarded(), 0);
+    let approved_at = Instant::now();
+    assert_eq!(d.admin("POST", &format!("/v1/approvals/{id}/approve"), Some(ADMIN), Some(json!({}))).await.status, 200);
+    let r = held.await.unwrap();
+    let took = approved_at.elapsed();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(took < Duration::from_secs(1), "hold completed {took:?} after approval");
+    assert_eq!(d.cloud.world.destroyed(), ["vol-prod-db"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// MCP (JSON-RPC over HTTP): tools/call classified by tool name, tools/list filtered.
+
+/// A recording MCP server over TLS: three tools, every call answered.
+struct Mcp {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Mcp {
+    async fn start(tls: Arc<rustls::ServerConfig>) -> Mcp {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (acceptor, log) = (acceptor.clone(), log.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            log.lock().unwrap().push(msg.clone());
+                            let answer = |m: &Value| {
+                                let result = if m["method"] == "tools/list" {
+                                    json!({ "tools": [
+                                        { "name": "list_volumes", "description": "list volumes" },
+                                        { "name": "delete_volume", "description": "delete a volume" },
+                                        { "name": "shell_exec", "description": "run a command" },
+                                    ] })
+                                } else {
+                                    json!({ "content": [{ "type": "text", "text": "done" }] })
+                                };
+                                json!({ "jsonrpc": "2.0", "id": m["id"], "result": result })
+                            };
+                            let out = match &msg {
+                                Value::Array(batch) => Value::Array(batch.iter().map(answer).collect()),
+                                m => answer(m),
+                            };
+                            let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(out.to_string())));
+                            resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+                });
+            }
+        });
+        Mcp { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn rpc(id: u64, method: &str, params: Value) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
+}
+
+fn call(id: u64, tool: &str, arguments: Value) -> Value {
+    rpc(id, "tools/call", json!({ "name": tool, "arguments": arguments }))
+}
+
+impl Depth {
+    async fn mcp(&self, token: &str, body: &Value) -> Resp {
+        self.post("mcp-stg", &[("Authorization", &format!("Bearer {token}")), ("Content-Type", "application/json")], body.to_string().as_bytes()).await
+    }
+}
+
+fn tool_names(r: &Resp) -> Vec<String> {
+    r.json()["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_tool_calls_are_classified_and_tools_list_is_filtered() {
+    let d = Depth::start().await;
+    let reader = d.token("staging", &["mcp-stg:read"]);
+    let destroyer = d.token("staging", &["mcp-stg:destroy"]);
+
+    // tools/list: a read-only task sees only the read tool; undeclared tools (destroy) and
+    // the destroy tool are filtered out. A task that may destroy sees them.
+    let r = d.mcp(&reader, &rpc(1, "tools/list", json!({}))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(tool_names(&r), ["list_volumes"]);
+    let r = d.mcp(&destroyer, &rpc(2, "tools/list", json!({}))).await;
+    assert!(tool_names(&r).contains(&"delete_volume".to_owned()), "{:?}", tool_names(&r));
+
+    // tools/call: classified by the tool's name, with its arguments.
+    let r = d.mcp(&reader, &call(3, "list_volumes", json!({}))).await;
+    assert_eq!(r.status, 200);
+    let seen_before = d.mcp.seen().len();
+    for (how, body) in [
+        ("destroy tool", call(4, "delete_volume", json!({ "volumeId": "vol-staging-db" }))),
+        ("undeclared tool", call(5, "shell_exec", json!({ "cmd": "rm -rf /" }))),
+        ("batch", json!([rpc(6, "tools/list", json!({})), call(7, "delete_volume", json!({ "volumeId": "vol-staging-db" }))])),
+        ("unknown method", rpc(8, "admin/dropAll", json!({}))),
+    ] {
+        // (An undeclared tool is a destroy whose resource cannot be attributed: production,
+        // so it is also cross-environment; either way it is not granted.)
+        let r = d.mcp(&reader, &body).await;
+        assert_eq!(r.status, 403, "{how}: {}", String::from_utf8_lossy(&r.body));
+        assert!(r.json()["policies"].as_array().unwrap().iter().any(|p| p == "airlock-not-granted"), "{how}: {}", String::from_utf8_lossy(&r.body));
+    }
+    // The resource in the arguments is attributed: a production volume through a staging task.
+    let r = d.mcp(&destroyer, &call(9, "delete_volume", json!({ "volumeId": "vol-prod-db" }))).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"));
+    // Without a resource id a destroy is treated as production.
+    let r = d.mcp(&destroyer, &call(10, "delete_volume", json!({}))).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"));
+    // Not JSON-RPC: unparsable, refused.
+    let r = d.post("mcp-stg", &[("Authorization", &format!("Bearer {destroyer}"))], br#"{"method":"tools/call"}"#).await;
+    assert_eq!((r.status, r.code().as_str()), (400, "unparsable_request"));
+    assert_eq!(d.mcp.seen().len(), seen_before, "a refused call reached the MCP server");
+    // A staging volume by a task that may destroy: forwarded, with the real credential.
+    let r = d.mcp(&destroyer, &call(11, "delete_volume", json!({ "volumeId": "vol-staging-db" }))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(d.mcp.seen().last().unwrap()["params"]["arguments"]["volumeId"], "vol-staging-db");
+
+    let audit = d.audit_until(|a| a.iter().any(|e| e.event.action == "gateway.request" && e.event.outcome == "allowed" && e.event.detail["operation"] == "delete_volume")).await;
+    let rec = audit.iter().find(|e| e.event.action == "gateway.request" && e.event.outcome == "allowed" && e.event.detail["operation"] == "delete_volume").unwrap();
+    assert_eq!(rec.event.detail["resource"], "vol-staging-db");
+    assert!(audit.iter().any(|e| e.event.outcome == "denied" && e.event.subject == "mcp-stg/shell_exec"));
 }

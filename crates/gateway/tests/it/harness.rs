@@ -228,6 +228,8 @@ pub fn config_text(port: u16, ca_path: &str) -> String {
     s += &format!(
         "[[upstream]]\nname = \"dead\"\nbase_url = \"https://127.0.0.1:1\"\nenvironment = \"staging\"\nsecret = \"dead-key\"\ninject = {bearer}\nconnect_timeout = \"2s\"\n\n"
     );
+    // The staging volume the tests delete (an unknown id would be treated as production).
+    s += "[[inventory]]\nid = \"vol-1\"\nenvironment = \"staging\"\n";
     s
 }
 

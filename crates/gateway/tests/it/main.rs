@@ -2,6 +2,7 @@
 //! gateway in-process with the real token verifier, vault, policy and SQLite audit.
 
 mod attacks;
+mod depth;
 mod e2e;
 mod forward;
 mod harness;
