@@ -78,6 +78,10 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Start an agent with no secrets in reach: preflight scan, scrubbed environment, task token, Landlock sandbox, revocation on exit.
     Run(cmd::run::RunArgs),
+    /// Find every secret an agent could read (hidden and gitignored files, git history, environments, home); --fix moves them into the vault.
+    ///
+    /// Exit codes (scanner contract, unlike other commands): 0 clean · 1 findings · 2 error.
+    Scan(cmd::scan::ScanArgs),
     /// Internal: the sandbox trampoline `airlock run` re-executes itself as.
     #[command(name = "__sandbox-exec", hide = true)]
     SandboxExec(cmd::run::SandboxExecArgs),
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
             Command::Deny(a) => cmd::approvals::deny(&ctx, a).await,
             Command::Demo(a) => cmd::demo::run(&ctx, a).await,
             Command::Run(a) => cmd::run::run(&ctx, a).await,
+            Command::Scan(a) => cmd::scan::run(&ctx, a).await,
             Command::SandboxExec(a) => cmd::run::sandbox_exec(a).await,
             Command::DemoAgent(a) => cmd::demo_agent::run(a).await,
         }

@@ -248,7 +248,11 @@ impl RuleSet {
             }
         }
         for r in file.rule {
-            set.rules.push(compile_rule(origin, r)?);
+            let line = id_line(text, &r.id);
+            set.rules.push(compile_rule(origin, r).map_err(|e| match (e, line) {
+                (Error::Rule { origin, id, reason }, Some(n)) => Error::Rule { origin: format!("{origin}:{n}"), id, reason },
+                (e, _) => e,
+            })?);
         }
         Ok(set)
     }
@@ -270,6 +274,17 @@ impl RuleSet {
         self.default_allow.extend(other.default_allow);
         Ok(())
     }
+}
+
+/// The 1-based line of the `id = "…"` key naming rule `id`, for error messages.
+fn id_line(text: &str, id: &str) -> Option<usize> {
+    let quoted = [format!("\"{id}\""), format!("'{id}'")];
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.starts_with("id") && t[2..].trim_start().starts_with('=') && quoted.iter().any(|q| t.contains(q.as_str()))
+        })
+        .map(|i| i + 1)
 }
 
 fn compile_rule(origin: &str, r: RuleToml) -> Result<Rule, Error> {
@@ -385,6 +400,7 @@ confidence = "high"
             let e = RuleSet::parse("t.toml", &text).unwrap_err().to_string();
             assert!(e.contains(want), "{e} should contain {want}");
             assert!(e.contains("t.toml"), "{e} should name the file");
+            assert!(e.contains("t.toml:") || e.contains("line "), "{e} should name the line");
         }
     }
 

@@ -9,6 +9,7 @@ pub mod env;
 pub mod init;
 pub mod policy;
 pub mod run;
+pub mod scan;
 pub mod secret;
 pub mod serve;
 pub mod task;

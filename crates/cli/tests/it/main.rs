@@ -3,6 +3,7 @@
 
 mod broker;
 mod run;
+mod scan;
 mod serve;
 
 use std::io::Write;

@@ -1,0 +1,317 @@
+//! Issue 4: `airlock scan` — exit codes 0/1/2, formats, bad inputs, baselines,
+//! `--fix --yes` round trips with undo, and refusing to rewrite without a vault.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Sandbox, contains};
+
+/// A GitHub classic PAT with a valid CRC32 (found by the built-in rule with high confidence).
+const GH: &str = "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";
+const NETRC_PW: &str = "n3trcPassw0rdX";
+
+/// A user rule file recognising .netrc passwords (independent of the built-in rules).
+const NETRC_RULE: &str = r#"
+[[rule]]
+id = "it-netrc-password"
+description = "netrc password (integration test rule)"
+keywords = []
+paths = '''(^|/)[._]netrc$'''
+regex = '''(?m)\bpassword\s+(\S+)'''
+confidence = "high"
+examples_true = ["machine h login me password s3cr3tV4lue"]
+"#;
+
+fn write(p: &Path, text: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn rules_file(s: &Sandbox) -> PathBuf {
+    let p = s.dir.path().join("netrc-rule.toml");
+    write(&p, NETRC_RULE);
+    p
+}
+
+#[test]
+fn exit_codes_clean_findings_error() {
+    let s = Sandbox::new();
+    let w = s.work();
+    write(&w.join("src/main.rs"), "fn main() {}\n");
+    let r = s.run(&["scan"]).ok();
+    assert!(r.stderr.contains("0 findings"), "{}", r.stderr);
+    write(&w.join("deploy/.env"), &format!("GITHUB_TOKEN={GH}\n"));
+    let r = s.run(&["scan", "--no-progress"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("deploy/.env") && r.stdout.contains("github-pat-classic") && r.stdout.contains("ghp_…l35y"), "{}", r.stdout);
+    assert!(!r.stdout.contains(GH) && !r.stderr.contains(GH), "raw value printed without --show-secrets");
+    assert!(!r.stdout.contains('\x1b'), "no colours off a terminal");
+    let r = s.run(&["scan", "--show-secrets"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains(GH));
+    // errors are 2, with a message
+    s.run(&["scan", "nope/missing"]).fails(2, "does not exist");
+    s.run(&["scan", "--format", "xml"]).fails(2, "xml");
+    s.run(&["scan", "--max-file-size", "ten"]).fails(2, "size");
+    s.run(&["scan", "--json", "--format", "sarif"]).fails(2, "cannot be used with");
+    // explicit files, as pre-commit passes them
+    s.run(&["scan", "src/main.rs"]).ok();
+    assert_eq!(s.run(&["scan", "src/main.rs", "deploy/.env"]).code, 1);
+}
+
+#[test]
+fn bad_rule_files_and_baselines_exit_2_with_the_line() {
+    let s = Sandbox::new();
+    let w = s.work();
+    write(&w.join("a.txt"), "hello\n");
+    write(&w.join("bad.toml"), "[[rule]]\nid = \"x\"\ndescription = \"d\"\nkeywords = [\"k\"]\nregex = 'k[0-9'\nconfidence = \"low\"\n");
+    s.run(&["scan", "--rules", "bad.toml", "a.txt"]).fails(2, "bad.toml:2");
+    write(&w.join("syntax.toml"), "[[rule]]\nid = \"x\"\nregex = \n");
+    s.run(&["scan", "--rules", "syntax.toml", "a.txt"]).fails(2, "line 3");
+    s.run(&["scan", "--rules", "missing.toml", "a.txt"]).fails(2, "missing.toml");
+    write(&w.join("baseline.json"), "{\"version\": 1, \"fingerprints\": [\"zz\"]}");
+    s.run(&["scan", "--baseline", "baseline.json", "a.txt"]).fails(2, "baseline");
+    s.run(&["scan", "--baseline", "nope.json", "a.txt"]).fails(2, "nope.json");
+}
+
+#[test]
+fn json_sarif_and_baselines() {
+    let s = Sandbox::new();
+    let w = s.work();
+    write(&w.join("app.env"), &format!("GITHUB_TOKEN={GH}\n"));
+    let a = s.run(&["scan", "--json", "app.env"]);
+    let b = s.run(&["scan", "--format", "json", "app.env"]);
+    assert_eq!((a.code, b.code), (1, 1));
+    let va: serde_json::Value = serde_json::from_str(&a.stdout).unwrap();
+    let vb: serde_json::Value = serde_json::from_str(&b.stdout).unwrap();
+    assert_eq!(va["findings"], vb["findings"]);
+    let f = &va["findings"][0];
+    assert_eq!((f["rule"].as_str(), f["path"].as_str(), f["line"].as_u64(), f["column"].as_u64()), (Some("github-pat-classic"), Some("app.env"), Some(1), Some(14)));
+    assert!(f.get("secret").is_none() && !a.stdout.contains(GH));
+    let sarif = s.run(&["scan", "--format", "sarif", "app.env"]);
+    assert_eq!(sarif.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&sarif.stdout).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    assert_eq!(v["runs"][0]["results"][0]["ruleId"], "github-pat-classic");
+    // accept today's findings, then fail only on new ones
+    let r = s.run(&["scan", "--write-baseline", "base.json", "app.env"]).ok();
+    assert!(r.stderr.contains("wrote baseline"), "{}", r.stderr);
+    assert!(!std::fs::read_to_string(w.join("base.json")).unwrap().contains(GH));
+    s.run(&["scan", "--baseline", "base.json", "app.env"]).ok();
+    write(&w.join("new.env"), &format!("X=1\nOTHER={}\n", GH.replace("ghp_m0", "ghp_m0")));
+    write(&w.join("inline.py"), &format!("t = \"{GH}\"  # airlock:allow\n"));
+    s.run(&["scan", "--baseline", "base.json", "app.env", "inline.py"]).ok();
+}
+
+#[test]
+fn sources_env_user_home_and_git_history() {
+    let s = Sandbox::new();
+    let w = s.work();
+    // --env: this process's environment
+    let mut c = s.cmd(&["scan", "--env", "--json"]);
+    c.env("LEAKED_TOKEN", GH);
+    let r = s.run_with(c, None);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stdout.contains("env:LEAKED_TOKEN") && !r.stdout.contains(GH));
+    // --user-home: well-known locations in $HOME only
+    let home = s.dir.path().join("fakehome");
+    write(&home.join(".config/gh/hosts.yml"), &format!("github.com:\n    oauth_token: {GH}\n"));
+    write(&home.join("Documents/notes.txt"), &format!("{GH}\n"));
+    let mut c = s.cmd(&["scan", "--user-home", "--json"]);
+    c.env("HOME", &home);
+    let r = s.run_with(c, None);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let paths: Vec<&str> = v["findings"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, vec![home.join(".config/gh/hosts.yml").to_str().unwrap()]);
+    assert_eq!(v["findings"][0]["source"], "home");
+    // --git-history: a secret committed then removed
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@e.invalid", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .current_dir(&w)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    git(&["init", "-q"]);
+    write(&w.join("ci.yml"), &format!("token: {GH}\n"));
+    git(&["add", "."]);
+    git(&["commit", "-qm", "oops"]);
+    let commit = git(&["rev-parse", "HEAD"]);
+    std::fs::remove_file(w.join("ci.yml")).unwrap();
+    git(&["commit", "-qam", "remove"]);
+    s.run(&["scan"]).ok();
+    let r = s.run(&["scan", "--git-history", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["findings"][0]["commit"].as_str(), Some(commit.as_str()));
+    assert_eq!(v["findings"][0]["source"], "git");
+    let plain = s.dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    s.run(&["scan", "--git-history", plain.to_str().unwrap()]).fails(2, "git");
+}
+
+#[test]
+fn symlink_loops_and_unreadable_files_do_not_crash() {
+    let s = Sandbox::new();
+    let w = s.work();
+    write(&w.join("d/a.txt"), "nothing\n");
+    std::os::unix::fs::symlink(&w, w.join("d/loop")).unwrap();
+    std::os::unix::fs::symlink(w.join("gone"), w.join("dangling")).unwrap();
+    let r = s.run(&["scan"]).ok();
+    assert!(r.stderr.contains("scanned"), "{}", r.stderr);
+}
+
+fn backup_id(stdout: &str) -> String {
+    let line = stdout.lines().find(|l| l.starts_with("backup ")).unwrap_or_else(|| panic!("no backup line in {stdout}"));
+    line.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_owned()
+}
+
+#[test]
+fn fix_yes_round_trip_and_undo_restores_byte_identical() {
+    let s = Sandbox::new();
+    s.init();
+    let w = s.work();
+    let env_text = format!("# deploy settings\nGITHUB_TOKEN={GH}\nREGION=eu-west-1\n");
+    let netrc_text = format!("machine api.example.com login me password {NETRC_PW}\nmachine other.example.com login you\n");
+    let cfg_text = format!("{{\n  \"token\": \"{GH}\"\n}}\n");
+    write(&w.join(".env"), &env_text);
+    write(&w.join("home/.netrc"), &netrc_text);
+    write(&w.join("conf/app.json"), &cfg_text);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(w.join(".env"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let rules = rules_file(&s);
+    let rules = rules.to_str().unwrap();
+    let r = s.run(&["scan", "--rules", rules, "--fix", "--yes", "--secret-env", "staging"]);
+    assert_eq!(r.code, 0, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains(GH) && !r.stderr.contains(GH) && !r.stdout.contains(NETRC_PW));
+    assert!(r.stdout.contains("moved   .env:2 github-pat-classic → airlock://secret/github_token (env staging)"), "{}", r.stdout);
+    assert!(r.stdout.contains("removed home/.netrc:1 it-netrc-password"), "{}", r.stdout);
+    assert!(r.stdout.contains("fixed 3 of 3 findings"), "{}", r.stdout);
+    let id = backup_id(&r.stdout);
+    assert!(r.stdout.contains(&format!("airlock scan --undo {id}")));
+
+    // files: the value replaced by a reference, the netrc line gone, mode kept
+    assert_eq!(std::fs::read_to_string(w.join(".env")).unwrap(), "# deploy settings\nGITHUB_TOKEN=airlock://secret/github_token\nREGION=eu-west-1\n");
+    assert_eq!(std::fs::read_to_string(w.join("home/.netrc")).unwrap(), "machine other.example.com login you\n");
+    // the same value elsewhere is stored once and referenced by the same name
+    assert_eq!(std::fs::read_to_string(w.join("conf/app.json")).unwrap(), "{\n  \"token\": \"airlock://secret/github_token\"\n}\n");
+    assert_eq!(std::fs::metadata(w.join(".env")).unwrap().permissions().mode() & 0o777, 0o640);
+    // the vault holds them; no plaintext in the state directory (backups included)
+    let list = s.run(&["secret", "list", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let names: Vec<(&str, &str, &str)> = v.as_array().unwrap().iter().map(|m| (m["name"].as_str().unwrap(), m["environment"].as_str().unwrap(), m["upstream"].as_str().unwrap())).collect();
+    assert!(names.contains(&("github_token", "staging", "github")), "{names:?}");
+    assert!(names.iter().any(|(n, e, _)| n.starts_with("it-netrc-password") && *e == "staging"), "{names:?}");
+    assert_eq!(names.len(), 2, "{names:?}");
+    let state = s.state_bytes();
+    assert!(!contains(&state, GH) && !contains(&state, NETRC_PW), "plaintext secret in the state directory");
+    let bdir = s.home().join("backups").join(&id);
+    assert_eq!(std::fs::metadata(&bdir).unwrap().permissions().mode() & 0o777, 0o700);
+    for e in std::fs::read_dir(&bdir).unwrap() {
+        assert_eq!(e.unwrap().metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // audited
+    let audit = s.run(&["audit", "list", "--action", "scan.", "--json"]).ok();
+    assert_eq!(audit.stdout.matches("\"scan.fix\"").count(), 3, "{}", audit.stdout);
+    assert!(!audit.stdout.contains(GH));
+    // clean now
+    s.run(&["scan", "--rules", rules]).ok();
+    s.run(&["scan", "--list-backups"]).ok();
+
+    // undo restores byte-identical files
+    let r = s.run(&["scan", "--undo", &id]).ok();
+    assert!(r.stdout.contains("restored") && r.stdout.contains("airlock secret rm github_token --env staging"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(w.join(".env")).unwrap(), env_text);
+    assert_eq!(std::fs::read_to_string(w.join("home/.netrc")).unwrap(), netrc_text);
+    assert_eq!(std::fs::read_to_string(w.join("conf/app.json")).unwrap(), cfg_text);
+    assert_eq!(std::fs::metadata(w.join(".env")).unwrap().permissions().mode() & 0o777, 0o640);
+    // a second undo has nothing to do
+    assert!(s.run(&["scan", "--undo", &id]).ok().stdout.contains("already restored"));
+    s.run(&["scan", "--undo", "../../etc"]).fails(2, "not a backup id");
+    s.run(&["scan", "--undo", "20000101T000000Z-0000"]).fails(2, "no backup");
+
+    // a second fix collides with the stored name and gets a suffix
+    let r = s.run(&["scan", "--fix", "--yes", "--secret-env", "staging", ".env"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("airlock://secret/github_token-2"), "{}", r.stdout);
+}
+
+#[test]
+fn undo_refuses_files_changed_since_the_fix() {
+    let s = Sandbox::new();
+    s.init();
+    let w = s.work();
+    write(&w.join(".env"), &format!("RAILWAY_TOKEN=3f1c9a7e-52b4-4d0e-9a61-c8e2f0b7d4a9\nGH={GH}\n"));
+    let r = s.run(&["scan", "--fix", "--yes", "--secret-env", "production", "--upstream", "railway", "--name-prefix", "app-", "--tier", "backup"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let text = std::fs::read_to_string(w.join(".env")).unwrap();
+    assert!(text.contains("RAILWAY_TOKEN=airlock://secret/app-railway_token"), "{text}");
+    let list = s.run(&["secret", "list", "--json"]).ok();
+    assert!(list.stdout.contains("\"tier\": \"backup\"") && list.stdout.contains("\"upstream\": \"railway\""), "{}", list.stdout);
+    let id = backup_id(&r.stdout);
+    std::fs::write(w.join(".env"), format!("{text}EDITED=1\n")).unwrap();
+    s.run(&["scan", "--undo", &id]).fails(2, "changed since the fix");
+    assert!(std::fs::read_to_string(w.join(".env")).unwrap().contains("EDITED=1"), "untouched");
+    s.run(&["scan", "--undo", &id, "--force"]).ok();
+    assert!(std::fs::read_to_string(w.join(".env")).unwrap().contains("3f1c9a7e-52b4"));
+}
+
+#[test]
+fn fix_refuses_without_a_vault_or_confirmation() {
+    let s = Sandbox::new();
+    let w = s.work();
+    let text = format!("GITHUB_TOKEN={GH}\n");
+    write(&w.join(".env"), &text);
+    // no terminal and no --yes
+    s.run(&["scan", "--fix", "--secret-env", "staging"]).fails(2, "--yes");
+    // no terminal and no --secret-env
+    s.run(&["scan", "--fix", "--yes"]).fails(2, "--secret-env");
+    s.run(&["scan", "--fix", "--yes", "--secret-env", "Not An Env"]).fails(2, "Not An Env");
+    // state directory not initialised: the vault write cannot happen, the file stays
+    s.run(&["scan", "--fix", "--yes", "--secret-env", "staging"]).fails(2, "airlock init");
+    assert_eq!(std::fs::read_to_string(w.join(".env")).unwrap(), text);
+    assert!(!s.home().join("backups").exists());
+    // a broken vault key: same
+    s.init();
+    std::fs::write(s.home().join("master.key"), "garbage").unwrap();
+    let r = s.run(&["scan", "--fix", "--yes", "--secret-env", "staging"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert_eq!(std::fs::read_to_string(w.join(".env")).unwrap(), text);
+}
+
+#[test]
+fn fix_leaves_history_and_environment_findings_with_advice() {
+    let s = Sandbox::new();
+    s.init();
+    // only our variable: the test runner's own environment may hold anything
+    let scrubbed = |args: &[&str]| {
+        let mut c = s.cmd(args);
+        c.env_clear().env("AIRLOCK_HOME", s.home()).env("NO_COLOR", "1").env("LEAKED_TOKEN", GH);
+        c
+    };
+    let r = s.run_with(scrubbed(&["scan", "--env", "--fix", "--yes", "--secret-env", "staging"]), None);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("left    env:LEAKED_TOKEN") && r.stdout.contains("rotate"), "{}", r.stdout);
+    assert!(r.stdout.contains("fixed 0 of 1 finding"), "{}", r.stdout);
+    let r = s.run_with(scrubbed(&["scan", "--env", "--fix", "--yes", "--secret-env", "staging", "--json"]), None);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["fix"]["remaining"], 1);
+    assert_eq!(v["fix"]["outcomes"][0]["action"], "not_fixed");
+}
+
+#[test]
+fn pre_commit_hook_definition_points_at_the_command() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join(".pre-commit-hooks.yaml")).expect(".pre-commit-hooks.yaml at the repository root");
+    assert!(text.contains("- id: airlock-scan"), "{text}");
+    let entry = text.lines().find(|l| l.trim_start().starts_with("entry:")).expect("an entry line");
+    assert!(entry.contains("airlock scan"), "{entry}");
+    assert!(text.contains("pass_filenames: true"));
+    // and the help teaches with examples and states the exit codes
+    let s = Sandbox::new();
+    let h = s.run(&["scan", "--help"]).ok();
+    assert!(h.stdout.contains("Examples:") && h.stdout.contains("--fix") && h.stdout.contains("1 findings remain"), "{}", h.stdout);
+}
