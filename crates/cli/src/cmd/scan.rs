@@ -518,8 +518,11 @@ async fn fix_findings(ctx: &Ctx, s: &FixSettings, findings: &[Finding], paths: &
             }
             if covered.iter().any(|o| o.start < r.end && r.start < o.end) {
                 // Another finding on the same bytes is moved already.
-                if covered.iter().any(|o| *o == r) {
-                    result.outcomes.push(outcome(c.f, if remove_lines { "removed_line" } else { "replaced" }, None, Some("same value as the previous finding".to_owned())));
+                if covered.contains(&r) {
+                    let verb = if remove_lines { "removed" } else { "moved  " };
+                    say(format!("{verb} {} {}: same value as the finding above", location(c.f), c.f.rule));
+                    let name = chosen.iter().find(|(_, cr, _)| *cr == r).map(|(_, _, n)| n.clone());
+                    result.outcomes.push(outcome(c.f, if remove_lines { "removed_line" } else { "replaced" }, name, Some("same value as the previous finding".to_owned())));
                 } else {
                     refuse(&mut result, std::slice::from_ref(c), "overlaps another finding that is moved; scan again after this fix".to_owned());
                 }

@@ -128,8 +128,8 @@ fn commits_parents_first(r: &gix::Repository) -> Result<Vec<ObjectId>, Box<dyn s
         stack.push((tip, parents(r, tip)?));
         while let Some((id, pending)) = stack.last_mut() {
             if let Some(p) = pending.pop() {
-                if !state.contains_key(&p) {
-                    state.insert(p, false);
+                if let std::collections::hash_map::Entry::Vacant(slot) = state.entry(p) {
+                    slot.insert(false);
                     let ps = parents(r, p)?;
                     stack.push((p, ps));
                 }

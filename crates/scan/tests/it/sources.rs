@@ -44,7 +44,7 @@ fn hidden_and_gitignored_files_are_scanned() {
 fn relative_paths_are_reported_without_dot_slash_and_files_can_be_named() {
     let d = tempfile::tempdir().unwrap();
     let f = put(d.path(), "a/token.txt", format!("x {GH_TOKEN}\n"));
-    let r = test_scanner().scan_paths(&[f.clone()], &ScanOptions::default()).unwrap();
+    let r = test_scanner().scan_paths(std::slice::from_ref(&f), &ScanOptions::default()).unwrap();
     assert_eq!(paths_of(&r), vec![f.display().to_string()]);
     let e = test_scanner().scan_paths(&[d.path().join("missing")], &ScanOptions::default()).unwrap_err().to_string();
     assert!(e.contains("does not exist"), "{e}");
