@@ -185,7 +185,8 @@ fn scan_err(e: airlock_scan::Error) -> Failure {
 
 /// What `--fix` was told, validated before anything is scanned.
 struct FixSettings {
-    env: Environment,
+    /// `None`: ask on the terminal, once there is something to move.
+    env: Option<Environment>,
     tier: Tier,
     upstream: Option<Name>,
     prefix: String,
@@ -201,15 +202,14 @@ fn fix_settings(a: &ScanArgs) -> Result<Option<FixSettings>, Failure> {
         return Err(Failure::usage("--fix asks before moving each finding, but there is no terminal to ask on")
             .hint("pass --yes to move every finding without asking (and --secret-env ENV)"));
     }
-    let env_text = match &a.secret_env {
-        Some(e) => e.clone(),
-        None if tty => prompt("environment the moved secrets belong to (e.g. staging, production): ")?,
+    let env = match &a.secret_env {
+        Some(e) => Some(parse_env(e)?),
+        None if tty => None,
         None => {
             return Err(Failure::usage("--fix without a terminal needs --secret-env ENV: the environment the moved secrets belong to")
                 .hint("e.g. airlock scan --fix --yes --secret-env staging"));
         }
     };
-    let env: Environment = env_text.trim().parse().map_err(|e: airlock_types::Error| Failure::usage(e.to_string()))?;
     let tier: Tier = a.tier.parse().map_err(|e: airlock_types::Error| Failure::usage(e.to_string()))?;
     let upstream = a.upstream.as_deref().map(|u| Name::parse("upstream", u)).transpose().map_err(|e| Failure::usage(e.to_string()))?;
     if !a.name_prefix.is_empty() {
@@ -219,6 +219,10 @@ fn fix_settings(a: &ScanArgs) -> Result<Option<FixSettings>, Failure> {
         }
     }
     Ok(Some(FixSettings { env, tier, upstream, prefix: a.name_prefix.clone(), ask: !a.yes }))
+}
+
+fn parse_env(s: &str) -> Result<Environment, Failure> {
+    s.trim().parse().map_err(|e: airlock_types::Error| Failure::usage(e.to_string()))
 }
 
 fn prompt(question: &str) -> Result<String, Failure> {
@@ -450,17 +454,22 @@ async fn fix_findings(ctx: &Ctx, s: &FixSettings, findings: &[Finding], paths: &
             outcomes.push(outcome(f, "not_fixed", None, Some(why)));
         }
     }
-    let mut result = FixResult { outcomes, backup: None, environment: s.env.as_str().to_owned() };
+    let mut result = FixResult { outcomes, backup: None, environment: s.env.as_ref().map(|e| e.as_str().to_owned()).unwrap_or_default() };
     if candidates.is_empty() {
         summarise(&result, &say);
         return Ok(result);
     }
 
+    let env = match &s.env {
+        Some(e) => e.clone(),
+        None => parse_env(&prompt("environment the moved secrets belong to (e.g. staging, production): ")?)?,
+    };
+    result.environment = env.as_str().to_owned();
     // The vault first: nothing is asked or rewritten when it cannot be opened.
     let state = ctx.checked_state()?;
     let store = ctx.store(&state).await?;
     let vault = ctx.vault(&state, store.clone()).await?;
-    let mut taken: HashSet<String> = vault.list().await?.into_iter().filter(|m| m.environment == s.env.as_str()).map(|m| m.name).collect();
+    let mut taken: HashSet<String> = vault.list().await?.into_iter().filter(|m| m.environment == env.as_str()).map(|m| m.name).collect();
 
     // Group by file, in report order.
     let mut by_file: BTreeMap<PathBuf, Vec<Candidate<'_>>> = BTreeMap::new();
@@ -492,11 +501,20 @@ async fn fix_findings(ctx: &Ctx, s: &FixSettings, findings: &[Finding], paths: &
                 continue;
             }
         };
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
-            refuse(&mut result, &cands, format!("{} is a symlink to {target}; run --fix on the target itself", path.display()));
-            continue;
-        }
+        // A symlink: rewrite its target when that is inside the scanned paths (the link
+        // stays a link); otherwise leave it.
+        let (path, meta) = if meta.file_type().is_symlink() {
+            match std::fs::canonicalize(&path).and_then(|t| std::fs::symlink_metadata(&t).map(|m| (t, m))) {
+                Ok((target, m)) if is_within(&target, &roots) && m.is_file() => (target, m),
+                _ => {
+                    let target = std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
+                    refuse(&mut result, &cands, format!("{} is a symlink to {target}, outside the scanned paths; scan and fix the target itself", path.display()));
+                    continue;
+                }
+            }
+        } else {
+            (path, meta)
+        };
         let data = match std::fs::read(&path) {
             Ok(d) => Zeroizing::new(d),
             Err(e) => {
@@ -584,7 +602,7 @@ async fn fix_findings(ctx: &Ctx, s: &FixSettings, findings: &[Finding], paths: &
                 };
                 let spec = NewSecret {
                     name: Name::parse("secret", name).map_err(|e| Failure::internal(e.to_string()))?,
-                    environment: s.env.clone(),
+                    environment: env.clone(),
                     tier: s.tier,
                     upstream,
                     description: Some(format!("moved by airlock scan --fix from {}:{} ({})", f.path, f.line, f.rule)),
@@ -626,7 +644,7 @@ async fn fix_findings(ctx: &Ctx, s: &FixSettings, findings: &[Finding], paths: &
         let b = backup.as_mut().expect("created above");
         let abs = std::fs::canonicalize(&path).map_err(|e| Failure::internal(format!("cannot resolve {}: {e}", path.display())))?;
         let mode = meta.permissions().mode() & 0o7777;
-        b.add_file(&abs, mode, &data, &new_data, &template, holes, s.env.as_str())?;
+        b.add_file(&abs, mode, &data, &new_data, &template, holes, env.as_str())?;
 
         // 3. Atomic rewrite.
         atomic_write(&path, &new_data, mode).map_err(|e| {
@@ -639,13 +657,13 @@ async fn fix_findings(ctx: &Ctx, s: &FixSettings, findings: &[Finding], paths: &
             let action = if remove_lines { "removed_line" } else { "replaced" };
             audit(&*store, "scan.fix", name, "ok", None, json!({
                 "path": abs.display().to_string(), "line": f.line, "rule": f.rule, "fingerprint": f.fingerprint,
-                "action": action, "environment": s.env.as_str(), "backup": b.manifest.id,
+                "action": action, "environment": env.as_str(), "backup": b.manifest.id,
             }))
             .await?;
             if remove_lines {
-                say(format!("removed {}:{} {}: line removed; value stored as {name} (env {})", f.path, f.line, f.rule, s.env));
+                say(format!("removed {}:{} {}: line removed; value stored as {name} (env {env})", f.path, f.line, f.rule));
             } else {
-                say(format!("moved   {}:{} {} → {REFERENCE_PREFIX}{name} (env {})", f.path, f.line, f.rule, s.env));
+                say(format!("moved   {}:{} {} → {REFERENCE_PREFIX}{name} (env {env})", f.path, f.line, f.rule));
             }
             result.outcomes.push(outcome(f, action, Some(name.clone()), None));
         }

@@ -329,3 +329,75 @@ fn pre_commit_hook_definition_points_at_the_command() {
     let h = s.run(&["scan", "--help"]).ok();
     assert!(h.stdout.contains("Examples:") && h.stdout.contains("--fix") && h.stdout.contains("1 findings remain"), "{}", h.stdout);
 }
+
+/// Run `airlock ARGS` on a pseudo-terminal (util-linux `script`), typing `input`.
+/// `None` when `script` is not installed.
+fn on_tty(s: &Sandbox, args: &str, input: &str) -> Option<crate::Run> {
+    let script = ["/usr/bin/script", "/bin/script"].into_iter().find(|p| Path::new(p).exists())?;
+    let mut c = std::process::Command::new(script);
+    c.args(["-qec", &format!("{} {args}", env!("CARGO_BIN_EXE_airlock")), "/dev/null"])
+        .current_dir(s.work())
+        .env("AIRLOCK_HOME", s.home())
+        .env_remove("AIRLOCK_CONFIG")
+        .env_remove("AIRLOCK_PASSPHRASE")
+        .env("NO_COLOR", "1");
+    Some(s.run_with(c, Some(input)))
+}
+
+#[test]
+fn fix_asks_on_a_terminal() {
+    let s = Sandbox::new();
+    s.init();
+    let w = s.work();
+    write(&w.join(".env"), &format!("A_TOKEN={GH}\nB_TOKEN={GH2}\n"));
+    // environment asked once, then yes to the first, no to the second
+    let Some(r) = on_tty(&s, "scan --fix --no-progress", "staging\ny\nn\n") else {
+        eprintln!("skipped: `script` is not installed");
+        return;
+    };
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("environment the moved secrets belong to"), "{}", r.stdout);
+    assert!(r.stdout.contains("into the vault as a_token? [y]es/[n]o/[a]ll/[q]uit"), "{}", r.stdout);
+    assert!(!r.stdout.contains(GH) && !r.stdout.contains(GH2), "a prompt showed a raw value:\n{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(w.join(".env")).unwrap(), format!("A_TOKEN=airlock://secret/a_token\nB_TOKEN={GH2}\n"));
+    assert!(r.stdout.contains("fixed 1 of 2 findings"), "{}", r.stdout);
+    // `a` moves the rest without asking again
+    let r = on_tty(&s, "scan --fix --secret-env staging", "a\n").unwrap();
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(std::fs::read_to_string(w.join(".env")).unwrap(), "A_TOKEN=airlock://secret/a_token\nB_TOKEN=airlock://secret/b_token\n");
+}
+
+#[test]
+fn fix_follows_symlinks_only_inside_the_scanned_paths_and_env_of_pid() {
+    let s = Sandbox::new();
+    s.init();
+    let w = s.work();
+    let outside = s.dir.path().join("outside.env");
+    write(&outside, &format!("OUT_TOKEN={GH2}\n"));
+    write(&w.join("config/real.env"), &format!("IN_TOKEN={GH}\n"));
+    std::os::unix::fs::symlink(w.join("config/real.env"), w.join(".env")).unwrap();
+    std::os::unix::fs::symlink(&outside, w.join("linked-out.env")).unwrap();
+    let r = s.run(&["scan", "--fix", "--yes", "--secret-env", "dev"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("linked-out.env:1 github-pat-classic: ") && r.stdout.contains("outside the scanned paths"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), format!("OUT_TOKEN={GH2}\n"), "a file outside the workspace was rewritten");
+    assert!(std::fs::symlink_metadata(w.join(".env")).unwrap().file_type().is_symlink(), "the link stays a link");
+    assert_eq!(std::fs::read_to_string(w.join("config/real.env")).unwrap(), "IN_TOKEN=airlock://secret/in_token\n");
+
+    // --env-of PID
+    let mut child = std::process::Command::new("sleep").arg("30").env_clear().env("CHILD_TOKEN", GH).spawn().unwrap();
+    let pid = child.id().to_string();
+    let mut r = s.run(&["scan", "--env-of", &pid, "--json"]);
+    for _ in 0..100 {
+        if r.code != 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        r = s.run(&["scan", "--env-of", &pid, "--json"]);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(&format!("env[{pid}]:CHILD_TOKEN")), "{}", r.stdout);
+    s.run(&["scan", "--env-of", "4294967290"]).fails(2, "environ");
+}
