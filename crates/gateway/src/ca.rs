@@ -120,6 +120,18 @@ impl LocalCa {
         Ok(ca)
     }
 
+    /// The public certificate files `ca.pem` and `ca-bundle.pem` in `state`, for the trust
+    /// variables of `airlock env` / `airlock run`. When both exist they are used as they are
+    /// (the CA key is not read); otherwise the CA is loaded or created first, exactly as
+    /// `airlock serve` would.
+    pub fn public_files(state: &StateDir) -> Result<(PathBuf, PathBuf), Error> {
+        let (cert, bundle) = (state.path(CERT_FILE), state.path(BUNDLE_FILE));
+        if !(cert.is_file() && bundle.is_file() && state.has(KEY_FILE)) {
+            Self::load_or_create(state)?;
+        }
+        Ok((cert, bundle))
+    }
+
     /// A fresh in-memory CA that is never written anywhere (tests, benchmarks).
     pub fn ephemeral() -> Result<Self, Error> {
         let key = KeyPair::generate().map_err(|e| ca_err(format!("cannot generate a key: {e}")))?;

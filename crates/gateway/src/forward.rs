@@ -213,7 +213,7 @@ impl ForwardProxy {
                     "request_id": request_id,
                     "bytes_up": up,
                     "bytes_down": down,
-                    "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+                    "duration_us": crate::pipeline::duration_us(started),
                 }));
                 ev.action = "gateway.tunnel_closed".into();
                 this.audit.record_later(ev);

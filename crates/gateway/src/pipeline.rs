@@ -1261,9 +1261,17 @@ fn finish_outcome(ev: &mut AuditEvent, status: u16, bytes: u64, started: Instant
     if let Some(d) = ev.detail.as_object_mut() {
         d.insert("status".into(), status.into());
         d.insert("bytes".into(), bytes.into());
-        d.insert("duration_ms".into(), json!(started.elapsed().as_secs_f64() * 1000.0));
+        // Whole microseconds: a float would not survive the audit chain's JSON round trip
+        // bit for bit (serde_json's default float parsing may be off by one ULP), and
+        // `airlock audit verify` would report the record as altered.
+        d.insert("duration_us".into(), duration_us(started).into());
         d.insert("redactions".into(), masked.into());
     }
+}
+
+/// Microseconds since `started`, as an integer (audit records hold no floats).
+pub(crate) fn duration_us(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Writes the outcome record when the response body ends or is dropped.

@@ -1,7 +1,8 @@
 //! The parts of the `Store` implementation that are the same SQL on every
 //! backend (queries use `$n` placeholders, which SQLite and PostgreSQL both
 //! accept). Each backend supplies `begin_audit` (a transaction holding the
-//! audit write lock), `list_audit_rows`, `health` and its row type.
+//! audit write lock), `begin_write` (a read-then-write transaction that cannot
+//! fail on a stale snapshot), `list_audit_rows`, `health` and its row type.
 
 /// Implement [`crate::Store`] for a backend type whose `pool` field is a `sqlx::Pool<$db>`.
 macro_rules! impl_store {
@@ -210,7 +211,7 @@ macro_rules! impl_store {
             }
 
             async fn end_task(&self, id: &str, at: i64, reason: &str) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let exists: Option<Option<i64>> =
                     sqlx::query_scalar("SELECT ended_at FROM tasks WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
                 let Some(ended) = exists else {
@@ -330,7 +331,7 @@ macro_rules! impl_store {
             }
 
             async fn consume_approval(&self, task_id: &str, request_hash: &str, now: i64) -> $crate::Result<Option<$crate::ApprovalRecord>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let found = sqlx::query(
                     "SELECT * FROM approvals WHERE task_id = $1 AND request_hash = $2 AND status = 'approved' AND expires_at >= $3
                      ORDER BY decided_at DESC LIMIT 1",

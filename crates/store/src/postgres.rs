@@ -72,6 +72,11 @@ impl PgStore {
         Ok(tx)
     }
 
+    /// A read-then-write transaction (row locks and status guards do the rest).
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
     async fn after_revocation(&self, tx: &mut Transaction<'static, Postgres>) -> Result<()> {
         sqlx::query("SELECT pg_notify('airlock_revocations', '')").execute(&mut **tx).await?;
         Ok(())

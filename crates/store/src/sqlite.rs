@@ -79,6 +79,13 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// A read-then-write transaction. `BEGIN IMMEDIATE` takes the write lock up front (and
+    /// waits for it under the busy timeout); a deferred transaction that reads first fails at
+    /// once with `database is locked` when another connection committed in between.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     async fn after_revocation(&self, _tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
         Ok(())
     }

@@ -2,7 +2,11 @@
 //!
 //! Per configured upstream with `env_vars`, the base-URL variable becomes the gateway URL
 //! of that upstream and the key variable becomes the task token (a phantom credential,
-//! worthless outside the gateway). Never prints a vault secret.
+//! worthless outside the gateway). With `[gateway] forward_proxy = true` it also prints
+//! `HTTPS_PROXY` / `https_proxy` (the gateway) and the CA trust variables
+//! (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`, `GIT_SSL_CAINFO`,
+//! `AWS_CA_BUNDLE` → `ca-bundle.pem`; `NODE_EXTRA_CA_CERTS` → `ca.pem`). Never prints a
+//! vault secret or the CA key's path.
 
 use std::process::ExitCode;
 
@@ -62,7 +66,12 @@ pub async fn run(ctx: &Ctx, args: EnvArgs) -> CmdResult {
             token
         }
     };
-    let exports = airlock_gateway::env::exports(&config, &token);
+    let mut exports = airlock_gateway::env::exports(&config, &token);
+    if config.forward_proxy {
+        let state = ctx.checked_state()?;
+        let (cert, bundle) = airlock_gateway::ca::LocalCa::public_files(&state).map_err(|e| Failure::internal(e.to_string()))?;
+        exports.extend(airlock_gateway::env::proxy_exports(&config, &cert, &bundle));
+    }
     if args.json {
         let map: serde_json::Map<String, serde_json::Value> = exports.into_iter().map(|(k, v)| (k, v.into())).collect();
         print_json(&map);

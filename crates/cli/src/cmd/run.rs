@@ -118,6 +118,38 @@ fn upstream_exports(config: Option<&airlock_gateway::config::Config>, granted: &
     airlock_gateway::env::exports(&c, token)
 }
 
+/// End the task (revoking its token), retrying briefly: SQLite answers `database is
+/// locked` at once, without waiting, when the store's read-then-write transaction finds
+/// that another process (a gateway writing audit records) committed in between. A token
+/// must not stay valid because of that.
+async fn end_task_retrying(store: &dyn Store, id: &str, reason: &str) -> Result<bool, airlock_token::Error> {
+    let mut attempt = 0u32;
+    loop {
+        match airlock_token::end_task(store, id, &actor(), reason).await {
+            Err(e) if attempt < 8 && !matches!(e, airlock_token::Error::UnknownTask(_)) => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(5))).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Copies of the public CA certificates (`ca.pem`, `ca-bundle.pem`, created with the CA if
+/// needed) in a fresh directory outside the state directory, for the agent to trust.
+fn proxy_ca_copies(state: &airlock_state::StateDir) -> Result<tempfile::TempDir, Failure> {
+    use airlock_gateway::ca::{BUNDLE_FILE, CERT_FILE, LocalCa};
+    let (cert, bundle) = LocalCa::public_files(state).map_err(|e| Failure::new(exit::FAILED, "local_ca", e.to_string()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("airlock-ca-")
+        .tempdir()
+        .map_err(|e| Failure::internal(format!("cannot create a directory for the CA certificates: {e}")))?;
+    for (from, name) in [(cert, CERT_FILE), (bundle, BUNDLE_FILE)] {
+        std::fs::copy(&from, dir.path().join(name)).map_err(|e| Failure::internal(format!("cannot copy {}: {e}", from.display())))?;
+    }
+    Ok(dir)
+}
+
 fn print_findings(findings: &[Finding]) {
     for f in findings {
         eprintln!("  {:<40} {}", f.location.to_string(), f.detector);
@@ -252,7 +284,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
 
     // ---- 4b. sandbox set-up ----
     let mut private_tmp: Option<tempfile::TempDir> = None;
-    let spec = match plan {
+    let mut spec = match plan {
         None => {
             say("WARNING: --no-sandbox: the agent can read every file you can (state directory, ~/.aws, ~/.ssh …)");
             audit(&*store, "run.no_sandbox", &workspace.to_string_lossy(), "override", None, serde_json::json!({ "landlock_abi": sandbox::probe().abi })).await?;
@@ -283,6 +315,22 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
         }
     };
 
+    // ---- 4c. forward-proxy trust (`[gateway] forward_proxy`) ----
+    // The agent gets HTTPS_PROXY and the CA trust variables. The certificates live in the
+    // state directory, which stays unreadable: the agent reads copies in a directory of
+    // its own (read-only in the sandbox). The CA key is never copied.
+    let proxy_ca = match config.as_ref().filter(|c| c.forward_proxy) {
+        None => None,
+        Some(_) => {
+            let dir = proxy_ca_copies(&state)?;
+            if let Some(s) = spec.as_mut() {
+                s.allow(std::fs::canonicalize(dir.path()).unwrap_or_else(|_| dir.path().to_path_buf()), Access::ReadOnly);
+            }
+            say(format!("forward proxy: HTTPS_PROXY={gateway_url}; the agent trusts the airlock CA through copies in {} (read-only)", dir.path().display()));
+            Some(dir)
+        }
+    };
+
     // ---- 3. task token ----
     // Handlers first: from here on an interrupt must reach the supervisor, not kill airlock.
     let mut signals = Signals::install().map_err(|e| Failure::internal(e.to_string()))?;
@@ -292,13 +340,14 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
     say(format!("started task {} for agent {} in {} (token in AIRLOCK_TOKEN)", task.id, task.agent, task.environment));
 
     // Everything after the task started ends in end_task, whatever happens.
-    let outcome = launch(&a, &store, &task, &token, &scrubbed.kept, spec.as_ref(), private_tmp.as_ref(), config.as_ref(), &gateway_url, &workspace, &cwd, scan_ms, &mut signals).await;
+    let outcome = launch(&a, &store, &task, &token, &scrubbed.kept, spec.as_ref(), private_tmp.as_ref(), proxy_ca.as_ref().map(|d| d.path()), config.as_ref(), &gateway_url, &workspace, &cwd, scan_ms, &mut signals).await;
     let reason = match &outcome {
         Ok(e) => format!("airlock run: agent {}", e.describe()),
         Err(f) => format!("airlock run: failed: {}", f.message),
     };
-    let ended = airlock_token::end_task(&*store, &task.id, &actor(), &reason).await;
+    let ended = end_task_retrying(&*store, &task.id, &reason).await;
     drop(private_tmp);
+    drop(proxy_ca);
     let elapsed = started.elapsed();
     let summary = store
         .list_audit(&AuditFilter { task_id: Some(task.id.clone()), action_prefix: Some("gateway.".into()), ..Default::default() })
@@ -343,6 +392,7 @@ async fn launch(
     kept_env: &[(OsString, OsString)],
     spec: Option<&Spec>,
     private_tmp: Option<&tempfile::TempDir>,
+    proxy_ca: Option<&Path>,
     config: Option<&airlock_gateway::config::Config>,
     gateway_url: &str,
     workspace: &Path,
@@ -362,7 +412,12 @@ async fn launch(
     set("AIRLOCK_TOKEN", token);
     set("AIRLOCK_TASK_ID", &task.id);
     set("AIRLOCK_GATEWAY", gateway_url);
-    let exports = upstream_exports(config, &granted, gateway_url, token);
+    let mut exports = upstream_exports(config, &granted, gateway_url, token);
+    if let (Some(dir), Some(c)) = (proxy_ca, config) {
+        let mut c = c.clone();
+        c.public_url = gateway_url.to_owned();
+        exports.extend(airlock_gateway::env::proxy_exports(&c, &dir.join(airlock_gateway::ca::CERT_FILE), &dir.join(airlock_gateway::ca::BUNDLE_FILE)));
+    }
     let exported: Vec<String> = exports.iter().map(|(k, _)| k.clone()).collect();
     for (k, v) in &exports {
         set(k, v);

@@ -3,6 +3,9 @@
 //! Wiring only: load and validate the configuration, open the store, vault, token
 //! verifier (with a revocation refresher), policy engine and group-commit audit, check
 //! every upstream's secret against its environment, then serve until SIGINT/SIGTERM.
+//! With `[gateway] forward_proxy = true` the agent-facing listener also accepts `CONNECT`
+//! (forward-proxy mode), terminating TLS with leaves from the local airlock CA, which is
+//! created on first use in the state directory (`ca.key` 0600, `ca.pem`, `ca-bundle.pem`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -10,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_gateway::audit::GroupCommit;
+use airlock_gateway::ca::LocalCa;
 use airlock_gateway::config::Config;
+use airlock_gateway::forward::ForwardProxy;
 use airlock_gateway::server::{self, AdminState};
 use airlock_gateway::Gateway;
 use airlock_policy::PolicyEngine;
@@ -62,24 +67,52 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> CmdResult {
     }
     let (audit, writer) = GroupCommit::start(store.clone(), config.audit_batch);
     let stats = audit.stats();
-    let gateway = Gateway::new(&config, verifier, Arc::new(vault), Arc::new(policy), Arc::new(audit))
+    let audit = Arc::new(audit);
+    let gateway = Gateway::new(&config, verifier.clone(), Arc::new(vault), Arc::new(policy), audit.clone())
         .map_err(|e| Failure::usage(e.to_string()))?
         .with_approvals(store.clone());
     // The admin credential guards the approval routes of the admin API.
     let admin_token = airlock_gateway::approvals::AdminToken::from_file_contents(&state.read_key(airlock_state::files::ADMIN_TOKEN)?);
     gateway.check_secrets().await.map_err(|e| Failure::usage(e.to_string()).hint("`airlock secret list` shows each secret's environment and upstream"))?;
+    let approvals = gateway.approvals();
+    let gateway = Arc::new(gateway);
+
+    // Forward-proxy mode: the local CA (created on first use; its key never leaves the
+    // state directory, which `airlock run` hides from agents).
+    let mut ca_paths = None;
+    let forward = if config.forward_proxy {
+        let ca = LocalCa::load_or_create(&state).map_err(|e| {
+            Failure::new(exit::FAILED, "local_ca", e.to_string()).hint("`airlock doctor` checks the state directory's permissions")
+        })?;
+        ca_paths = Some((ca.cert_path().map(|p| p.display().to_string()).unwrap_or_default(), ca.bundle_path().map(|p| p.display().to_string()).unwrap_or_default()));
+        let fwd = ForwardProxy::new(&config, gateway.clone(), verifier, audit.clone(), Arc::new(ca)).map_err(|e| Failure::usage(e.to_string()))?;
+        Some(fwd)
+    } else {
+        None
+    };
+    // The gateway and the forward proxy hold the audit sink now; when they are gone, the
+    // writer drains and stops.
+    drop(audit);
     if args.check {
-        println!("{}: ok ({} upstream(s), policies valid, secrets bound to matching environments)", path.display(), config.upstreams.len());
+        let fwd = if config.forward_proxy { ", forward proxy and local CA ready" } else { "" };
+        println!("{}: ok ({} upstream(s), policies valid, secrets bound to matching environments{fwd})", path.display(), config.upstreams.len());
         return Ok(ExitCode::SUCCESS);
     }
 
-    let admin = AdminState::new(&config, Some(stats)).with_approvals(gateway.approvals(), admin_token);
-    let running = server::start(Arc::new(gateway), listen, admin_listen, admin)
+    let admin = AdminState::new(&config, Some(stats)).with_approvals(approvals, admin_token);
+    let running = server::start_with_forward(gateway, forward, listen, admin_listen, admin)
         .await
         .map_err(|e| Failure::new(exit::FAILED, "bind", e.to_string()))?;
     eprintln!("airlock gateway: agents → http://{}  admin → http://{}", running.agent_addr, running.admin_addr);
     for u in &config.upstreams {
         eprintln!("  /{:<20} → {} ({})", u.name, u.base_url, u.environment);
+    }
+    if let Some((cert, bundle)) = &ca_paths {
+        eprintln!("  forward proxy: HTTPS_PROXY=http://{} (CONNECT); trust {cert} (CA) or {bundle} (CA + system roots); `airlock env` prints the variables", running.agent_addr);
+        if !config.pass_through.is_empty() {
+            let pt: Vec<String> = config.pass_through.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            eprintln!("  pass-through (blind tunnels, audited): {}", pt.join(", "));
+        }
     }
     wait_for_signal().await;
     eprintln!("airlock gateway: shutting down (finishing in-flight requests)");

@@ -150,3 +150,148 @@ ca_file = "{ca}"
     s.run(&["audit", "verify"]).ok();
     drop(gw);
 }
+
+/// Run `curl` with exactly `env` (plus `PATH`): POST `body` to `url` with a bearer token.
+/// Returns (status, body).
+fn curl(env: &serde_json::Map<String, serde_json::Value>, url: &str, bearer: &str, body: &str) -> (u16, String) {
+    let mut c = std::process::Command::new("curl");
+    c.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        c.env(k, v.as_str().unwrap());
+    }
+    let out = c
+        .args(["-q", "-sS", "--max-time", "15", "-X", "POST", "-H", "Content-Type: application/json", "-w", "\n%{http_code}"])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {bearer}"))
+        .arg("--data-binary")
+        .arg(body)
+        .arg(url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    (code.trim().parse().unwrap_or(0), format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Issue 5 from the outside: `airlock serve` with `[gateway] forward_proxy = true`, the
+/// variables `airlock env --task` prints, `curl` through `HTTPS_PROXY` trusting the airlock
+/// CA against the local TLS GraphQL cloud; then `airlock run`, whose sandboxed child gets
+/// `HTTPS_PROXY` and a readable CA copy but cannot read the CA key.
+#[test]
+fn serve_forward_proxy_with_airlock_env_and_run() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pki = airlock_fixture::tls::TestPki::loopback().unwrap();
+    let fixture = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        airlock_fixture::serve(l, Arc::new(airlock_fixture::World::standard(UPSTREAM_TOKEN)), Some(pki.server.clone()))
+    });
+    let s = Sandbox::new();
+    s.init();
+    let ca = s.dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    s.run_stdin(&["secret", "add", "cloud-staging-token", "--env", "staging", "--upstream", "cloud-staging"], UPSTREAM_TOKEN).ok();
+    let (listen, admin) = (free_port(), free_port());
+    let cfg = s.dir.path().join("airlock.toml");
+    let url = format!("https://127.0.0.1:{}/graphql", fixture.addr.port());
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[gateway]
+listen = "127.0.0.1:{listen}"
+admin_listen = "127.0.0.1:{admin}"
+forward_proxy = true
+
+[[upstream]]
+name = "cloud-staging"
+base_url = "{url}"
+environment = "staging"
+secret = "cloud-staging-token"
+inject = {{ header = "Authorization", format = "Bearer {{secret}}" }}
+ca_file = "{ca}"
+protocol = "graphql"
+env_vars = {{ key = "CLOUD_TOKEN" }}
+
+[[upstream.operation]]
+fields = ["volumeDelete"]
+capability = "destroy"
+resource = {{ argument = "volumeId" }}
+
+[[inventory]]
+id = "vol-prod-db"
+environment = "production"
+"#,
+            ca = ca.display()
+        ),
+    )
+    .unwrap();
+    let cfg_arg = cfg.to_str().unwrap();
+    s.run(&["serve", "--config", cfg_arg, "--check"]).ok();
+    let mut c = s.cmd(&["serve", "--config", cfg_arg]);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let gw = Gateway { child: c.spawn().unwrap(), addr: format!("127.0.0.1:{listen}").parse().unwrap() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(gw.addr).is_err() {
+        assert!(Instant::now() < deadline, "airlock serve did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The CA key stays private in the state directory.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.home().join("ca.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    let token = s.run(&["task", "start", "--agent", "coder", "--env", "staging", "--grant", "cloud-staging:write", "--ttl", "10m"]).ok().stdout.trim().to_owned();
+    let info: serde_json::Value = serde_json::from_str(&s.run_stdin(&["token", "inspect", "--json"], &token).ok().stdout).unwrap();
+    let task_id = info["task_id"].as_str().unwrap().to_owned();
+    let env = s.run(&["env", "--config", cfg_arg, "--task", &task_id, "--json"]).ok().stdout;
+    let env: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&env).unwrap();
+    let get = |k: &str| env.get(k).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("airlock env did not print {k}: {env:?}")).to_owned();
+    assert_eq!(get("HTTPS_PROXY"), format!("http://127.0.0.1:{listen}"));
+    assert_eq!(get("https_proxy"), format!("http://127.0.0.1:{listen}"));
+    for k in ["SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "GIT_SSL_CAINFO", "AWS_CA_BUNDLE"] {
+        assert!(get(k).ends_with("/ca-bundle.pem"), "{k}");
+    }
+    assert!(get("NODE_EXTRA_CA_CERTS").ends_with("/ca.pem"));
+    assert!(env.values().all(|v| !v.as_str().unwrap().contains("ca.key")));
+    let phantom = get("CLOUD_TOKEN");
+    assert!(phantom.starts_with("alk_"));
+
+    // curl through HTTPS_PROXY with those variables: the real credential is injected.
+    let (status, body) = curl(&env, &url, &phantom, r#"{"query":"{ volumes(environment: \"staging\") { id } }"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("vol-staging-db"), "{body}");
+    let seen = fixture.world.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].headers.iter().any(|(k, v)| k == "authorization" && v == &format!("Bearer {UPSTREAM_TOKEN}")));
+    assert!(!seen[0].headers.iter().any(|(_, v)| v.contains(&phantom)));
+    // A destroy hidden behind an alias, on a production volume: refused, not forwarded.
+    let (status, body) = curl(&env, &url, &phantom, r#"{"query":"mutation { list: volumeDelete(volumeId: \"vol-prod-db\") }"}"#);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("cross_environment") || body.contains("not_granted"), "{body}");
+    assert_eq!(fixture.world.requests().len(), 1);
+
+    // airlock run: the sandboxed child gets HTTPS_PROXY and a CA copy it can read, not the key.
+    let key = s.home().join("ca.key");
+    let script = format!(
+        r#"echo "proxy=$HTTPS_PROXY"
+echo "bundle=$CURL_CA_BUNDLE"
+cat "$CURL_CA_BUNDLE" > /dev/null; echo "bundle_read=$?"
+cat '{key}' > /dev/null 2>&1; echo "key_read=$?"
+code=$(curl -q -sS --max-time 15 -o /dev/null -w '%{{http_code}}' -X POST -H "Authorization: Bearer $CLOUD_TOKEN" -H 'Content-Type: application/json' --data-binary '{{"query":"{{ me {{ name }} }}"}}' '{url}')
+echo "curl=$code""#,
+        key = key.display()
+    );
+    let mut c = s.cmd(&["run", "--config", cfg_arg, "--env", "staging", "--grant", "cloud-staging:read", "--", "sh", "-c", &script]);
+    c.env("HOME", s.dir.path().join("home"));
+    std::fs::create_dir_all(s.dir.path().join("home")).unwrap();
+    let out = s.run_with(c, None).ok();
+    let line = |k: &str| out.stdout.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_else(|| panic!("no {k}= in {}\n{}", out.stdout, out.stderr)).to_owned();
+    assert_eq!(line("proxy"), format!("http://127.0.0.1:{listen}"));
+    assert!(!line("bundle").starts_with(s.home().to_str().unwrap()), "the agent was pointed into the state directory");
+    assert_eq!(line("bundle_read"), "0", "{}", out.stderr);
+    assert_ne!(line("key_read"), "0", "the sandboxed agent could read the CA key");
+    assert_eq!(line("curl"), "200", "{}", out.stderr);
+    assert_eq!(fixture.world.requests().len(), 2);
+    drop(gw);
+}
