@@ -898,9 +898,24 @@ resource = { path = "id" }
 
     #[test]
     fn example_config_in_the_repo_is_valid() {
-        let c = Config::parse(include_str!("../../../airlock.example.toml"), Path::new("airlock.example.toml")).unwrap();
-        assert_eq!(c.upstreams.len(), 3);
+        let text = include_str!("../../../airlock.example.toml");
+        let c = Config::parse(text, Path::new("airlock.example.toml")).unwrap();
+        assert_eq!(c.upstreams.len(), 5);
         assert!(c.upstream("github").is_some());
+        assert_eq!(c.upstream("railway-production").unwrap().approval.mode, ApprovalMode::Hold);
+        assert_eq!(c.inventory.len(), 3);
+        assert!(!c.forward_proxy);
+        // The commented-out examples are valid too, once uncommented.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse(&uncommented, Path::new("airlock.example.toml")).unwrap();
+        assert!(c.upstream("infra-mcp").is_some() && c.upstream("jira").is_some() && c.upstream("maps").is_some());
     }
 
     #[test]
