@@ -4,6 +4,8 @@
 //! * [`scrub`] — which inherited environment variables the agent may see;
 //! * [`preflight`] — the workspace and environment scan that refuses a run when a
 //!   secret is readable (through the [`preflight::Detector`] seam);
+//! * [`scan_detector`] — that seam backed by the `airlock-scan` engine (what `airlock
+//!   run` uses, so preflight and `airlock scan` agree);
 //! * [`sandbox`] — planning and applying the Landlock ruleset;
 //! * [`supervise`] — the re-exec trampoline, signal forwarding and exit pass-through;
 //! * [`summary`] — the closing per-upstream counts from the audit log.
@@ -14,6 +16,7 @@
 
 pub mod preflight;
 pub mod sandbox;
+pub mod scan_detector;
 pub mod scrub;
 pub mod summary;
 pub mod supervise;

@@ -2,9 +2,9 @@
 //!
 //! This module owns the [`Detector`] seam `airlock run` uses to look at the workspace
 //! (every file, hidden and git-ignored ones included) and at the values of the
-//! environment it would pass on, and [`BasicDetector`], a small built-in set of
-//! high-confidence rules used until the `airlock-scan` engine is wired in through the
-//! same trait.
+//! environment it would pass on, and [`BasicDetector`], a small dependency-free set of
+//! high-confidence rules (kept for embedders and tests; `airlock run` itself uses
+//! [`crate::scan_detector::ScanDetector`], the `airlock-scan` engine behind this trait).
 //!
 //! It must never return, print or log a matched value: a [`Finding`] names the place
 //! (file and line, or variable name) and the detector, nothing else.

@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use airlock_run::preflight::{BasicDetector, Detector, Finding, Location};
+use airlock_run::preflight::{Detector, Finding, Location};
+use airlock_run::scan_detector::ScanDetector;
 use airlock_run::sandbox::{self, Access, Spec};
 use airlock_run::scrub::{self, Reason};
 use airlock_run::supervise::{self, Signals};
@@ -226,7 +227,9 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
     let store = ctx.store(&state).await?;
 
     // ---- 1+2. scrubbed environment and preflight ----
-    let detector = BasicDetector::new();
+    // The same engine and rules as `airlock scan`, so the `--fix` command printed on a
+    // refusal cleans exactly what was refused.
+    let detector = ScanDetector::new(&[]).map_err(|e| Failure::internal(e.to_string()))?;
     let scrubbed = scrub::scrub(std::env::vars_os(), &a.keep_env, |n, v| detector.flag_value(n, v.as_encoded_bytes()));
     for name in &a.keep_env {
         if !scrubbed.kept.iter().any(|(k, _)| k == name.as_str()) {
