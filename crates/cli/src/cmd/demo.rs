@@ -42,7 +42,19 @@ pub struct DemoArgs {
     /// Instead of the incident replay, walk through the broker: secrets, task tokens, attenuation, revocation.
     #[arg(long)]
     broker: bool,
+    /// Testing only: switch off the built-in policies and the demo's approval policy, so the
+    /// replay shows (and exits 1 on) what happens when the protections do not hold.
+    #[arg(long, hide = true)]
+    disable_protections: bool,
 }
+
+/// The built-in policies `--disable-protections` switches off.
+const WEAKENED: &[&str] = &[
+    "airlock-cross-environment",
+    "airlock-production-destroy-approval",
+    "airlock-backup-destroy-separation",
+    "airlock-backup-destroy-purpose",
+];
 
 /// The upstream that holds the moved (all-environment) token.
 const PROD_UPSTREAM: &str = "railway-production";
@@ -332,7 +344,7 @@ impl Serve {
 
 /// The gateway configuration for the fixture API: one upstream per environment on the same
 /// endpoint, GraphQL operations classified, resources placed by a static inventory.
-fn config_text(api: &str, fixture_ca: &Path, gateway: SocketAddr, admin: SocketAddr, policies: &Path, prod_secret: &str, staging_secret: &str) -> String {
+fn config_text(api: &str, fixture_ca: &Path, gateway: SocketAddr, admin: SocketAddr, policies: Option<&Path>, prod_secret: &str, staging_secret: &str) -> String {
     let upstream = |name: &str, env: &str, secret: &str| {
         format!(
             r#"[[upstream]]
@@ -366,9 +378,12 @@ resource = {{ argument = "backupId" }}
     let mut s = format!(
         "# airlock demo: the fixture cloud API serves every environment from one GraphQL endpoint,\n\
          # modelled as one upstream per environment plus an inventory of where each resource lives.\n\n\
-         [gateway]\nlisten = \"{gateway}\"\nadmin_listen = \"{admin}\"\n\n\
-         [policy]\nfiles = [\"{}\"]\n\n",
-        policies.display()
+         [gateway]\nlisten = \"{gateway}\"\nadmin_listen = \"{admin}\"\nforward_proxy = true\n\n\
+         [policy]\n{}\n\n",
+        match policies {
+            Some(p) => format!("files = [\"{}\"]", p.display()),
+            None => format!("# --disable-protections: built-in rules off, no operator policy\ndisable = {WEAKENED:?}"),
+        }
     );
     s.push_str(&upstream(PROD_UPSTREAM, "production", prod_secret));
     s.push_str(&upstream(STAGING_UPSTREAM, "staging", staging_secret));
@@ -566,7 +581,10 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
     std::fs::create_dir_all(&policies).map_err(io_err("cannot create the policy directory"))?;
     std::fs::write(policies.join("destroy-needs-approval.cedar"), DESTROY_APPROVAL_POLICY).map_err(io_err("cannot write the policy"))?;
     let prod_secret_name = if prod_secret.is_empty() { "railway_token".to_owned() } else { prod_secret.clone() };
-    let cfg = config_text(&api2, &fixture_ca, gateway, admin, &policies, &prod_secret_name, staging_secret);
+    if a.disable_protections {
+        println!("   (--disable-protections: the built-in policies are switched off and no operator policy is loaded)");
+    }
+    let cfg = config_text(&api2, &fixture_ca, gateway, admin, (!a.disable_protections).then_some(policies.as_path()), &prod_secret_name, staging_secret);
     std::fs::write(&config, &cfg).map_err(io_err("cannot write airlock.toml"))?;
     println!("    {} (abridged):", config.display());
     for l in cfg.lines().filter(|l| !l.starts_with('#')).take(32) {
@@ -581,32 +599,25 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
     println!("\n6. Start the gateway. Agents reach it as an HTTPS proxy (HTTPS_PROXY); it terminates TLS");
     println!("   with a local airlock CA, decides, audits, and only then injects the real token.");
     let serve = Serve::start(&air, gateway).await?;
-    // The agent trusts the local airlock CA through SSL_CERT_FILE, as curl would. The state
-    // directory is hidden from the agent, so the (public) certificate is copied out.
-    let trust = root.join("trust");
-    std::fs::create_dir_all(&trust).map_err(io_err("cannot create the trust directory"))?;
-    let ca_src = home.join("ca.pem");
-    let ca_copy = trust.join("airlock-ca.pem");
-    let ca_ok = std::fs::copy(&ca_src, &ca_copy).is_ok();
-    if !ca_ok {
-        println!("    (no {} — the forward proxy is not enabled in `airlock serve`)", ca_src.display());
-    }
 
     println!("\n7. Run the same agent under airlock: staging task, read and destroy grants on the staging");
-    println!("   upstream. Only its environment differs from run 1: HTTPS_PROXY points at the gateway and");
-    println!("   its {} is a task token, worthless outside the gateway.", airlock_fixture::agent::TOKEN_VAR);
+    println!("   upstream. Only its environment differs from run 1: `airlock run` points HTTPS_PROXY at the");
+    println!("   gateway, makes it trust the airlock CA, and its {} is a task token, worthless outside", airlock_fixture::agent::TOKEN_VAR);
+    println!("   the gateway.");
     let mut extra = sandbox.0.clone();
     if let Some(dir) = exe.parent() {
         extra.extend(["--allow-read".into(), dir.display().to_string()]);
     }
-    extra.extend(["--allow-read".into(), trust.display().to_string()]);
     let mut args = run_args(&extra);
     args.extend(["--".into(), exe.display().to_string(), "__demo-agent".into(), "--workspace".into(), ws2.display().to_string(), "--api".into(), api2.clone()]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proxy = format!("http://{gateway}");
     let mut c = air.command(&refs);
-    c.current_dir(&ws2).env("HTTPS_PROXY", &proxy).env("SSL_CERT_FILE", &ca_copy);
-    shown(&format!("HTTPS_PROXY={proxy} SSL_CERT_FILE={} \\\n  {display}", ca_copy.display()));
+    c.current_dir(&ws2);
+    let exe_dir = exe.parent().map(|d| format!(" --allow-read {}", d.display())).unwrap_or_default();
+    shown(&display.replace(" -- airlock", &format!("{exe_dir} -- airlock")));
+    if !exe_dir.is_empty() {
+        println!("    (--allow-read lets the sandboxed agent execute this airlock binary, which is the agent here)");
+    }
     let out = air.finish(&mut c, None, true).await?;
     indent(&out.stderr);
     let r2 = AgentReport::parse(&out.stdout, String::new(), out.code);
@@ -627,7 +638,7 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
     // ---------------------------------------------------------------- verdict
     heading("What held");
     let w2 = &fixture2.world;
-    let code_of = |action: &str, target: &str| r2.step(action, target).map(|s| (s.ok, s.detail.clone()));
+    let code_of = |action: &str, target: &str| r2.step(action, target).map(|s| (s.ok, outcome_of(s)));
     let has_code = |s: Option<(bool, String)>, code: &str| s.as_ref().is_some_and(|(ok, d)| !ok && d.starts_with(code));
     checks.check(
         "the agent found no usable token in its workspace; it got a task token instead",
@@ -657,7 +668,7 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
     checks.check(
         "deleting a backup is refused by the backup/primary separation rule",
         has_code(stg_bkp.clone(), "backup_separation") && backups.iter().all(|s| !s.ok),
-        backups.iter().map(|s| format!("{}: {}", s.target, s.detail)).collect::<Vec<_>>().join("; "),
+        backups.iter().map(|s| format!("{}: {}", s.target, outcome_of(s))).collect::<Vec<_>>().join("; "),
     );
     let prod_ok = w2.volumes().iter().any(|v| v.id == "vol-prod-db")
         && ["bkp-prod-db-1", "bkp-prod-db-2"].iter().all(|id| w2.backups().iter().any(|b| b.id == *id));
@@ -717,6 +728,11 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
     }
 }
 
+/// What a step's answer was, for the verdict: the refusal code, or that it went through.
+fn outcome_of(s: &Step) -> String {
+    if s.ok { format!("ALLOWED ({} {})", s.status, if s.action.ends_with("Delete") { "destroyed" } else { "ok" }) } else { s.detail.clone() }
+}
+
 /// `--no-sandbox` when asked for or when the kernel has no Landlock (said out loud).
 fn sandbox_flag(asked: bool) -> (Vec<String>, bool) {
     if asked {
@@ -735,30 +751,40 @@ fn sandbox_flag(asked: bool) -> (Vec<String>, bool) {
 }
 
 fn print_audit(entries: &[Value]) {
-    println!("    {:>4} {:<12} {:<22} {:<10} {:<42} detail", "seq", "time", "action", "outcome", "subject");
+    println!("    {:>4} {:<12} {:<26} {:<8} {:<30} detail", "seq", "time", "action", "outcome", "subject");
     for e in entries {
         let d = &e["detail"];
+        let get = |k: &str| d.get(k).filter(|v| !v.is_null()).map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
         let mut what = Vec::new();
-        for k in ["resource", "resource_environment", "code", "policies", "approval_id", "status", "exit_code", "program"] {
-            match d.get(k) {
-                None | Some(Value::Null) => {}
-                Some(Value::Array(a)) if a.is_empty() => {}
-                Some(v) => what.push(format!("{k}={}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))),
+        if let Some(code) = get("code") {
+            // The first clause of the reason names the resource and the rule.
+            let reason = get("reason").unwrap_or_default();
+            let first = reason.split("; ").next().unwrap_or_default().split(". ").next().unwrap_or_default().to_owned();
+            what.push(format!("{code}: {first}"));
+        } else if e["action"] == "gateway.approval_requested" {
+            what.push(format!("approval {} for {}", get("approval_id").unwrap_or_default(), get("resource").unwrap_or_default()));
+        } else {
+            for k in ["resource", "status", "exit_code", "program"] {
+                if let Some(v) = get(k) {
+                    what.push(format!("{k}={v}"));
+                }
             }
         }
         let ts = e["ts_ms"].as_i64().unwrap_or(0);
         let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts) * 1_000_000)
             .map(|t| format!("{:02}:{:02}:{:02}.{:03}", t.hour(), t.minute(), t.second(), t.millisecond()))
             .unwrap_or_default();
-        let line = format!(
-            "{:>4} {:<12} {:<22} {:<10} {:<42} {}",
+        let subject = e["subject"].as_str().unwrap_or_default();
+        // Task ids are long; the heading already names the task.
+        let subject = if subject.len() == 36 && subject.chars().filter(|c| *c == '-').count() == 4 { "(this task)" } else { subject };
+        println!(
+            "    {:>4} {:<12} {:<26} {:<8} {:<30} {}",
             e["seq"].as_i64().unwrap_or(0),
             time,
             e["action"].as_str().unwrap_or_default(),
             e["outcome"].as_str().unwrap_or_default(),
-            e["subject"].as_str().unwrap_or_default(),
+            subject,
             what.join(" ")
         );
-        println!("    {}", line.chars().take(200).collect::<String>());
     }
 }

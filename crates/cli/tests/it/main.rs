@@ -2,6 +2,7 @@
 #![allow(missing_docs)]
 
 mod broker;
+mod demo;
 mod run;
 mod scan;
 mod serve;
