@@ -605,7 +605,8 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
     println!("   gateway, makes it trust the airlock CA, and its {} is a task token, worthless outside", airlock_fixture::agent::TOKEN_VAR);
     println!("   the gateway.");
     let mut extra = sandbox.0.clone();
-    if let Some(dir) = exe.parent() {
+    let exe_dir = exe.parent().filter(|_| !sandbox.1);
+    if let Some(dir) = exe_dir {
         extra.extend(["--allow-read".into(), dir.display().to_string()]);
     }
     let mut args = run_args(&extra);
@@ -613,7 +614,7 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut c = air.command(&refs);
     c.current_dir(&ws2);
-    let exe_dir = exe.parent().map(|d| format!(" --allow-read {}", d.display())).unwrap_or_default();
+    let exe_dir = exe_dir.map(|d| format!(" --allow-read {}", d.display())).unwrap_or_default();
     shown(&display.replace(" -- airlock", &format!("{exe_dir} -- airlock")));
     if !exe_dir.is_empty() {
         println!("    (--allow-read lets the sandboxed agent execute this airlock binary, which is the agent here)");
@@ -715,6 +716,9 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
     heading("Result");
     let failed = checks.failed();
     println!("Took {:.1} s.", started.elapsed().as_secs_f64());
+    if sandbox.1 {
+        println!("Note: the agent ran without the Landlock sandbox (--no-sandbox); on this machine it could have read your credential files.");
+    }
     if a.keep {
         let kept = tmp.keep();
         println!("Everything is kept in {} (state/, airlock.toml, run1/, run2/).", kept.display());
