@@ -34,8 +34,13 @@ pub struct Scanner {
     keywords: Option<AhoCorasick>,
     /// keyword pattern index → rules that list it
     keyword_rules: Vec<Vec<usize>>,
+    /// keyword (lower case) → keyword pattern index
+    keyword_index: std::collections::HashMap<String, usize>,
     /// rules with no keywords (path-only rules)
     path_only: Vec<usize>,
+    /// per rule: whether its pattern can match across lines (then it runs over the whole
+    /// buffer instead of over windows around its keyword hits)
+    whole_buffer: Vec<bool>,
 }
 
 impl Scanner {
@@ -72,7 +77,8 @@ impl Scanner {
 
     /// Build from an already parsed rule set.
     pub fn from_rule_set(rules: RuleSet) -> Result<Self, Error> {
-        let mut kw_index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut kw_index: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
         let mut patterns: Vec<String> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
         let mut path_only = Vec::new();
@@ -107,7 +113,19 @@ impl Scanner {
                     })?,
             )
         };
-        Ok(Self { rules, keywords, keyword_rules, path_only })
+        let whole_buffer = rules
+            .rules
+            .iter()
+            .map(|r| r.keywords.is_empty() || spans_lines(&r.pattern))
+            .collect();
+        Ok(Self {
+            rules,
+            keywords,
+            keyword_rules,
+            keyword_index: kw_index,
+            path_only,
+            whole_buffer,
+        })
     }
 
     /// A scanner holding only the rule at `index` (and the shared stop-list); used to
@@ -115,7 +133,10 @@ impl Scanner {
     #[must_use]
     pub fn single_rule(&self, index: usize) -> Option<Self> {
         let rule = self.rules.rules.get(index)?.clone();
-        let set = RuleSet { rules: vec![rule], default_allow: self.rules.default_allow.clone() };
+        let set = RuleSet {
+            rules: vec![rule],
+            default_allow: self.rules.default_allow.clone(),
+        };
         Self::from_rule_set(set).ok()
     }
 
@@ -132,56 +153,130 @@ impl Scanner {
         self.scan_data(path_hint, data, Source::File)
     }
 
-    /// Whether any rule could match this buffer at `path` (prefilter only).
-    fn candidates(&self, path: &str, data: &[u8]) -> Vec<usize> {
-        let n = self.rules.rules.len();
-        let mut mark = vec![false; n];
-        let mut count = 0usize;
-        let mut keyword_seen = vec![false; self.keyword_rules.len()];
-        if let Some(ac) = &self.keywords {
-            for m in ac.find_overlapping_iter(data) {
-                let k = m.pattern().as_usize();
-                if keyword_seen[k] {
-                    continue;
-                }
-                keyword_seen[k] = true;
-                for &r in &self.keyword_rules[k] {
-                    if !mark[r] {
-                        mark[r] = true;
-                        count += 1;
-                    }
-                }
-                if count == n {
-                    break;
-                }
+    /// The keyword pass: every keyword occurrence as (keyword index, start offset), in
+    /// keyword order then offset order. A keyword seen more than [`MAX_HITS_PER_KEYWORD`]
+    /// times keeps only its first hits and is flagged in `saturated`.
+    fn keyword_hits(&self, data: &[u8], hits: &mut Vec<(u32, u32)>, saturated: &mut Vec<bool>) {
+        hits.clear();
+        saturated.clear();
+        saturated.resize(self.keyword_rules.len(), false);
+        let Some(ac) = &self.keywords else { return };
+        let mut counts = vec![0u32; self.keyword_rules.len()];
+        for m in ac.find_overlapping_iter(data) {
+            let k = m.pattern().as_usize();
+            if counts[k] as usize >= MAX_HITS_PER_KEYWORD {
+                saturated[k] = true;
+                continue;
+            }
+            counts[k] += 1;
+            // Offsets fit in u32: sources cap files far below 4 GiB; larger buffers
+            // saturate to a whole-buffer scan below.
+            match u32::try_from(m.start()) {
+                Ok(at) => hits.push((k as u32, at)),
+                Err(_) => saturated[k] = true,
             }
         }
-        for &r in &self.path_only {
-            mark[r] = true;
-        }
-        (0..n).filter(|&i| mark[i] && self.rules.rules[i].applies_to_path(path)).collect()
+        hits.sort_unstable();
     }
 
     pub(crate) fn scan_data(&self, path: &str, data: &[u8], source: Source) -> Vec<Finding> {
-        let cands = self.candidates(path, data);
-        if cands.is_empty() {
+        let mut hits = Vec::new();
+        let mut saturated = Vec::new();
+        self.keyword_hits(data, &mut hits, &mut saturated);
+        if hits.is_empty() && self.path_only.is_empty() {
             return Vec::new();
+        }
+        // keyword index → its hits (a range of `hits`)
+        let mut kw_range: Vec<std::ops::Range<usize>> = vec![0..0; self.keyword_rules.len()];
+        let mut i = 0;
+        while i < hits.len() {
+            let k = hits[i].0 as usize;
+            let j = i + hits[i..].partition_point(|h| h.0 as usize == k);
+            kw_range[k] = i..j;
+            i = j;
+        }
+        // candidate rules, and for each whether it runs over windows or the whole buffer
+        let n = self.rules.rules.len();
+        let mut cand: Vec<Option<bool>> = vec![None; n]; // Some(whole_buffer)
+        for (k, range) in kw_range.iter().enumerate() {
+            if range.is_empty() && !saturated[k] {
+                continue;
+            }
+            for &r in &self.keyword_rules[k] {
+                let whole = self.whole_buffer[r] || saturated[k];
+                cand[r] = Some(cand[r].unwrap_or(false) || whole);
+            }
+        }
+        for &r in &self.path_only {
+            cand[r] = Some(true);
         }
         // (rule index, secret range, confidence)
         let mut raw: Vec<(usize, std::ops::Range<usize>, Confidence)> = Vec::new();
-        for ri in cands {
+        let mut positions: Vec<u32> = Vec::new();
+        let mut windows: Vec<std::ops::Range<usize>> = Vec::new();
+        for (ri, c) in cand.iter().enumerate() {
+            let Some(mut whole) = *c else { continue };
             let rule = &self.rules.rules[ri];
-            let mut locs = rule.regex.capture_locations();
-            let mut at = 0usize;
-            while at <= data.len() {
-                let Some(m) = rule.regex.captures_read_at(&mut locs, data, at) else { break };
-                at = if m.end() > m.start() { m.end() } else { m.end() + 1 };
-                let range = secret_range(rule, &locs).unwrap_or(m.start()..m.end());
-                if range.is_empty() {
-                    continue;
+            if !rule.applies_to_path(path) {
+                continue;
+            }
+            windows.clear();
+            if !whole {
+                positions.clear();
+                for k in &rule.keywords {
+                    if let Some(&ki) = self.keyword_index.get(k.as_str()) {
+                        positions.extend(hits[kw_range[ki].clone()].iter().map(|h| h.1));
+                    }
                 }
-                if let Some(conf) = self.accept(rule, data, &range) {
-                    raw.push((ri, range, conf));
+                positions.sort_unstable();
+                positions.dedup();
+                let mut covered = 0usize;
+                for &p in &positions {
+                    let p = p as usize;
+                    if windows.last().is_some_and(|w| p < w.end) {
+                        continue; // already inside the current window
+                    }
+                    let w = line_window(data, p, CONTEXT_LINES);
+                    match windows.last_mut() {
+                        Some(last) if w.start <= last.end => {
+                            covered += w.end - last.end;
+                            last.end = w.end;
+                        }
+                        _ => {
+                            covered += w.len();
+                            windows.push(w);
+                        }
+                    }
+                }
+                // Windows covering most of the buffer: one pass is cheaper.
+                if covered * 2 > data.len() {
+                    whole = true;
+                    windows.clear();
+                }
+            }
+            if whole {
+                windows.push(0..data.len());
+            }
+            let mut locs = rule.regex.capture_locations();
+            for w in &windows {
+                let hay = &data[..w.end];
+                let mut at = w.start;
+                while at <= hay.len() {
+                    let Some(m) = rule.regex.captures_read_at(&mut locs, hay, at) else {
+                        break;
+                    };
+                    at = if m.end() > m.start() {
+                        m.end()
+                    } else {
+                        m.end() + 1
+                    };
+                    let range = secret_range(rule, &locs).unwrap_or(m.start()..m.end());
+                    if range.is_empty() {
+                        continue;
+                    }
+                    if let Some(conf) = self.accept(rule, data, &range) {
+                        raw.push((ri, range, conf));
+                    }
                 }
             }
         }
@@ -192,7 +287,8 @@ impl Scanner {
             .map(|(_, r, _)| r.clone())
             .collect();
         raw.retain(|(ri, r, _)| {
-            !self.rules.rules[*ri].is_generic() || !specific.iter().any(|s| s.start < r.end && r.start < s.end)
+            !self.rules.rules[*ri].is_generic()
+                || !specific.iter().any(|s| s.start < r.end && r.start < s.end)
         });
         raw.sort_by(|a, b| a.1.start.cmp(&b.1.start).then(a.0.cmp(&b.0)));
         let mut pos = LinePos::default();
@@ -222,7 +318,12 @@ impl Scanner {
 
     /// Apply suppression and validation to one candidate; the resulting confidence
     /// or `None` to drop it.
-    fn accept(&self, rule: &Rule, data: &[u8], range: &std::ops::Range<usize>) -> Option<Confidence> {
+    fn accept(
+        &self,
+        rule: &Rule,
+        data: &[u8],
+        range: &std::ops::Range<usize>,
+    ) -> Option<Confidence> {
         let secret = &data[range.clone()];
         if line_has_inline_allow(data, range.start) {
             return None;
@@ -230,13 +331,15 @@ impl Scanner {
         if rule.allow.iter().any(|a| a.is_match(secret)) {
             return None;
         }
-        if rule.confidence != Confidence::High && self.rules.default_allow.iter().any(|a| a.is_match(secret)) {
+        if rule.confidence != Confidence::High
+            && self.rules.default_allow.iter().any(|a| a.is_match(secret))
+        {
             return None;
         }
-        if let Some(min) = rule.min_entropy {
-            if shannon_entropy(secret) < min {
-                return None;
-            }
+        if let Some(min) = rule.min_entropy
+            && shannon_entropy(secret) < min
+        {
+            return None;
         }
         let mut confidence = rule.confidence;
         if let Some(kind) = &rule.checksum {
@@ -253,12 +356,114 @@ impl Scanner {
     }
 }
 
-/// The secret's byte range: group `secret`, else the first participating group.
-fn secret_range(rule: &Rule, locs: &regex::bytes::CaptureLocations) -> Option<std::ops::Range<usize>> {
-    if let Some(g) = rule.secret_group {
-        if let Some((s, e)) = locs.get(g) {
-            return Some(s..e);
+/// Lines of context on each side of a keyword hit that a windowed rule's regex sees.
+const CONTEXT_LINES: usize = 2;
+
+/// Keyword hits recorded per keyword and buffer; beyond this the keyword's rules scan the
+/// whole buffer (windows would cover most of it anyway).
+const MAX_HITS_PER_KEYWORD: usize = 4096;
+
+/// The window around a keyword hit at `at`: from the newline that ends the line
+/// `context` lines above (so a leading `[^A-Za-z0-9]` boundary can match it) to the end
+/// of the line `context` lines below, newline included.
+fn line_window(data: &[u8], at: usize, context: usize) -> std::ops::Range<usize> {
+    let mut start = at;
+    for _ in 0..=context {
+        match memchr::memrchr(b'\n', &data[..start]) {
+            Some(i) => start = i,
+            None => {
+                start = 0;
+                break;
+            }
         }
+    }
+    let mut end = at;
+    for _ in 0..=context {
+        match memchr::memchr(b'\n', &data[end..]) {
+            Some(i) => end += i + 1,
+            None => {
+                end = data.len();
+                break;
+            }
+        }
+    }
+    start..end
+}
+
+/// Whether a rule pattern can match text spanning lines, beyond the single boundary
+/// characters and `\s*` gaps that the [`CONTEXT_LINES`] window covers: a literal newline,
+/// or a repetition of something that matches both a newline and a letter or digit
+/// (`[\s\S]*`, `(?s).+`, `[^"]{8,}`, `[A-Za-z0-9+/=\s]{64,}` …). Such rules (PEM
+/// blocks, multi-line JSON) scan the whole buffer. A pattern that does not parse is
+/// treated as spanning lines.
+fn spans_lines(pattern: &str) -> bool {
+    use regex_syntax::hir::{Class, Hir, HirKind};
+    /// (can match '\n', can match an ASCII letter or digit)
+    fn bytes(h: &Hir) -> (bool, bool) {
+        match h.kind() {
+            HirKind::Literal(l) => (
+                l.0.contains(&b'\n'),
+                l.0.iter().any(u8::is_ascii_alphanumeric),
+            ),
+            HirKind::Class(Class::Bytes(c)) => {
+                c.ranges().iter().fold((false, false), |(nl, an), r| {
+                    (
+                        nl || (r.start()..=r.end()).contains(&b'\n'),
+                        an || (r.start()..=r.end()).any(|b| b.is_ascii_alphanumeric()),
+                    )
+                })
+            }
+            HirKind::Class(Class::Unicode(c)) => {
+                c.ranges().iter().fold((false, false), |(nl, an), r| {
+                    let alnum = ('0'..='9')
+                        .chain('A'..='Z')
+                        .chain('a'..='z')
+                        .any(|ch| (r.start()..=r.end()).contains(&ch));
+                    (nl || (r.start()..=r.end()).contains(&'\n'), an || alnum)
+                })
+            }
+            HirKind::Repetition(r) => bytes(&r.sub),
+            HirKind::Capture(c) => bytes(&c.sub),
+            HirKind::Concat(v) | HirKind::Alternation(v) => v
+                .iter()
+                .map(bytes)
+                .fold((false, false), |a, b| (a.0 || b.0, a.1 || b.1)),
+            HirKind::Empty | HirKind::Look(_) => (false, false),
+        }
+    }
+    fn walk(h: &Hir) -> bool {
+        match h.kind() {
+            HirKind::Literal(l) => l.0.contains(&b'\n'),
+            HirKind::Repetition(r) => {
+                (r.max != Some(1) && bytes(&r.sub) == (true, true)) || walk(&r.sub)
+            }
+            HirKind::Capture(c) => walk(&c.sub),
+            HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(walk),
+            HirKind::Class(_) | HirKind::Empty | HirKind::Look(_) => false,
+        }
+    }
+    let parse = |unicode: bool| {
+        regex_syntax::ParserBuilder::new()
+            .unicode(unicode)
+            .utf8(false)
+            .build()
+            .parse(pattern)
+            .ok()
+    };
+    parse(false)
+        .or_else(|| parse(true))
+        .is_none_or(|h| walk(&h))
+}
+
+/// The secret's byte range: group `secret`, else the first participating group.
+fn secret_range(
+    rule: &Rule,
+    locs: &regex::bytes::CaptureLocations,
+) -> Option<std::ops::Range<usize>> {
+    if let Some(g) = rule.secret_group
+        && let Some((s, e)) = locs.get(g)
+    {
+        return Some(s..e);
     }
     (1..locs.len()).find_map(|g| locs.get(g).map(|(s, e)| s..e))
 }
@@ -290,7 +495,11 @@ impl LinePos {
             self.line_start = self.offset + i + 1;
         }
         self.offset = at;
-        let column = data[self.line_start..at].iter().filter(|&&b| (b & 0xC0) != 0x80).count() + 1;
+        let column = data[self.line_start..at]
+            .iter()
+            .filter(|&&b| (b & 0xC0) != 0x80)
+            .count()
+            + 1;
         (self.line + 1, column)
     }
 }
@@ -335,7 +544,10 @@ confidence = "high"
         assert_eq!(f.len(), 1);
         assert_eq!((f[0].line, f[0].column), (2, 5));
         assert_eq!(f[0].secret.expose(), "tok_ABCDEFGH12");
-        assert_eq!(&"x\n  é tok_ABCDEFGH12\n".as_bytes()[f[0].byte_range.clone()], b"tok_ABCDEFGH12");
+        assert_eq!(
+            &"x\n  é tok_ABCDEFGH12\n".as_bytes()[f[0].byte_range.clone()],
+            b"tok_ABCDEFGH12"
+        );
     }
 
     #[test]
@@ -348,8 +560,14 @@ confidence = "high"
     #[test]
     fn inline_allow_and_stoplist_and_entropy() {
         let s = scanner();
-        assert!(s.scan_bytes("a", b"tok_ABCDEFGH12 # airlock:allow").is_empty());
-        assert_eq!(s.scan_bytes("a", b"tok_ABCDEFGH12\n# airlock:allow").len(), 1);
+        assert!(
+            s.scan_bytes("a", b"tok_ABCDEFGH12 # airlock:allow")
+                .is_empty()
+        );
+        assert_eq!(
+            s.scan_bytes("a", b"tok_ABCDEFGH12\n# airlock:allow").len(),
+            1
+        );
         assert!(s.scan_bytes("a", b"password = \"changeme\"").is_empty());
         assert!(s.scan_bytes("a", b"password = \"aaaaaaaa\"").is_empty());
     }
