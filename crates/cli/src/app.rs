@@ -23,6 +23,8 @@ pub mod exit {
     pub const STATE: u8 = 3;
     /// A token or key was refused.
     pub const REFUSED: u8 = 4;
+    /// `airlock run` refused to start: the preflight scan found readable secrets.
+    pub const PREFLIGHT: u8 = airlock_run::EXIT_PREFLIGHT;
 }
 
 /// A command failure: what to print and how to exit.

@@ -19,13 +19,18 @@ use clap::{Parser, Subcommand};
 /// every action is audited.
 ///
 /// Start here:
+///   airlock demo                         replay the incident, without and with airlock
+///   airlock scan                         find every credential an agent could read here
 ///   airlock init                         create the state directory and keys
 ///   airlock secret add NAME --env staging --tier primary --upstream github < token.txt
 ///   airlock task start --agent coder --env staging --grant github:read --ttl 30m
 ///   airlock token verify < token         check a token exactly as the gateway will
+///   airlock run --env staging --grant github:read -- <agent command>
 ///
 /// Exit codes: 0 ok · 1 failed · 2 bad usage or input · 3 state directory missing
-/// or unsafe · 4 token or key refused.
+/// or unsafe · 4 token or key refused · 5 `airlock run` preflight found readable secrets.
+/// `airlock scan` follows the scanner convention instead: 0 clean · 1 findings · 2 error.
+/// `airlock run` otherwise exits with the agent's own exit code.
 #[derive(Parser, Debug)]
 #[command(name = "airlock", version, propagate_version = true, max_term_width = 100, verbatim_doc_comment)]
 struct Cli {

@@ -271,12 +271,12 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
             print_findings(&findings);
             audit(&*store, "run.refused", &workspace.to_string_lossy(), "findings", None, finding_detail()).await?;
             return Err(Failure::new(
-                airlock_run::EXIT_PREFLIGHT,
+                exit::PREFLIGHT,
                 "preflight_findings",
                 format!("refusing to start the agent: {} secret(s) are readable in its workspace or environment", findings.len()),
             )
             .hint(format!(
-                "move them into the vault with `airlock scan --fix {}` (or drop the --keep-env), then run again; --allow-findings starts anyway (audited)",
+                "move them into the vault with `airlock scan --fix --secret-env <ENV> {}` (ENV: the environment the credentials belong to; or drop the --keep-env), then run again; --allow-findings starts anyway (audited)",
                 workspace.display()
             )));
         }
