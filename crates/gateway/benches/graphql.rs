@@ -27,13 +27,23 @@ fn bench(c: &mut Criterion) {
     let ops = g.classify(&body, Some("application/json")).unwrap();
     assert!(ops.iter().all(|o| o.capability == Capability::Read));
     let mut grp = c.benchmark_group("graphql");
-    grp.bench_function("classify_10k_query", |b| b.iter(|| black_box(g.classify(black_box(&body), Some("application/json")).unwrap())));
+    // Cold: the document is parsed on every request (a document the gateway has not seen).
+    let cold = g.clone().without_cache();
+    grp.bench_function("classify_10k_query", |b| b.iter(|| black_box(cold.classify(black_box(&body), Some("application/json")).unwrap())));
+    // Warm: the same document again (clients resend their documents with new variables).
+    grp.bench_function("classify_10k_query_cached", |b| b.iter(|| black_box(g.classify(black_box(&body), Some("application/json")).unwrap())));
+    // Where the time goes: the strict JSON parse and the GraphQL parse alone.
+    grp.bench_function("parts/json_strict_10k", |b| b.iter(|| black_box(airlock_gateway::classify::parse_json_strict(black_box(&body)).unwrap())));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let q = v["query"].as_str().unwrap().to_owned();
+    grp.bench_function("parts/graphql_parse_10k", |b| b.iter(|| black_box(async_graphql_parser::parse_query(black_box(&q)).unwrap())));
     let mutation = serde_json::to_vec(&serde_json::json!({
         "query": "mutation D($id: ID!) { a: volumeDelete(volumeId: $id) ...F } fragment F on Mutation { backupDelete(backupId: \"bkp-prod-db-1\") }",
         "variables": { "id": "vol-prod-db" }
     }))
     .unwrap();
-    grp.bench_function("classify_small_mutation", |b| b.iter(|| black_box(g.classify(black_box(&mutation), Some("application/json")).unwrap())));
+    grp.bench_function("classify_small_mutation", |b| b.iter(|| black_box(cold.classify(black_box(&mutation), Some("application/json")).unwrap())));
+    grp.bench_function("classify_small_mutation_cached", |b| b.iter(|| black_box(g.classify(black_box(&mutation), Some("application/json")).unwrap())));
     grp.finish();
 }
 

@@ -20,9 +20,14 @@
 //! request is refused. This module must never classify a request as less dangerous than
 //! any field it contains, and never report a variable's value other than as a resource id
 //! or a declared field's argument.
+//!
+//! Parsed documents are cached by their exact text (bounded; see [`DocCache`]): clients
+//! send the same documents again and again with different variables, and parsing is most
+//! of the cost of classifying a large one. The cache holds only what the text alone
+//! determines; variables, `operationName` and the walk are evaluated on every request.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use airlock_types::{Capability, Tier};
 use async_graphql_parser::Positioned;
@@ -52,15 +57,77 @@ pub struct GraphqlRule {
 }
 
 /// Classifies GraphQL requests for one upstream.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GraphqlClassifier {
     fields: HashMap<String, Arc<GraphqlRule>>,
+    /// `None`: every document is parsed (measurements of the parse itself).
+    cache: Option<Arc<DocCache>>,
+}
+
+/// Most documents the parse cache keeps, and most bytes of document text.
+const CACHE_ENTRIES: usize = 1024;
+const CACHE_BYTES: usize = 16 << 20;
+/// Documents longer than this are parsed every time (one must not flush the cache).
+const CACHE_MAX_DOC: usize = 256 << 10;
+
+/// Parsed documents by their exact text. Bounded in entries and bytes; when full it is
+/// emptied (simple, and an attacker who floods it with unique documents only pays the
+/// parse they would have paid anyway). Parse failures are not cached.
+#[derive(Default)]
+pub struct DocCache {
+    /// Documents by text, and the bytes of text held.
+    inner: Mutex<(Documents, usize)>,
+}
+
+type Documents = HashMap<Arc<str>, Arc<ExecutableDocument>>;
+
+impl std::fmt::Debug for DocCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.inner.lock().map(|g| g.0.len()).unwrap_or(0);
+        f.debug_struct("DocCache").field("documents", &n).finish()
+    }
+}
+
+impl DocCache {
+    fn get_or_parse(&self, query: &str) -> Result<Arc<ExecutableDocument>, Unparsable> {
+        if let Some(doc) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.get(query) {
+            return Ok(doc.clone());
+        }
+        let doc = Arc::new(parse(query)?);
+        if query.len() <= CACHE_MAX_DOC {
+            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if g.0.len() >= CACHE_ENTRIES || g.1 + query.len() > CACHE_BYTES {
+                g.0.clear();
+                g.1 = 0;
+            }
+            if g.0.insert(Arc::from(query), doc.clone()).is_none() {
+                g.1 += query.len();
+            }
+        }
+        Ok(doc)
+    }
+}
+
+fn parse(query: &str) -> Result<ExecutableDocument, Unparsable> {
+    async_graphql_parser::parse_query(query).map_err(|e| Unparsable(format!("the GraphQL document does not parse: {e}")))
+}
+
+impl Default for GraphqlClassifier {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl GraphqlClassifier {
     /// An empty classifier: every query field is `read`, every mutation field `write`.
     pub fn new() -> Self {
-        Self::default()
+        Self { fields: HashMap::new(), cache: Some(Arc::default()) }
+    }
+
+    /// Parse every document, never using the cache (to measure the parse).
+    pub fn without_cache(mut self) -> Self {
+        self.cache = None;
+        self
     }
 
     /// Declare `field` (a GraphQL field name). Declaring a field twice is an error.
@@ -136,7 +203,10 @@ impl GraphqlClassifier {
     }
 
     fn document(&self, query: &str, vars: &serde_json::Map<String, Value>, out: &mut Out) -> Result<(), Unparsable> {
-        let doc = async_graphql_parser::parse_query(query).map_err(|e| Unparsable(format!("the GraphQL document does not parse: {e}")))?;
+        let doc = match &self.cache {
+            Some(c) => c.get_or_parse(query)?,
+            None => Arc::new(parse(query)?),
+        };
         let mut walk = Walk { doc: &doc, vars, rules: &self.fields, seen: HashSet::new() };
         // Every operation, regardless of operationName: the most dangerous one counts.
         for (_, op) in doc.operations.iter() {
@@ -375,6 +445,24 @@ mod tests {
         }
         let raw = c.classify(b"mutation { volumeDelete(volumeId: \"v\") }", Some("application/graphql")).unwrap();
         assert_eq!(names(&raw), [("volumeDelete", Some("v"))]);
+    }
+
+    #[test]
+    fn cached_documents_classify_like_fresh_ones() {
+        let c = classifier();
+        let doc = "mutation D($id: ID!) { x: volumeDelete(volumeId: $id) }";
+        for id in ["vol-1", "vol-2", "vol-1"] {
+            let body = json!({ "query": doc, "variables": { "id": id } }).to_string();
+            let cached = c.classify(body.as_bytes(), Some("application/json")).unwrap();
+            let fresh = classifier().without_cache().classify(body.as_bytes(), Some("application/json")).unwrap();
+            assert_eq!(cached, fresh);
+            assert_eq!(names(&cached), [("volumeDelete", Some(id))]);
+        }
+        assert_eq!(c.cache.as_ref().unwrap().inner.lock().unwrap().0.len(), 1);
+        // Failures are not cached and stay failures.
+        for _ in 0..2 {
+            assert!(c.classify(br#"{"query":"mutation { volumeDelete("}"#, Some("application/json")).is_err());
+        }
     }
 
     #[test]

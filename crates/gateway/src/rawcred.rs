@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use aho_corasick::AhoCorasick;
-use airlock_scan::{Confidence, INLINE_ALLOW, Scanner};
+use airlock_scan::{Confidence, INLINE_ALLOW, RuleSet, Scanner};
 use base64::Engine as _;
 use http::HeaderMap;
 
@@ -47,15 +47,24 @@ const PATH_HINT: &str = "airlock-gateway-request";
 #[derive(Debug)]
 pub struct ScannerDetector {
     scanner: Arc<Scanner>,
-    /// Rules whose findings deny: high confidence possible, not generic.
+    /// Generic rules (assignment/context rules), whose findings never deny.
     generic: HashSet<String>,
     builtin: BuiltinDetector,
 }
 
 impl ScannerDetector {
-    /// Over the scanner's built-in rules.
+    /// Over the scanner's built-in rules — only those that can deny: rules of high
+    /// confidence, or with a checksum (a valid one makes a finding high), and not generic.
+    /// Leaving the others out keeps their keywords (`bearer`, `curl`, an API's name in the
+    /// `Host` header …) from sending every request through their regexes.
     pub fn builtin() -> Result<Self, String> {
-        let scanner = Scanner::builtin().map_err(|e| format!("the scanner's built-in rules do not load: {e}"))?;
+        let load = |e: airlock_scan::Error| format!("the scanner's built-in rules do not load: {e}");
+        let mut set = RuleSet::default();
+        for (name, text) in airlock_scan::builtin_rule_files() {
+            set.extend(RuleSet::parse(&format!("builtin:{name}"), text).map_err(load)?).map_err(load)?;
+        }
+        set.rules.retain(|r| (r.confidence == Confidence::High || r.checksum.is_some()) && !r.is_generic());
+        let scanner = Scanner::from_rule_set(set).map_err(load)?;
         Ok(Self::new(Arc::new(scanner)))
     }
 
@@ -94,7 +103,11 @@ impl crate::pipeline::RawCredentialCheck for ScannerDetector {
         // Headers and target in one buffer, one line each: one scan, mapped back by offset.
         let (buf, places) = head_buffer(headers, target);
         if let Some((kind, at)) = self.find(&buf) {
-            let location = places.iter().find(|(range, _)| range.contains(&at)).map(|(_, l)| l.clone()).unwrap_or_else(|| "header".into());
+            let location = match places.iter().find(|(range, _)| range.contains(&at)).map(|(_, p)| *p) {
+                Some(Some(i)) => headers.iter().nth(i).map(|(n, _)| format!("header:{n}")).unwrap_or_else(|| "header".into()),
+                Some(None) => "target".into(),
+                None => "header".into(),
+            };
             return Some(Finding { kind, location });
         }
         let body = sanitise(body?);
@@ -102,25 +115,29 @@ impl crate::pipeline::RawCredentialCheck for ScannerDetector {
     }
 }
 
+/// Where a line of the head buffer came from: the index of a header (in `HeaderMap`
+/// iteration order, one per value), or `None` for the target.
+type Place = Option<usize>;
+
 /// Header values (and decoded basic credentials) and the target, one per line, sanitised,
-/// with the location each byte range stands for.
-fn head_buffer(headers: &HeaderMap, target: &str) -> (Vec<u8>, Vec<(std::ops::Range<usize>, String)>) {
-    let mut buf = Vec::with_capacity(512);
+/// with the place each byte range stands for.
+fn head_buffer(headers: &HeaderMap, target: &str) -> (Vec<u8>, Vec<(std::ops::Range<usize>, Place)>) {
+    let mut buf = Vec::with_capacity(1024);
     let mut places = Vec::with_capacity(headers.len() + 1);
-    let mut push = |buf: &mut Vec<u8>, bytes: &[u8], place: String| {
+    let mut push = |buf: &mut Vec<u8>, bytes: &[u8], place: Place| {
         let start = buf.len();
         buf.extend_from_slice(&sanitise(bytes));
         places.push((start..buf.len() + 1, place));
         buf.push(b'\n');
     };
-    for (name, value) in headers {
+    for (i, value) in headers.values().enumerate() {
         let v = value.as_bytes();
-        push(&mut buf, v, format!("header:{name}"));
+        push(&mut buf, v, Some(i));
         if let Some(decoded) = basic_credentials(v) {
-            push(&mut buf, &decoded, format!("header:{name}"));
+            push(&mut buf, &decoded, Some(i));
         }
     }
-    push(&mut buf, target.as_bytes(), "target".into());
+    push(&mut buf, target.as_bytes(), None);
     (buf, places)
 }
 
@@ -360,6 +377,9 @@ mod tests {
         assert_eq!((f.kind.as_str(), f.location.as_str()), ("aws_access_key_id", "header:x-aws"));
         let f = d.check(&HeaderMap::new(), &format!("/stg/x?k={GH_VALID}"), None).unwrap();
         assert_eq!(f.location, "target");
+        // The right header is named when a header repeats.
+        let f = d.check(&headers(&[("x-a", "1"), ("x-a", "2"), ("x-b", "3"), ("x-c", GH_VALID)]), "/", None).unwrap();
+        assert_eq!(f.location, "header:x-c");
         // A token hidden in HTTP basic credentials.
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GH_VALID}"));
         let f = d.check(&headers(&[("authorization", &format!("Basic {basic}"))]), "/", None).unwrap();
