@@ -79,7 +79,12 @@ impl Scanner {
                 action: "read the rule file",
                 source: e,
             })?;
-            set.extend(RuleSet::parse(&f.display().to_string(), &text)?)?;
+            let user = RuleSet::parse(&f.display().to_string(), &text)?;
+            // Built-ins are compiled on first use (tests compile them all); a user's
+            // rules are compiled now so a pattern over the size limits is an error
+            // naming the file, not a rule that silently never matches.
+            user.compile_all()?;
+            set.extend(user)?;
         }
         Self::from_rule_set(set)
     }
@@ -88,7 +93,9 @@ impl Scanner {
     pub fn from_toml(files: &[(&str, &str)]) -> Result<Self, Error> {
         let mut set = RuleSet::default();
         for (name, text) in files {
-            set.extend(RuleSet::parse(name, text)?)?;
+            let parsed = RuleSet::parse(name, text)?;
+            parsed.compile_all()?;
+            set.extend(parsed)?;
         }
         Self::from_rule_set(set)
     }
@@ -156,6 +163,12 @@ impl Scanner {
             default_allow: self.rules.default_allow.clone(),
         };
         Self::from_rule_set(set).ok()
+    }
+
+    /// Compile every rule pattern now instead of on first use; reports the first that
+    /// fails (only size limits can fail here: syntax is checked when rules load).
+    pub fn compile_all(&self) -> Result<(), Error> {
+        self.rules.compile_all()
     }
 
     /// The loaded rules.
@@ -275,12 +288,13 @@ impl Scanner {
             if whole {
                 windows.push(0..data.len());
             }
-            let mut locs = rule.regex.capture_locations();
+            let Some(compiled) = rule.regex.get() else { continue };
+            let mut locs = compiled.re.capture_locations();
             for w in &windows {
                 let hay = &data[..w.end];
                 let mut at = w.start;
                 while at <= hay.len() {
-                    let Some(m) = rule.regex.captures_read_at(&mut locs, hay, at) else {
+                    let Some(m) = compiled.re.captures_read_at(&mut locs, hay, at) else {
                         break;
                     };
                     at = if m.end() > m.start() {
@@ -288,7 +302,7 @@ impl Scanner {
                     } else {
                         m.end() + 1
                     };
-                    let range = secret_range(rule, &locs).unwrap_or(m.start()..m.end());
+                    let range = secret_range(compiled, &locs).unwrap_or(m.start()..m.end());
                     if range.is_empty() {
                         continue;
                     }
@@ -475,10 +489,10 @@ fn spans_lines(pattern: &str) -> bool {
 
 /// The secret's byte range: group `secret`, else the first participating group.
 fn secret_range(
-    rule: &Rule,
+    compiled: &crate::rules::Compiled,
     locs: &regex::bytes::CaptureLocations,
 ) -> Option<std::ops::Range<usize>> {
-    if let Some(g) = rule.secret_group
+    if let Some(g) = compiled.secret_group
         && let Some((s, e)) = locs.get(g)
     {
         return Some(s..e);

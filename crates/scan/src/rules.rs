@@ -6,6 +6,7 @@
 //! sees a secret.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
@@ -98,9 +99,7 @@ pub struct Rule {
     pub keywords: Vec<String>,
     /// The pattern source as written.
     pub pattern: String,
-    pub(crate) regex: Regex,
-    /// Index of the capture group holding the secret, if the pattern names one (`secret`).
-    pub(crate) secret_group: Option<usize>,
+    pub(crate) regex: LazyRegex,
     /// Checksum kind understood by [`crate::checksum::verify`].
     pub checksum: Option<String>,
     /// What to do with a match whose checksum fails.
@@ -112,7 +111,7 @@ pub struct Rule {
     pub(crate) paths: Option<Regex>,
     /// The `paths` pattern source, if any.
     pub paths_pattern: Option<String>,
-    pub(crate) allow: Vec<Regex>,
+    pub(crate) allow: Vec<LazyRegex>,
     /// Free-form tags (`scm`, `cloud`, `generic`, …).
     pub tags: Vec<String>,
     /// Strings that must produce a finding of this rule.
@@ -218,6 +217,64 @@ pub struct RuleSet {
 /// Compile a rule pattern. Patterns are matched on bytes with ASCII semantics for
 /// `\w`, `\d`, `\s` and case folding (much faster); a pattern that needs Unicode
 /// (`\p{…}`) falls back to Unicode semantics.
+/// A rule regex that is validated when the rule is loaded and compiled on first use.
+///
+/// Most rules never see their keyword in a given scan, so compiling all ~300 rule and
+/// allow-list patterns up front would dominate short scans (`airlock run`'s preflight of
+/// an empty workspace spent ~80 ms there). Syntax errors are still reported at load time
+/// with the rule's file and line; [`RuleSet::compile_all`] forces compilation (size
+/// limits) for user rule files and tests.
+#[derive(Debug, Clone)]
+pub(crate) struct LazyRegex {
+    pattern: String,
+    cell: OnceLock<Option<Compiled>>,
+}
+
+/// A compiled pattern and the index of its `secret` group.
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled {
+    pub(crate) re: Regex,
+    /// Index of the capture group holding the secret, if the pattern names one (`secret`).
+    pub(crate) secret_group: Option<usize>,
+}
+
+impl LazyRegex {
+    /// Validate `pattern`'s syntax (as [`compile`] will read it) without compiling it.
+    fn new(pattern: &str) -> Result<Self, String> {
+        let parse = |unicode: bool| {
+            regex_syntax::ParserBuilder::new().unicode(unicode).utf8(false).build().parse(pattern).map(|_| ())
+        };
+        parse(false).or_else(|_| parse(true)).map_err(|e| e.to_string())?;
+        Ok(Self { pattern: pattern.to_owned(), cell: OnceLock::new() })
+    }
+
+    /// The compiled regex; `None` only if compilation failed (size limits), in which
+    /// case the rule matches nothing — [`RuleSet::compile_all`] surfaces that as an error.
+    pub(crate) fn get(&self) -> Option<&Compiled> {
+        self.cell
+            .get_or_init(|| {
+                compile(&self.pattern).ok().map(|re| {
+                    let secret_group = re.capture_names().position(|n| n == Some("secret"));
+                    Compiled { re, secret_group }
+                })
+            })
+            .as_ref()
+    }
+
+    /// Whether the (compiled) pattern matches; false if it cannot compile.
+    pub(crate) fn is_match(&self, hay: &[u8]) -> bool {
+        self.get().is_some_and(|c| c.re.is_match(hay))
+    }
+
+    /// Compile now, reporting a failure.
+    fn force(&self) -> Result<(), String> {
+        if self.get().is_some() {
+            return Ok(());
+        }
+        compile(&self.pattern).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
 pub(crate) fn compile(pattern: &str) -> Result<Regex, regex::Error> {
     let build = |unicode: bool| {
         RegexBuilder::new(pattern)
@@ -255,6 +312,19 @@ impl RuleSet {
             })?);
         }
         Ok(set)
+    }
+
+    /// Compile every rule's patterns now (they are otherwise compiled on first use) and
+    /// report the first that fails, naming its file and rule.
+    pub fn compile_all(&self) -> Result<(), Error> {
+        for r in &self.rules {
+            let err = |reason: String| Error::Rule { origin: r.origin.clone(), id: r.id.clone(), reason };
+            r.regex.force().map_err(|e| err(format!("regex does not compile: {e}")))?;
+            for a in &r.allow {
+                a.force().map_err(|e| err(format!("allow regex {:?} does not compile: {e}", a.pattern)))?;
+            }
+        }
+        Ok(())
     }
 
     /// Append another set; fails on a duplicate rule id.
@@ -306,15 +376,14 @@ fn compile_rule(origin: &str, r: RuleToml) -> Result<Rule, Error> {
             )));
         }
     }
-    let regex = compile(&r.regex).map_err(|e| err(format!("regex does not compile: {e}")))?;
-    let secret_group = regex.capture_names().position(|n| n == Some("secret"));
+    let regex = LazyRegex::new(&r.regex).map_err(|e| err(format!("regex does not compile: {e}")))?;
     let paths = match &r.paths {
         Some(p) => Some(compile(p).map_err(|e| err(format!("paths regex does not compile: {e}")))?),
         None => None,
     };
     let mut allow = Vec::with_capacity(r.allow.len());
     for a in &r.allow {
-        allow.push(compile(a).map_err(|e| err(format!("allow regex {a:?} does not compile: {e}")))?);
+        allow.push(LazyRegex::new(a).map_err(|e| err(format!("allow regex {a:?} does not compile: {e}")))?);
     }
     if let Some(m) = r.min_entropy {
         if !(0.0..=8.0).contains(&m) {
@@ -327,7 +396,6 @@ fn compile_rule(origin: &str, r: RuleToml) -> Result<Rule, Error> {
         description: r.description,
         pattern: r.regex,
         regex,
-        secret_group,
         checksum: r.checksum,
         checksum_fail: r.checksum_fail,
         confidence: r.confidence,

@@ -37,6 +37,12 @@ fn every_builtin_rule_examples_hold() {
 }
 
 #[test]
+fn every_builtin_pattern_compiles() {
+    // Built-in patterns are compiled lazily on first use; make sure none would fail then.
+    Scanner::builtin().unwrap().compile_all().expect("every built-in pattern compiles");
+}
+
+#[test]
 fn builtin_rules_are_many_and_documented() {
     let s = Scanner::builtin().unwrap();
     assert!(s.rules().len() >= 150, "only {} built-in rules", s.rules().len());
