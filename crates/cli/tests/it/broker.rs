@@ -282,9 +282,11 @@ fn tampered_audit_log_is_detected() {
 }
 
 #[test]
-fn demo_passes() {
+fn broker_demo_passes() {
+    // The broker walkthrough (`airlock demo --broker`); the incident replay has its own
+    // tests in demo.rs.
     let s = Sandbox::new();
-    let r = s.run(&["demo"]).ok();
+    let r = s.run(&["demo", "--broker"]).ok();
     assert!(r.stdout.contains("every protection held"));
     assert!(!r.stdout.contains("✘"));
 }
