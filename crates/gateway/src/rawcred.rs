@@ -65,6 +65,9 @@ impl ScannerDetector {
         }
         set.rules.retain(|r| (r.confidence == Confidence::High || r.checksum.is_some()) && !r.is_generic());
         let scanner = Scanner::from_rule_set(set).map_err(load)?;
+        // Scanner patterns compile on first use; a gateway compiles them at start so no
+        // agent request pays for it and a bad pattern stops the gateway, not a request.
+        scanner.compile_all().map_err(load)?;
         Ok(Self::new(Arc::new(scanner)))
     }
 
