@@ -14,28 +14,52 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// Canonical JSON of an entry's content (fixed field order, no whitespace).
 pub fn canonical(seq: i64, event: &AuditEvent) -> Vec<u8> {
-    // serde_json::Value objects are ordered maps (BTreeMap without preserve_order),
-    // so `detail` serialises with sorted keys.
-    let v = serde_json::json!([
-        seq,
-        event.id,
-        event.ts_ms,
-        event.actor,
-        event.action,
-        event.subject,
-        event.outcome,
-        event.task_id,
-        event.detail,
-    ]);
-    serde_json::to_vec(&v).expect("serialising JSON values cannot fail")
+    let mut out = Vec::with_capacity(256);
+    canonical_into(&mut out, seq, event);
+    out
+}
+
+/// Append the canonical JSON of an entry to `out`; returns the byte range of `detail`
+/// inside `out` (the stored `detail` column is exactly those bytes, so it is serialised once).
+///
+/// The form is the compact JSON array `[seq,id,ts_ms,actor,action,subject,outcome,task_id,detail]`.
+/// `serde_json::Value` objects are ordered maps (BTreeMap without preserve_order), so
+/// `detail` serialises with sorted keys.
+pub fn canonical_into(out: &mut Vec<u8>, seq: i64, event: &AuditEvent) -> std::ops::Range<usize> {
+    fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+        serde_json::to_writer(&mut *out, v).expect("serialising strings, integers and JSON values cannot fail");
+    }
+    out.push(b'[');
+    put(out, &seq);
+    out.push(b',');
+    put(out, &event.id);
+    out.push(b',');
+    put(out, &event.ts_ms);
+    for field in [&event.actor, &event.action, &event.subject, &event.outcome] {
+        out.push(b',');
+        put(out, field);
+    }
+    out.push(b',');
+    put(out, &event.task_id);
+    out.push(b',');
+    let start = out.len();
+    put(out, &event.detail);
+    let end = out.len();
+    out.push(b']');
+    start..end
 }
 
 /// The hash of an entry given its predecessor's hash.
 pub fn link(prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
+    link_canonical(prev_hash, &canonical(seq, event))
+}
+
+/// The hash of an entry whose canonical form is `canonical` (from [`canonical_into`]).
+pub fn link_canonical(prev_hash: &str, canonical: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
-    h.update(canonical(seq, event));
+    h.update(canonical);
     hex::encode(h.finalize())
 }
 
@@ -98,6 +122,30 @@ mod tests {
                 e
             })
             .collect()
+    }
+
+    /// The canonical form is byte for byte what `serde_json::json!([...])` produced before
+    /// (logs written by earlier versions must keep verifying).
+    #[test]
+    fn canonical_form_is_the_json_array() {
+        for (task, detail) in [
+            (None, serde_json::json!({"b": 1, "a": [2, "x\"y"], "c": {"z": null, "é": 1.5}})),
+            (Some("t-1".to_owned()), serde_json::Value::Null),
+        ] {
+            let mut e = ev(7);
+            e.task_id = task;
+            e.detail = detail;
+            e.subject = "quote \" backslash \\ nl \n uni \u{1}".into();
+            let old = serde_json::to_vec(&serde_json::json!([
+                -3, e.id, e.ts_ms, e.actor, e.action, e.subject, e.outcome, e.task_id, e.detail
+            ]))
+            .unwrap();
+            let mut buf = b"prefix".to_vec();
+            let r = canonical_into(&mut buf, -3, &e);
+            assert_eq!(&buf[6..], &old[..]);
+            assert_eq!(&buf[r], serde_json::to_string(&e.detail).unwrap().as_bytes());
+            assert_eq!(canonical(-3, &e), old);
+        }
     }
 
     #[test]

@@ -42,6 +42,109 @@ macro_rules! impl_store {
             })
         }
 
+        /// Rows per multi-row `INSERT` at most. A batch is written in power-of-two chunks
+        /// (256, 128, …, 1 rows), so there are at most nine distinct statements and every one
+        /// stays in the connection's prepared-statement cache; 256 × 11 parameters is far
+        /// below both backends' limits (SQLite 32,766, PostgreSQL 65,535).
+        const AUDIT_CHUNK: usize = 256;
+
+        /// The `INSERT` of `rows` audit rows (`rows` a power of two ≤ [`AUDIT_CHUNK`]), with
+        /// the backend's placeholders (`NUMBERED_PLACEHOLDERS`: `$n`, else positional `?`).
+        fn audit_insert_sql(rows: usize) -> &'static str {
+            static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+            let all = SQL.get_or_init(|| {
+                (0..=AUDIT_CHUNK.trailing_zeros())
+                    .map(|k| {
+                        let mut q = String::from("INSERT INTO audit (seq, id, ts_ms, actor, action, subject, outcome, task_id, detail, prev_hash, hash) VALUES ");
+                        for r in 0..(1usize << k) {
+                            let b = r * 11;
+                            if r > 0 {
+                                q.push(',');
+                            }
+                            q.push('(');
+                            for c in 1..=11 {
+                                if c > 1 {
+                                    q.push(',');
+                                }
+                                if <$store>::NUMBERED_PLACEHOLDERS {
+                                    q.push_str(&format!("${}", b + c));
+                                } else {
+                                    q.push('?');
+                                }
+                            }
+                            q.push(')');
+                        }
+                        q
+                    })
+                    .collect()
+            });
+            &all[rows.trailing_zeros() as usize]
+        }
+
+        impl $store {
+            /// Append `events` to the hash chain in one transaction that holds the audit write
+            /// lock from its first statement (two writers never read the same head), with
+            /// one multi-row `INSERT` per chunk rather than one statement per record (each
+            /// statement is a round trip to the database connection). Returns the hash the
+            /// chain had before, and `(seq, hash)` of each appended event.
+            async fn append_audit_chain(&self, events: &[$crate::AuditEvent]) -> $crate::Result<(String, Vec<(i64, String)>)> {
+                use sqlx::Row;
+                struct Pending<'e> {
+                    ev: &'e $crate::AuditEvent,
+                    seq: i64,
+                    detail: String,
+                    hash: String,
+                }
+                if events.is_empty() {
+                    return Ok((String::new(), Vec::new()));
+                }
+                let mut tx = self.begin_audit().await?;
+                let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+                let (mut seq, first) = match head {
+                    Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
+                    None => (0, $crate::chain::GENESIS.to_owned()),
+                };
+                let mut rows = Vec::with_capacity(events.len());
+                let mut buf = Vec::with_capacity(512);
+                for ev in events {
+                    seq += 1;
+                    buf.clear();
+                    let detail = $crate::chain::canonical_into(&mut buf, seq, ev);
+                    let prev = rows.last().map_or(first.as_str(), |r: &Pending<'_>| r.hash.as_str());
+                    let hash = $crate::chain::link_canonical(prev, &buf);
+                    let detail = String::from_utf8(buf[detail].to_vec()).expect("serde_json writes UTF-8");
+                    rows.push(Pending { ev, seq, detail, hash });
+                }
+                let mut rest: &[Pending<'_>] = &rows;
+                let mut prev = first.as_str();
+                while !rest.is_empty() {
+                    let n = 1usize << rest.len().min(AUDIT_CHUNK).ilog2();
+                    let (chunk, tail) = rest.split_at(n);
+                    let mut q = sqlx::query(audit_insert_sql(n));
+                    for r in chunk {
+                        let ev = r.ev;
+                        q = q
+                            .bind(r.seq)
+                            .bind(&ev.id)
+                            .bind(ev.ts_ms)
+                            .bind(&ev.actor)
+                            .bind(&ev.action)
+                            .bind(&ev.subject)
+                            .bind(&ev.outcome)
+                            .bind(&ev.task_id)
+                            .bind(&r.detail)
+                            .bind(prev)
+                            .bind(&r.hash);
+                        prev = &r.hash;
+                    }
+                    q.execute(&mut *tx).await?;
+                    rest = tail;
+                }
+                tx.commit().await?;
+                Ok((first, rows.into_iter().map(|r| (r.seq, r.hash)).collect()))
+            }
+        }
+
         fn audit_from_row(r: &$row) -> $crate::Result<$crate::AuditEntry> {
             use sqlx::Row;
             let detail: String = r.try_get("detail")?;
@@ -359,44 +462,18 @@ macro_rules! impl_store {
             }
 
             async fn append_audit_batch(&self, events: &[$crate::AuditEvent]) -> $crate::Result<Vec<$crate::AuditEntry>> {
-                use sqlx::Row;
-                if events.is_empty() {
-                    return Ok(Vec::new());
-                }
-                // The transaction holds the audit write lock from its first statement,
-                // so two writers can never read the same chain head.
-                let mut tx = self.begin_audit().await?;
-                let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
-                let (mut seq, mut prev) = match head {
-                    Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
-                    None => (0, $crate::chain::GENESIS.to_owned()),
-                };
-                let mut out = Vec::with_capacity(events.len());
-                for ev in events {
-                    seq += 1;
-                    let hash = $crate::chain::link(&prev, seq, ev);
-                    let detail = serde_json::to_string(&ev.detail).expect("JSON values serialise");
-                    sqlx::query(
-                        "INSERT INTO audit (seq, id, ts_ms, actor, action, subject, outcome, task_id, detail, prev_hash, hash)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    )
-                    .bind(seq)
-                    .bind(&ev.id)
-                    .bind(ev.ts_ms)
-                    .bind(&ev.actor)
-                    .bind(&ev.action)
-                    .bind(&ev.subject)
-                    .bind(&ev.outcome)
-                    .bind(&ev.task_id)
-                    .bind(detail)
-                    .bind(&prev)
-                    .bind(&hash)
-                    .execute(&mut *tx)
-                    .await?;
-                    out.push($crate::AuditEntry { seq, event: ev.clone(), prev_hash: std::mem::replace(&mut prev, hash.clone()), hash });
-                }
-                tx.commit().await?;
-                Ok(out)
+                let (first, hashes) = self.append_audit_chain(events).await?;
+                let mut prev = first;
+                Ok(events
+                    .iter()
+                    .zip(hashes)
+                    .map(|(ev, (seq, hash))| $crate::AuditEntry { seq, event: ev.clone(), prev_hash: std::mem::replace(&mut prev, hash.clone()), hash })
+                    .collect())
+            }
+
+            async fn append_audit_events(&self, events: &[$crate::AuditEvent]) -> $crate::Result<i64> {
+                let (_, hashes) = self.append_audit_chain(events).await?;
+                Ok(hashes.last().map_or(0, |(seq, _)| *seq))
             }
 
             async fn list_audit(&self, f: &$crate::AuditFilter) -> $crate::Result<Vec<$crate::AuditEntry>> {

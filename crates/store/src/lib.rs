@@ -346,6 +346,12 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Append events to the chain in one durable transaction (group commit).
     async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<Vec<AuditEntry>>;
+    /// [`Store::append_audit_batch`] without handing the stored entries back (no copy of
+    /// each event): the group-commit writer only needs to know the batch is durable.
+    /// Returns the sequence number of the last appended entry (0 for an empty batch).
+    async fn append_audit_events(&self, events: &[AuditEvent]) -> Result<i64> {
+        Ok(self.append_audit_batch(events).await?.last().map_or(0, |e| e.seq))
+    }
     /// Read audit entries, oldest first.
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
 }

@@ -16,7 +16,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 /// The advisory lock key that serialises audit appends ("airlock" in ASCII).
-const AUDIT_LOCK: i64 = 0x6169_726c_6f63_6b;
+const AUDIT_LOCK: i64 = 0x0061_6972_6c6f_636b;
 
 /// PostgreSQL-backed [`crate::Store`].
 #[derive(Clone, Debug)]
@@ -34,10 +34,10 @@ impl PgStore {
     /// lets several airlock installations, or tests, share one database.
     pub async fn connect_in_schema(url: &str, schema: Option<&str>) -> Result<Self> {
         let open_err = |e: sqlx::Error| Error::Open { path: redact_url(url), source: e };
-        if let Some(s) = schema {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-                return Err(Error::Corrupt { what: "schema name", detail: format!("{s:?} must be lowercase letters, digits and '_'") });
-            }
+        if let Some(s) = schema
+            && (s.is_empty() || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+        {
+            return Err(Error::Corrupt { what: "schema name", detail: format!("{s:?} must be lowercase letters, digits and '_'") });
         }
         let schema_owned = schema.map(str::to_owned);
         let pool = PgPoolOptions::new()
@@ -65,6 +65,9 @@ impl PgStore {
               AND seq > $3
             ORDER BY seq DESC LIMIT $4
          ) AS newest ORDER BY seq ASC";
+
+    /// PostgreSQL only understands `$n` placeholders.
+    const NUMBERED_PLACEHOLDERS: bool = true;
 
     async fn begin_audit(&self) -> Result<Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await?;

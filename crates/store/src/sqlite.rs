@@ -75,6 +75,11 @@ impl SqliteStore {
             ORDER BY seq DESC LIMIT $4
          ) ORDER BY seq ASC";
 
+    /// Positional `?` in generated multi-row statements: binding `$n` makes sqlx look up
+    /// every parameter's name, and SQLite's name lookup is linear, so a 2,816-parameter
+    /// audit `INSERT` would spend most of its time there.
+    const NUMBERED_PLACEHOLDERS: bool = false;
+
     async fn begin_audit(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }

@@ -69,7 +69,7 @@ fn event(n: usize, task: Option<&str>) -> AuditEvent {
         id: uuid_like(n),
         ts_ms: n as i64,
         actor: "test".into(),
-        action: if n % 2 == 0 {
+        action: if n.is_multiple_of(2) {
             "gateway.request".into()
         } else {
             "task.start".into()
@@ -226,6 +226,27 @@ async fn concurrent_writers_keep_one_chain() {
         let all = a.list_audit(&AuditFilter::default()).await.unwrap();
         assert_eq!(all.len(), 8 * 30);
         assert_eq!(chain::verify(chain::GENESIS.into(), 0, &all), Ok(all.len()));
+    }
+}
+
+/// Batches larger than one multi-row INSERT (and not a power of two) chain across chunk
+/// boundaries; both append methods store every field and link every entry.
+#[tokio::test]
+async fn large_audit_batches_chain_across_chunks() {
+    for (_d, s) in stores().await {
+        s.append_audit(&event(0, None)).await.unwrap();
+        let big: Vec<_> = (1..=603).map(|n| event(n, n.is_multiple_of(3).then_some("t"))).collect();
+        assert_eq!(s.append_audit_events(&big).await.unwrap(), 604);
+        let more: Vec<_> = (1000..1300).map(|n| event(n, None)).collect();
+        let returned = s.append_audit_batch(&more).await.unwrap();
+        assert_eq!(s.append_audit_events(&[]).await.unwrap(), 0);
+        let all = s.list_audit(&AuditFilter::default()).await.unwrap();
+        assert_eq!(all.len(), 1 + 603 + 300);
+        assert_eq!(chain::verify(chain::GENESIS.into(), 0, &all), Ok(all.len()));
+        assert_eq!(&all[604..], &returned[..]);
+        for (stored, sent) in all.iter().zip(std::iter::once(&event(0, None)).chain(&big).chain(&more)) {
+            assert_eq!(&stored.event, sent);
+        }
     }
 }
 
