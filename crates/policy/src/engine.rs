@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use airlock_types::{Capability, Environment, Grant, Tier};
 use cedar_policy::{
@@ -78,6 +79,27 @@ pub struct PolicyEngine {
     arguments_type: EntityTypeName,
     /// Action uids for read, write, destroy.
     actions: [EntityUid; 3],
+    /// Decisions already made in the current second (`None`: switched off).
+    cache: Option<Mutex<DecisionCache>>,
+}
+
+/// Most decisions remembered for one second.
+const DECISION_CACHE_MAX: usize = 1024;
+
+/// Decisions made during one second of [`Request::now`], keyed by an exact encoding of
+/// every other input (see [`cache_key`]).
+///
+/// Why this is equivalent to evaluating every time: a decision is a pure function of the
+/// [`Request`] and of the engine's policies, which never change after construction. The key
+/// encodes every field of the request, `now` included (the cache holds only one second's
+/// decisions and is emptied when `now` moves), so a hit returns exactly what evaluation
+/// would return. Requests whose arguments policies look at are not cached at all (the
+/// argument tree is not part of the key). Only completed evaluations are cached, never a
+/// caught panic.
+#[derive(Default)]
+struct DecisionCache {
+    second: i64,
+    decisions: HashMap<Vec<u8>, Decision>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -126,7 +148,14 @@ impl PolicyEngine {
             resource_type: ty("Airlock::Resource")?,
             arguments_type: ty("Airlock::Arguments")?,
             actions: [action("read"), action("write"), action("destroy")],
+            cache: Some(Mutex::new(DecisionCache::default())),
         })
+    }
+
+    /// Evaluate every request, remembering nothing (benchmarks and equivalence tests).
+    pub fn without_decision_cache(mut self) -> Self {
+        self.cache = None;
+        self
     }
 
     /// Built-in policy ids an operator switched off (worth a warning at startup).
@@ -141,10 +170,34 @@ impl PolicyEngine {
 
     /// Decide one request. Never panics; any error building or evaluating the request is a
     /// Deny with [`DenyCode::PolicyError`].
+    ///
+    /// Identical requests within the same second (`now`) share one evaluation (see
+    /// [`DecisionCache`] for why that cannot change an answer).
     pub fn decide(&self, req: &Request<'_>) -> Decision {
+        let cached = self.cache.as_ref().and_then(|c| Some((c, cache_key(req, self.uses_arguments)?)));
+        if let Some((cache, key)) = &cached {
+            let c = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if c.second == req.now
+                && let Some(d) = c.decisions.get(key.as_slice())
+            {
+                return d.clone();
+            }
+        }
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.evaluate(req))) {
-            Ok(Ok(decision)) => decision,
-            Ok(Err(reason)) => Decision::Deny { code: DenyCode::PolicyError, reason, policies: Vec::new() },
+            Ok(result) => {
+                let decision = result.unwrap_or_else(|reason| Decision::Deny { code: DenyCode::PolicyError, reason, policies: Vec::new() });
+                if let Some((cache, key)) = cached {
+                    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+                    if c.second != req.now {
+                        c.second = req.now;
+                        c.decisions.clear();
+                    }
+                    if c.decisions.len() < DECISION_CACHE_MAX {
+                        c.decisions.insert(key, decision.clone());
+                    }
+                }
+                decision
+            }
             Err(_) => Decision::Deny {
                 code: DenyCode::PolicyError,
                 reason: "policy evaluation failed unexpectedly; the request is denied (this is a bug in airlock)".into(),
@@ -379,6 +432,81 @@ impl PolicyEngine {
         // Operator @reason text may hold anything; keep reasons one line and bounded.
         text.replace(['\n', '\r'], " ").chars().take(2048).collect()
     }
+}
+
+/// An unambiguous encoding of every field of `req` except `now` (the cache is per second):
+/// each string is length-prefixed, each optional value and capability carries a tag, so two
+/// requests share a key only if every input policy can see is equal. `None` when the
+/// request's arguments reach policy (`uses_arguments`): those requests are not cached.
+fn cache_key(req: &Request<'_>, uses_arguments: bool) -> Option<Vec<u8>> {
+    fn put(k: &mut Vec<u8>, s: &str) {
+        k.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        k.extend_from_slice(s.as_bytes());
+    }
+    fn put_opt(k: &mut Vec<u8>, s: Option<&str>) {
+        match s {
+            None => k.push(0),
+            Some(s) => {
+                k.push(1);
+                put(k, s);
+            }
+        }
+    }
+    fn put_capability(k: &mut Vec<u8>, c: &Capability) {
+        match c {
+            Capability::Read => k.push(0),
+            Capability::Write => k.push(1),
+            Capability::Destroy => k.push(2),
+            Capability::Operation(name) => {
+                k.push(3);
+                put(k, name);
+            }
+        }
+    }
+    if uses_arguments && req.arguments.is_some() {
+        return None;
+    }
+    // Destructure so that a new field in `Request` does not compile until it is keyed here.
+    let Request {
+        agent,
+        task_id,
+        task_environment,
+        grants,
+        purpose,
+        expires_at,
+        upstream,
+        upstream_environment,
+        operation,
+        capability,
+        resource_id,
+        resource_environment,
+        resource_tier,
+        approved,
+        now: _,
+        arguments,
+    } = *req;
+    let mut k = Vec::with_capacity(256);
+    put(&mut k, agent);
+    put(&mut k, task_id);
+    put(&mut k, task_environment.as_str());
+    k.extend_from_slice(&(grants.len() as u64).to_le_bytes());
+    for g in grants {
+        put(&mut k, g.upstream.as_str());
+        put_capability(&mut k, &g.capability);
+    }
+    put_opt(&mut k, purpose);
+    k.extend_from_slice(&expires_at.to_le_bytes());
+    put(&mut k, upstream);
+    put(&mut k, upstream_environment.as_str());
+    put(&mut k, operation);
+    put_capability(&mut k, capability);
+    put_opt(&mut k, resource_id);
+    put(&mut k, resource_environment.as_str());
+    put(&mut k, resource_tier.as_str());
+    k.push(u8::from(approved));
+    // Without argument policies, arguments reach policy only as `has_arguments`.
+    k.push(u8::from(arguments.is_some()));
+    Some(k)
 }
 
 /// Facts about one request that reasons are built from.
