@@ -22,6 +22,7 @@ use toml::Spanned;
 use crate::classify::{Classifier, RestRule};
 use crate::error::Error;
 use crate::graphql::{GraphqlClassifier, GraphqlRule};
+use crate::inventory::lookup::{LookupRequest, LookupSpec, TierSource};
 use crate::inventory::{Inventory, Placement};
 use crate::mcp::{McpClassifier, ToolRule};
 
@@ -245,6 +246,64 @@ pub struct UpstreamSection {
     /// What happens to requests that need a human approval.
     #[serde(default)]
     pub approval: Option<ApprovalSection>,
+    /// `[upstream.inventory_lookup]`: ask this upstream (read-only) where a resource lives.
+    #[serde(default)]
+    pub inventory_lookup: Option<Spanned<LookupSection>>,
+}
+
+/// `[upstream.inventory_lookup]` as written: a read-only query that tells which
+/// environment (and tier) a resource id lives in, for ids `[[inventory]]` does not list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupSection {
+    /// A separate, read-only vault secret in the upstream's environment (never the
+    /// upstream's own `secret`). It is attached the way the upstream's `inject` says.
+    pub secret: Spanned<String>,
+    /// A GraphQL query taking `$id`, POSTed to the base URL (plus `path`).
+    #[serde(default)]
+    pub graphql: Option<Spanned<String>>,
+    /// GraphQL only: path below the base URL to POST to (default: the base URL itself).
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    /// REST instead: a GET path template below the base URL containing `{id}` once.
+    #[serde(default)]
+    pub get: Option<Spanned<String>>,
+    /// JSON pointer to the environment in the answer (`/data/volume/environment`).
+    pub environment_pointer: Spanned<String>,
+    /// Upstream environment names → airlock environments; when set, any other value is unknown.
+    #[serde(default)]
+    pub environments: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    /// JSON pointer to the tier (`primary` / `backup`) in the answer.
+    #[serde(default)]
+    pub tier_pointer: Option<Spanned<String>>,
+    /// A fixed tier for every looked-up resource (default `primary`).
+    #[serde(default)]
+    pub tier: Option<Spanned<String>>,
+    /// How long an answer is cached (default 5m).
+    #[serde(default = "default_lookup_ttl", deserialize_with = "de_duration")]
+    pub ttl: Duration,
+    /// How long "not found" or a failed lookup is cached (default 10s; 0 = not cached).
+    #[serde(default = "default_lookup_negative_ttl", deserialize_with = "de_duration")]
+    pub negative_ttl: Duration,
+    /// Longest a lookup may take, secret fetch to parsed answer (default 2s).
+    #[serde(default = "default_lookup_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Most cached ids (default 10000).
+    #[serde(default = "default_lookup_max_entries")]
+    pub max_entries: usize,
+}
+
+fn default_lookup_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_lookup_negative_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_lookup_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_lookup_max_entries() -> usize {
+    10_000
 }
 
 /// The upstream protocol, which decides how requests are classified.
@@ -457,6 +516,7 @@ impl Config {
         let public_url = public_url.trim_end_matches('/').to_owned();
         let mut seen = HashSet::new();
         let mut upstreams = Vec::new();
+        let mut lookups = Vec::new();
         for u in file.upstream {
             let name = Name::parse("upstream", u.name.get_ref())
                 .map_err(|e| err(Some(u.name.span()), e.to_string()))?;
@@ -517,6 +577,11 @@ impl Config {
                     }
                 }
             }
+            if let Some(l) = &u.inventory_lookup {
+                let spec = lookup_spec(l, &u, &name, &environment, text)
+                    .map_err(|(span, m)| err(span.or(Some(l.span())), format!("upstream {:?}: inventory_lookup: {m}", name.as_str())))?;
+                lookups.push((name.clone(), spec));
+            }
             upstreams.push(Upstream {
                 secret_line: line_col(text, u.secret.span().start).0,
                 name,
@@ -563,6 +628,9 @@ impl Config {
             inventory
                 .insert(scope, i.id.get_ref(), Placement { environment, tier })
                 .map_err(|m| err(Some(i.id.span()), format!("[[inventory]]: {m}")))?;
+        }
+        for (upstream, spec) in lookups {
+            inventory.add_lookup(upstream.as_str(), spec);
         }
         Ok(Config {
             inventory,
@@ -742,6 +810,133 @@ fn mcp_rules(ops: &[OperationSection]) -> Result<McpClassifier, SpanErr> {
         }
     }
     Ok(m)
+}
+
+/// Validate `[upstream.inventory_lookup]` of upstream `u` (named `name`, serving `environment`).
+fn lookup_spec(l: &Spanned<LookupSection>, u: &UpstreamSection, name: &Name, environment: &Environment, text: &str) -> Result<LookupSpec, SpanErr> {
+    let s = l.get_ref();
+    let secret = s.secret.get_ref().clone();
+    Name::parse("secret", &secret).map_err(|e| (Some(s.secret.span()), e.to_string()))?;
+    if secret == *u.secret.get_ref() {
+        return Err((Some(s.secret.span()), format!("secret {secret:?} is the upstream's own credential; the lookup needs a separate, read-only one")));
+    }
+    let request = match (&s.graphql, &s.get) {
+        (Some(q), None) => {
+            check_lookup_query(q.get_ref()).map_err(|m| (Some(q.span()), format!("graphql: {m}")))?;
+            let path = match &s.path {
+                Some(p) => {
+                    check_lookup_path(p.get_ref()).map_err(|m| (Some(p.span()), format!("path: {m}")))?;
+                    p.get_ref().trim_end_matches('/').to_owned()
+                }
+                None => String::new(),
+            };
+            LookupRequest::Graphql { path, query: q.get_ref().clone() }
+        }
+        (None, Some(g)) => {
+            if let Some(p) = &s.path {
+                return Err((Some(p.span()), "path only applies to graphql lookups (put the whole path in get = \"/…/{id}\")".into()));
+            }
+            let t = g.get_ref();
+            check_lookup_path(t).map_err(|m| (Some(g.span()), format!("get: {m}")))?;
+            if t.matches("{id}").count() != 1 {
+                return Err((Some(g.span()), format!("get: {t:?} must contain {{id}} exactly once")));
+            }
+            LookupRequest::Get { template: t.clone() }
+        }
+        _ => return Err((None, "set exactly one of graphql = \"query($id: ID!) { … }\" or get = \"/path/{id}\"".into())),
+    };
+    let pointer = |p: &Spanned<String>| check_pointer(p.get_ref()).map(|()| p.get_ref().clone()).map_err(|m| (Some(p.span()), m));
+    let environment_pointer = pointer(&s.environment_pointer)?;
+    let tier = match (&s.tier_pointer, &s.tier) {
+        (Some(p), None) => TierSource::Pointer(pointer(p)?),
+        (None, Some(t)) => TierSource::Fixed(t.get_ref().parse().map_err(|e: airlock_types::Error| (Some(t.span()), e.to_string()))?),
+        (None, None) => TierSource::Fixed(Tier::Primary),
+        (Some(_), Some(t)) => return Err((Some(t.span()), "set tier (fixed) or tier_pointer, not both".into())),
+    };
+    let environments = match &s.environments {
+        None => None,
+        Some(m) => {
+            let mut out = std::collections::BTreeMap::new();
+            for (from, to) in m.get_ref() {
+                let env: Environment = to
+                    .parse()
+                    .map_err(|e: airlock_types::Error| (Some(m.span()), format!("environments: {from:?} = {to:?}: {e}")))?;
+                if from.is_empty() {
+                    return Err((Some(m.span()), "environments: an upstream environment name must not be empty".into()));
+                }
+                out.insert(from.clone(), env);
+            }
+            if out.is_empty() {
+                return Err((Some(m.span()), "environments must map at least one name (or leave it out)".into()));
+            }
+            Some(out)
+        }
+    };
+    if s.ttl.is_zero() || s.timeout.is_zero() {
+        return Err((None, "ttl and timeout must be positive".into()));
+    }
+    if s.max_entries == 0 {
+        return Err((None, "max_entries must be at least 1".into()));
+    }
+    Ok(LookupSpec {
+        upstream: name.clone(),
+        environment: environment.clone(),
+        secret,
+        secret_line: line_col(text, s.secret.span().start).0,
+        request,
+        environment_pointer,
+        environments,
+        tier,
+        ttl: s.ttl,
+        negative_ttl: s.negative_ttl,
+        timeout: s.timeout,
+        max_entries: s.max_entries,
+    })
+}
+
+/// A lookup query: one `query` operation (never a mutation) declaring `$id`.
+fn check_lookup_query(q: &str) -> Result<(), String> {
+    use async_graphql_parser::types::{DocumentOperations, OperationType};
+    let doc = async_graphql_parser::parse_query(q).map_err(|e| format!("not a GraphQL document: {e}"))?;
+    let op = match &doc.operations {
+        DocumentOperations::Single(op) => op,
+        DocumentOperations::Multiple(ops) if ops.len() == 1 => ops.values().next().expect("one operation"),
+        DocumentOperations::Multiple(_) => return Err("must hold exactly one operation".into()),
+    };
+    if op.node.ty != OperationType::Query {
+        return Err("must be a query (a lookup never changes anything)".into());
+    }
+    if !op.node.variable_definitions.iter().any(|v| v.node.name.node.as_str() == "id") {
+        return Err("must declare the variable $id (e.g. query($id: ID!) { volume(id: $id) { environment } })".into());
+    }
+    Ok(())
+}
+
+/// A path below the base URL: starts with '/', no fragment, no dot segments, no backslash.
+fn check_lookup_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} must start with '/' (it is relative to base_url)"));
+    }
+    let path = p.split('?').next().unwrap_or("");
+    if p.contains('#') || p.contains('\\') || p.bytes().any(|b| b.is_ascii_control() || b == b' ') || path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!("{p:?} must not contain '#', '\\', spaces, control characters or . / .. segments"));
+    }
+    Ok(())
+}
+
+/// An RFC 6901 JSON pointer: empty, or '/'-prefixed with `~` only as `~0` / `~1`.
+fn check_pointer(p: &str) -> Result<(), String> {
+    let bad = || format!("{p:?} is not a JSON pointer (like \"/data/volume/environment\")");
+    if p.is_empty() || !p.starts_with('/') {
+        return Err(bad());
+    }
+    let b = p.as_bytes();
+    for (i, c) in b.iter().enumerate() {
+        if *c == b'~' && !matches!(b.get(i + 1), Some(b'0' | b'1')) {
+            return Err(bad());
+        }
+    }
+    Ok(())
 }
 
 /// Parse `host:port` (IPv6 as `[::1]:443`) into a lowercase host without brackets and a port.

@@ -12,15 +12,27 @@
 //!   (primary unless declared backup);
 //! * anything else touches the upstream's own environment.
 //!
-//! A read-only lookup against the upstream is not implemented; unknown ids are handled by
-//! the rule above. This module must never attribute a destructive operation to a less
-//! protected environment than it can prove.
+//! Ids the static entries do not list can be looked up on the upstream itself
+//! (`[upstream.inventory_lookup]`, [`lookup`]): [`Inventory::resolve`] runs before the
+//! decision and fills a cache that [`Inventory::attribute`] reads; static entries win over
+//! lookups, and a lookup that fails leaves the id unattributed (rule above).
+//!
+//! This module must never attribute a destructive operation to a less protected
+//! environment than it can prove.
+
+pub mod lookup;
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use airlock_types::{Environment, Tier};
+use http::{header, request};
 
 use crate::classify::{Operation, is_destructive};
+use crate::error::Error;
+use crate::ports::SecretCache;
+use lookup::{Lookup, LookupContext, LookupSpec};
 
 /// Where one inventoried resource lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,11 +43,22 @@ pub struct Placement {
     pub tier: Tier,
 }
 
-/// The static resource inventory.
-#[derive(Debug, Clone, Default)]
+/// The resource inventory: static entries and per-upstream lookups.
+///
+/// Cloning copies the configuration; lookup caches and counters start empty in the clone.
+#[derive(Debug, Default)]
 pub struct Inventory {
     /// (upstream or "" for every upstream, id) → placement.
     entries: HashMap<(String, String), Placement>,
+    /// Upstream name → its lookup.
+    lookups: HashMap<String, Arc<Lookup>>,
+}
+
+impl Clone for Inventory {
+    fn clone(&self) -> Self {
+        let lookups = self.lookups.iter().map(|(k, l)| (k.clone(), Arc::new(Lookup::new(l.spec().clone())))).collect();
+        Self { entries: self.entries.clone(), lookups }
+    }
 }
 
 /// The environment and tier policy sees for one operation.
@@ -45,7 +68,7 @@ pub struct Attribution {
     pub environment: Environment,
     /// Tier of the resource.
     pub tier: Tier,
-    /// How it was decided: `inventory`, `unattributed_destroy` or `upstream`.
+    /// How it was decided: `inventory`, `lookup`, `unattributed_destroy` or `upstream`.
     pub source: &'static str,
 }
 
@@ -65,6 +88,51 @@ impl Inventory {
             return Err(format!("inventory id {id:?} is listed twice"));
         }
         Ok(())
+    }
+
+    /// Look ids up on `upstream` as `spec` says (one lookup per upstream; a second replaces the first).
+    pub fn add_lookup(&mut self, upstream: &str, spec: LookupSpec) {
+        self.lookups.insert(upstream.to_owned(), Arc::new(Lookup::new(spec)));
+    }
+
+    /// The lookup configured for `upstream`.
+    pub fn upstream_lookup(&self, upstream: &str) -> Option<&Lookup> {
+        self.lookups.get(upstream).map(|l| &**l)
+    }
+
+    /// Check at startup that every lookup's secret exists in its upstream's environment
+    /// and (if the vault binds it) belongs to that upstream; errors point at the `secret` line.
+    pub async fn check_secrets(&self, secrets: &SecretCache, config_path: &Path) -> Result<(), Error> {
+        for l in self.lookups.values() {
+            let s = l.spec();
+            let at = format!("{}:{}", config_path.display(), s.secret_line);
+            let secret = secrets.get(&s.secret, &s.environment).await.map_err(|e| {
+                Error::Secret(format!("{at}: upstream {:?}: inventory_lookup secret {:?}: {}", s.upstream.as_str(), s.secret, e.message))
+            })?;
+            lookup::secret_fits(&secret, s).map_err(|why| Error::Secret(format!("{at}: upstream {:?}: {why}", s.upstream.as_str())))?;
+        }
+        Ok(())
+    }
+
+    /// Before attribution: look up, on the request's upstream, the resource ids of `parts`
+    /// (classified the way the pipeline classifies them) that the static entries do not
+    /// place and the cache does not hold fresh. Distinct ids are looked up concurrently, at
+    /// most [`lookup::MAX_IDS_PER_REQUEST`] per request; the rest, and every failure, stay
+    /// unattributed. Does nothing for upstreams without a lookup.
+    pub async fn resolve(&self, cx: LookupContext<'_>, parts: &request::Parts, segments: &[String], body: Option<&[u8]>) {
+        let up = cx.upstream;
+        let Some(l) = self.lookups.get(up.name.as_str()) else { return };
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let Ok(ops) = up.classifier.classify_all(&parts.method, segments, content_type, body) else { return };
+        let mut ids: Vec<&str> = Vec::new();
+        for id in ops.iter().filter_map(|o| o.resource_id.as_deref()) {
+            let lookable = !id.is_empty() && id.len() <= lookup::MAX_ID_LEN && id != "." && id != "..";
+            if lookable && self.lookup(up.name.as_str(), id).is_none() && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids.truncate(lookup::MAX_IDS_PER_REQUEST);
+        futures_util::future::join_all(ids.into_iter().map(|id| l.ensure(&cx, id))).await;
     }
 
     /// Number of entries.
@@ -89,6 +157,10 @@ impl Inventory {
         if let Some(p) = op.resource_id.as_deref().and_then(|id| self.lookup(upstream, id)) {
             let tier = if p.tier == Tier::Backup || op.tier == Tier::Backup { Tier::Backup } else { Tier::Primary };
             return Attribution { environment: p.environment.clone(), tier, source: "inventory" };
+        }
+        if let Some(p) = op.resource_id.as_deref().and_then(|id| self.lookups.get(upstream)?.cached(id)) {
+            let tier = if p.tier == Tier::Backup || op.tier == Tier::Backup { Tier::Backup } else { Tier::Primary };
+            return Attribution { environment: p.environment, tier, source: "lookup" };
         }
         if is_destructive(&op.capability) {
             return Attribution { environment: production(), tier: op.tier, source: "unattributed_destroy" };

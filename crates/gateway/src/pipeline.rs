@@ -38,6 +38,7 @@ use crate::approvals::{Approvals, request_hash};
 use crate::audit::AuditSink;
 use crate::classify::{Operation, class_rank};
 use crate::config::ApprovalMode;
+use crate::inventory::lookup::LookupContext;
 use crate::inventory::{Attribution, Inventory};
 use crate::rawcred::{Finding, ScannerDetector};
 use crate::client::{BoxError, ConnectTimeout, ReqBody, UpstreamClient};
@@ -252,7 +253,7 @@ impl Gateway {
                 return Err(Error::Secret(format!("{at}: upstream {:?}: {why}", u.name.as_str())));
             }
         }
-        Ok(())
+        self.inventory.check_secrets(&self.secrets, &self.config_path).await
     }
 
     /// Handle one agent request. This is the enforcement path.
@@ -303,6 +304,12 @@ impl Gateway {
         if let Some(found) = self.raw_credentials.check(&parts.headers, target, buffered.as_deref()) {
             return self.raw_credential(&request_id, &parts, &auth, &found);
         }
+
+        // Before 6–7: resource ids the static inventory does not place are looked up on the
+        // upstream ([upstream.inventory_lookup]: read-only credential, cached). A lookup that
+        // fails leaves its id unattributed, so a destroy of it counts as production.
+        let lookup = LookupContext { upstream: up, client: &rt.client, secrets: &self.secrets, audit: &*self.audit, request_id: &request_id, task_id: &auth.task.task_id };
+        self.inventory.resolve(lookup, &parts, &auth.segments, buffered.as_deref()).await;
 
         // 6–7. Classify, attribute each operation's resource, decide.
         let admitted = match self.decide(&auth, &parts, buffered.as_deref(), None) {
