@@ -2,7 +2,8 @@
 //!
 //! This module owns the [`AuditSink`] trait the pipeline writes through and
 //! [`GroupCommit`], its store-backed implementation: one writer task drains every pending
-//! record into a single store transaction (`Store::append_audit_batch`) and acknowledges
+//! record into a single store transaction (`Store::append_audit_events`: one multi-row
+//! `INSERT` per chunk, so a batch costs a handful of database round trips, not one per record) and acknowledges
 //! each waiting caller after the commit. Many concurrent requests therefore share one
 //! fsync, which keeps "durable record before the upstream sees the request" cheap.
 //!
@@ -75,7 +76,7 @@ impl GroupCommit {
             let mut events: Vec<AuditEvent> = Vec::with_capacity(max_batch);
             while rx.recv_many(&mut batch, max_batch).await > 0 {
                 events.extend(batch.iter_mut().map(|p| std::mem::replace(&mut p.event, placeholder())));
-                let result = store.append_audit_batch(&events).await;
+                let result = store.append_audit_events(&events).await;
                 let n = events.len() as u64;
                 events.clear();
                 let outcome = match result {

@@ -1,6 +1,13 @@
 //! Every attack from the gateway-core issue, refused with the right code, and the upstream
 //! never sees a request it should not.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use airlock_store::{
+    ApprovalRecord, ApprovalStatus, AuditEntry, AuditEvent, AuditFilter, Health, Revocation, SecretRecord, Store, TaskRecord,
+};
+
 use crate::harness::*;
 
 fn assert_nothing_forwarded(h: &Harness) {
@@ -283,4 +290,123 @@ async fn grants_environments_and_destructive_operations() {
     assert_eq!(del.event.subject, "stg/volumeDelete");
     assert_eq!(del.event.detail["resource"], "vol-1");
     assert_eq!(del.event.detail["capability"], "destroy");
+}
+
+/// A store whose audit appends fail while `broken` is set (a full disk, a dropped table, a
+/// database that went read-only); everything else is the real store.
+struct BreakableAudit {
+    inner: Arc<dyn Store>,
+    broken: Arc<AtomicBool>,
+}
+
+impl BreakableAudit {
+    fn check(&self) -> airlock_store::Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(airlock_store::Error::Corrupt { what: "audit", detail: "disk I/O error (simulated)".into() });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for BreakableAudit {
+    async fn append_audit_batch(&self, events: &[AuditEvent]) -> airlock_store::Result<Vec<AuditEntry>> {
+        self.check()?;
+        self.inner.append_audit_batch(events).await
+    }
+    async fn append_audit_events(&self, events: &[AuditEvent]) -> airlock_store::Result<i64> {
+        self.check()?;
+        self.inner.append_audit_events(events).await
+    }
+    async fn list_audit(&self, f: &AuditFilter) -> airlock_store::Result<Vec<AuditEntry>> {
+        self.inner.list_audit(f).await
+    }
+    async fn health(&self) -> airlock_store::Result<Health> {
+        self.inner.health().await
+    }
+    async fn get_meta(&self, key: &str) -> airlock_store::Result<Option<String>> {
+        self.inner.get_meta(key).await
+    }
+    async fn put_meta_if_absent(&self, key: &str, value: &str) -> airlock_store::Result<bool> {
+        self.inner.put_meta_if_absent(key, value).await
+    }
+    async fn insert_secret(&self, rec: &SecretRecord) -> airlock_store::Result<()> {
+        self.inner.insert_secret(rec).await
+    }
+    async fn find_secrets(&self, name: &str) -> airlock_store::Result<Vec<SecretRecord>> {
+        self.inner.find_secrets(name).await
+    }
+    async fn get_secret(&self, name: &str, environment: &str) -> airlock_store::Result<Option<SecretRecord>> {
+        self.inner.get_secret(name, environment).await
+    }
+    async fn list_secrets(&self) -> airlock_store::Result<Vec<SecretRecord>> {
+        self.inner.list_secrets().await
+    }
+    async fn replace_secret(&self, rec: &SecretRecord, expected_version: i64) -> airlock_store::Result<()> {
+        self.inner.replace_secret(rec, expected_version).await
+    }
+    async fn delete_secret(&self, id: &str) -> airlock_store::Result<()> {
+        self.inner.delete_secret(id).await
+    }
+    async fn insert_task(&self, task: &TaskRecord) -> airlock_store::Result<()> {
+        self.inner.insert_task(task).await
+    }
+    async fn get_task(&self, id: &str) -> airlock_store::Result<Option<TaskRecord>> {
+        self.inner.get_task(id).await
+    }
+    async fn list_tasks(&self) -> airlock_store::Result<Vec<TaskRecord>> {
+        self.inner.list_tasks().await
+    }
+    async fn end_task(&self, id: &str, at: i64, reason: &str) -> airlock_store::Result<bool> {
+        self.inner.end_task(id, at, reason).await
+    }
+    async fn revocations_since(&self, after: i64) -> airlock_store::Result<Vec<Revocation>> {
+        self.inner.revocations_since(after).await
+    }
+    async fn create_approval(&self, rec: &ApprovalRecord) -> airlock_store::Result<()> {
+        self.inner.create_approval(rec).await
+    }
+    async fn get_approval(&self, id: &str) -> airlock_store::Result<Option<ApprovalRecord>> {
+        self.inner.get_approval(id).await
+    }
+    async fn list_approvals(&self, status: Option<ApprovalStatus>) -> airlock_store::Result<Vec<ApprovalRecord>> {
+        self.inner.list_approvals(status).await
+    }
+    async fn find_approval(&self, task_id: &str, request_hash: &str, now: i64) -> airlock_store::Result<Option<ApprovalRecord>> {
+        self.inner.find_approval(task_id, request_hash, now).await
+    }
+    async fn decide_approval(&self, id: &str, approve: bool, by: &str, note: Option<&str>, at: i64, valid_until: i64) -> airlock_store::Result<ApprovalRecord> {
+        self.inner.decide_approval(id, approve, by, note, at, valid_until).await
+    }
+    async fn consume_approval(&self, task_id: &str, request_hash: &str, now: i64) -> airlock_store::Result<Option<ApprovalRecord>> {
+        self.inner.consume_approval(task_id, request_hash, now).await
+    }
+}
+
+/// Fail closed on the audit log: when the audit store cannot write, an allowed request is
+/// refused with `503 audit_unavailable` (JSON, no secret in it) and the upstream never sees
+/// it; when the store recovers, the same request passes and is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_store_failure_refuses_and_forwards_nothing() {
+    let broken = Arc::new(AtomicBool::new(true));
+    let flag = broken.clone();
+    let h = Harness::start_with_audit_store(move |inner| Arc::new(BreakableAudit { inner, broken: flag })).await;
+    let (token, task_id) = h.token("staging", &["stg:destroy"], 600);
+    for (method, path) in [("GET", "/stg/v1/items"), ("POST", "/stg/v1/items"), ("DELETE", "/stg/v1/volumes/vol-1")] {
+        let r = h.send(method, path, &[("X-Airlock-Token", &token)], b"").await;
+        assert_eq!((r.status, r.code().as_str()), (503, "audit_unavailable"), "{method} {path}: {}", String::from_utf8_lossy(&r.raw));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert!(r.json()["message"].as_str().unwrap().contains("not forwarded"), "{}", String::from_utf8_lossy(&r.body));
+        assert!(!contains(&r.raw, secret("stg").as_bytes()) && !contains(&r.raw, token.as_bytes()));
+    }
+    assert_nothing_forwarded(&h);
+    assert!(h.store.list_audit(&AuditFilter::default()).await.unwrap().is_empty(), "nothing was committed while broken");
+
+    broken.store(false, Ordering::SeqCst);
+    let r = h.send("GET", "/stg/v1/items", &[("X-Airlock-Token", &token)], b"").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.raw));
+    assert_eq!(h.records().len(), 1);
+    let request_id = r.header("x-airlock-request-id").unwrap().to_owned();
+    let all = h.audit_until(|a| a.iter().any(|e| e.event.id == request_id)).await;
+    assert!(all.iter().any(|e| e.event.id == request_id && e.event.task_id.as_deref() == Some(task_id.as_str())));
 }

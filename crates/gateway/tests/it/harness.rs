@@ -235,6 +235,12 @@ pub fn config_text(port: u16, ca_path: &str) -> String {
 
 impl Harness {
     pub async fn start() -> Harness {
+        Self::start_with_audit_store(|store| store).await
+    }
+
+    /// [`Harness::start`], with the group-commit audit writer over `audit_store(store)`
+    /// instead of the store itself (to break audit writes while the vault keeps working).
+    pub async fn start_with_audit_store(audit_store: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("airlock.db")).await.unwrap());
         let upstream = start_upstream(store.clone()).await;
@@ -258,7 +264,7 @@ impl Harness {
         let revocations = Revocations::new();
         let verifier = Arc::new(Verifier::new(authority.public_key(), revocations.clone(), VerifierOptions::default()));
         let policy = Arc::new(PolicyEngine::builtin().unwrap());
-        let (audit, _writer) = GroupCommit::start(store.clone(), 256);
+        let (audit, _writer) = GroupCommit::start(audit_store(store.clone()), 256);
         let stats = audit.stats();
         let gw = Gateway::new(&config, verifier, Arc::new(vault.clone()), policy, Arc::new(audit)).unwrap();
         gw.check_secrets().await.unwrap();
