@@ -35,7 +35,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "airlock", version, propagate_version = true, max_term_width = 100, verbatim_doc_comment)]
 struct Cli {
     /// State directory (default: $AIRLOCK_HOME, else $XDG_DATA_HOME/airlock, else ~/.local/share/airlock).
-    #[arg(long, global = true, env = "AIRLOCK_HOME", value_name = "DIR", hide_env_values = true)]
+    #[arg(long = "state-dir", global = true, env = "AIRLOCK_HOME", value_name = "DIR", hide_env_values = true)]
     home: Option<std::path::PathBuf>,
     /// Configuration file (default: $AIRLOCK_CONFIG, else ./airlock.toml if present).
     #[arg(long, global = true, env = "AIRLOCK_CONFIG", value_name = "FILE")]

@@ -46,7 +46,7 @@ Examples:
   airlock scan                          scan the current directory (hidden and gitignored files too)
   airlock scan src/ .env --format json  JSON report on stdout (stable fields; masked values)
   airlock scan --git-history            also every blob ever committed (reports the introducing commit)
-  airlock scan --env --user-home        this process's environment and ~/.aws, ~/.netrc, ~/.ssh, …
+  airlock scan --env --home             this process's environment and ~/.aws, ~/.netrc, ~/.ssh, …
   airlock scan --format sarif > airlock.sarif       for code-scanning UIs
   airlock scan --write-baseline .airlock-baseline.json   accept today's findings…
   airlock scan --baseline .airlock-baseline.json         …and fail only on new ones
@@ -80,7 +80,7 @@ pub enum Format {
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = EXAMPLES)]
 pub struct ScanArgs {
-    /// Files or directories to scan, hidden and gitignored files included (default: `.`, unless only --env, --env-of or --user-home is given).
+    /// Files or directories to scan, hidden and gitignored files included (default: `.`, unless only --env, --env-of or --home is given).
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
     /// Also scan every unique blob in the git history of the repository holding each PATH.
@@ -92,8 +92,8 @@ pub struct ScanArgs {
     /// Also scan the environment of process PID (/proc/PID/environ).
     #[arg(long, value_name = "PID")]
     env_of: Option<u32>,
-    /// Also scan the well-known credential locations in $HOME (~/.aws, ~/.kube/config, ~/.netrc, ~/.git-credentials, ~/.ssh, shell histories, coding-agent state, …). (`--home` is the global state-directory flag.)
-    #[arg(long)]
+    /// Also scan the well-known credential locations in $HOME (~/.aws, ~/.kube/config, ~/.netrc, ~/.git-credentials, ~/.ssh, shell histories, coding-agent state, …). `$HOME` is honoured, so a fake home can be scanned.
+    #[arg(long = "home", visible_alias = "user-home")]
     user_home: bool,
     /// Extra rule file (TOML, same format as the built-in rules), repeatable.
     #[arg(long = "rules", value_name = "FILE")]
@@ -268,7 +268,7 @@ async fn scan(ctx: &Ctx, a: ScanArgs) -> CmdResult {
         report.merge(scanner.scan_env(&format!("env[{pid}]"), &vars));
     }
     if a.user_home {
-        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).ok_or_else(|| Failure::usage("--user-home needs $HOME to be set"))?;
+        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).ok_or_else(|| Failure::usage("--home needs $HOME to be set (it scans the credential files of that home directory)"))?;
         report.merge(scanner.scan_home(&home, &opts).map_err(scan_err)?);
     }
     dedupe(&mut report.findings);

@@ -122,7 +122,7 @@ fn sources_env_user_home_and_git_history() {
     let r = s.run_with(c, None);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stdout.contains("env:LEAKED_TOKEN") && !r.stdout.contains(GH));
-    // --user-home: well-known locations in $HOME only
+    // --home: well-known locations in $HOME only (--user-home is an alias)
     let home = s.dir.path().join("fakehome");
     write(&home.join(".config/gh/hosts.yml"), &format!("github.com:\n    oauth_token: {GH}\n"));
     write(&home.join("Documents/notes.txt"), &format!("{GH}\n"));
@@ -134,6 +134,11 @@ fn sources_env_user_home_and_git_history() {
     let paths: Vec<&str> = v["findings"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert_eq!(paths, vec![home.join(".config/gh/hosts.yml").to_str().unwrap()]);
     assert_eq!(v["findings"][0]["source"], "home");
+    let mut c = s.cmd(&["scan", "--home", "--json"]);
+    c.env("HOME", &home);
+    let r2 = s.run_with(c, None);
+    let v2: serde_json::Value = serde_json::from_str(&r2.stdout).unwrap();
+    assert_eq!((r2.code, &v2["findings"]), (1, &v["findings"]), "--home and --user-home are the same flag");
     // --git-history: a secret committed then removed
     let git = |args: &[&str]| {
         let o = std::process::Command::new("git")
