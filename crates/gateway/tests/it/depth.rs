@@ -49,7 +49,8 @@ struct Depth {
 
 /// `cloud-stg` and `cloud-prod` share one host (`127.0.0.1:<port>/graphql`, chosen by the
 /// task's environment in forward mode); `cloud-hold` is the same cloud as `localhost`.
-fn config(port: u16, mcp_port: u16, ca: &str) -> String {
+/// `stg_extra` goes into the `cloud-stg` upstream (e.g. an inventory lookup).
+fn config_with(port: u16, mcp_port: u16, ca: &str, stg_extra: &str) -> String {
     let up = |name: &str, env: &str, extra: &str| {
         let host = if name == "cloud-hold" { "localhost" } else { "127.0.0.1" };
         format!(
@@ -79,7 +80,7 @@ resource = {{ argument = "backupId" }}
         )
     };
     let mut s = String::from("[gateway]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nclassify_limit = 16384\n\n");
-    s += &up("cloud-stg", "staging", "");
+    s += &up("cloud-stg", "staging", stg_extra);
     s += &up("cloud-prod", "production", "approval = { mode = \"reject\", ttl = \"10m\" }");
     s += &up("cloud-hold", "production", "approval = { mode = \"hold\", hold_timeout = \"20s\" }");
     s += &format!(
@@ -122,15 +123,21 @@ tier = "backup"
 
 impl Depth {
     async fn start() -> Depth {
+        Depth::start_with(World::standard(CLOUD_TOKEN), "", &[]).await
+    }
+
+    /// A depth setup whose cloud is `world`, with `stg_extra` in the `cloud-stg` upstream
+    /// and `extra_secrets` (name, environment, upstream, value) in the vault.
+    async fn start_with(world: World, stg_extra: &str, extra_secrets: &[(&str, &str, &str, &str)]) -> Depth {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("airlock.db")).await.unwrap());
         let pki = TestPki::loopback().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let cloud = airlock_fixture::serve(listener, Arc::new(World::standard(CLOUD_TOKEN)), Some(pki.server.clone()));
+        let cloud = airlock_fixture::serve(listener, Arc::new(world), Some(pki.server.clone()));
         let mcp = Mcp::start(pki.server.clone()).await;
         let ca_path = dir.path().join("cloud-ca.pem");
         std::fs::write(&ca_path, &pki.ca_pem).unwrap();
-        let config = Config::parse(&config(cloud.addr.port(), mcp.addr.port(), ca_path.to_str().unwrap()), &dir.path().join("airlock.toml")).unwrap();
+        let config = Config::parse(&config_with(cloud.addr.port(), mcp.addr.port(), ca_path.to_str().unwrap(), stg_extra), &dir.path().join("airlock.toml")).unwrap();
 
         let vault = Vault::new(store.clone(), MasterKey::generate());
         for (up, env) in [("cloud-stg", "staging"), ("cloud-prod", "production"), ("cloud-hold", "production"), ("mcp-stg", "staging")] {
@@ -142,6 +149,16 @@ impl Depth {
                 description: None,
             };
             vault.add(&spec, &SecretValue::new(Zeroizing::new(CLOUD_TOKEN.as_bytes().to_vec()))).await.unwrap();
+        }
+        for (name, env, up, value) in extra_secrets {
+            let spec = NewSecret {
+                name: Name::parse("secret", name).unwrap(),
+                environment: env.parse().unwrap(),
+                tier: Tier::Primary,
+                upstream: Name::parse("upstream", up).unwrap(),
+                description: None,
+            };
+            vault.add(&spec, &SecretValue::new(Zeroizing::new(value.as_bytes().to_vec()))).await.unwrap();
         }
         // The local CA in a state directory, as `airlock serve` creates it.
         let state = airlock_state::StateDir::at(dir.path().join("state")).unwrap();
@@ -770,4 +787,261 @@ async fn mcp_tool_calls_are_classified_and_tools_list_is_filtered() {
     let rec = audit.iter().find(|e| e.event.action == "gateway.request" && e.event.outcome == "allowed" && e.event.detail["operation"] == "delete_volume").unwrap();
     assert_eq!(rec.event.detail["resource"], "vol-staging-db");
     assert!(audit.iter().any(|e| e.event.outcome == "denied" && e.event.subject == "mcp-stg/shell_exec"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Inventory lookup: ids `[[inventory]]` does not list are looked up on the upstream with a
+// separate read-only token ([upstream.inventory_lookup]).
+
+/// The fixture's read-only token (queries only), stored as the lookup's vault secret.
+const READ_ONLY_TOKEN: &str = "fixture-read-only-token-9876543210";
+
+fn lookup_section(timeout: &str) -> String {
+    format!(
+        r#"[upstream.inventory_lookup]
+secret = "cloud-stg-readonly"
+graphql = "query($id: ID!) {{ volume(id: $id) {{ environment }} }}"
+environment_pointer = "/data/volume/environment"
+ttl = "5m"
+negative_ttl = "30s"
+timeout = "{timeout}"
+"#
+    )
+}
+
+/// The cloud with volumes the static inventory does not list, and a read-only token.
+fn lookup_world() -> World {
+    let w = World::standard(CLOUD_TOKEN).with_read_only_token(READ_ONLY_TOKEN);
+    w.add_volume("vol-prod-cache", "shop-cache", "production");
+    w.add_volume("vol-staging-cache", "shop-cache", "staging");
+    for i in 0..4 {
+        w.add_volume(&format!("vol-staging-tmp-{i}"), "tmp", "staging");
+    }
+    w
+}
+
+async fn lookup_depth() -> Depth {
+    Depth::start_with(lookup_world(), &lookup_section("500ms"), &[("cloud-stg-readonly", "staging", "cloud-stg", READ_ONLY_TOKEN)]).await
+}
+
+impl Depth {
+    /// Lookup records in the audit log (waiting until there are at least `n`).
+    async fn lookups(&self, n: usize) -> Vec<AuditEntry> {
+        let all = self.audit_until(|a| a.iter().filter(|e| e.event.action == "gateway.inventory_lookup").count() >= n).await;
+        all.into_iter().filter(|e| e.event.action == "gateway.inventory_lookup").collect()
+    }
+
+    /// The agent-request audit record of the request answered by `r`.
+    async fn request_record(&self, r: &Resp) -> AuditEntry {
+        let id = r.header("x-airlock-request-id").expect("request id header").to_owned();
+        let all = self.audit_until(|a| a.iter().any(|e| e.event.action == "gateway.request" && e.event.id == id)).await;
+        all.into_iter().find(|e| e.event.action == "gateway.request" && e.event.id == id).unwrap_or_else(|| panic!("no gateway.request record {id}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_refuses_an_unlisted_production_volume_through_a_staging_task() {
+    let d = lookup_depth().await;
+    let t = d.token("staging", &["cloud-stg:destroy"]);
+    let r = d.gql("cloud-stg", &t, &delete("vol-prod-cache")).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"), "{}", String::from_utf8_lossy(&r.body));
+    assert!(d.cloud.world.destroyed().is_empty());
+    // The cloud saw exactly one request: the lookup, with the read-only token and nothing of the agent's.
+    let seen = d.cloud.world.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].headers.iter().any(|(k, v)| k == "authorization" && v == &format!("Bearer {READ_ONLY_TOKEN}")));
+    assert!(!seen.iter().any(|s| s.body.contains(&t) || s.headers.iter().any(|(_, v)| v.contains(&t))), "the task token reached the cloud");
+    assert!(seen[0].body.contains("vol-prod-cache") && !seen[0].body.contains("volumeDelete"));
+    let rec = d.request_record(&r).await;
+    assert_eq!(rec.event.outcome, "denied");
+    assert!(rec.event.detail["reason"].as_str().unwrap().contains("production"), "{:?}", rec.event.detail);
+    let lookups = d.lookups(1).await;
+    assert_eq!(lookups.len(), 1);
+    assert_eq!(lookups[0].event.outcome, "attributed");
+    assert_eq!(lookups[0].event.detail["environment"], "production");
+    assert_eq!(lookups[0].event.detail["request_id"], rec.event.id.as_str());
+    // Static entries still win: vol-prod-db is listed, so no lookup is made for it.
+    let r = d.gql("cloud-stg", &t, &delete("vol-prod-db")).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"));
+    assert_eq!(d.cloud.world.read_only_requests().len(), 1);
+    // The read-only credential never shows up in the audit log.
+    let all = d.audit_until(|_| true).await;
+    assert!(!all.iter().any(|e| serde_json::to_string(&e.event).unwrap().contains(READ_ONLY_TOKEN)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_attributes_an_unlisted_staging_volume_and_policy_allows_it() {
+    let d = lookup_depth().await;
+    let t = d.token("staging", &["cloud-stg:destroy"]);
+    let r = d.gql("cloud-stg", &t, &delete("vol-staging-cache")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(d.cloud.world.destroyed(), ["vol-staging-cache"]);
+    let rec = d.request_record(&r).await;
+    assert_eq!((rec.event.detail["resource_environment"].as_str(), rec.event.detail["attribution"].as_str()), (Some("staging"), Some("lookup")));
+    // The destroy itself went with the real (read-write) credential, the lookup with the read-only one.
+    let seen = d.cloud.world.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[1].headers.iter().any(|(k, v)| k == "authorization" && v == &format!("Bearer {CLOUD_TOKEN}")));
+    // The lookup is per upstream: cloud-prod has none, so there an unlisted id is production (→ approval).
+    let p = d.token("production", &["cloud-prod:destroy"]);
+    let r = d.gql("cloud-prod", &p, &delete("vol-staging-tmp-0")).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "approval_required"));
+    assert_eq!(d.cloud.world.read_only_requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_failures_treat_the_destroy_as_production() {
+    use airlock_fixture::Fault;
+    let d = lookup_depth().await;
+    let t = d.token("staging", &["cloud-stg:destroy"]);
+    // Each fault on a different staging volume (failures are negatively cached per id).
+    let faults = [(Fault::Status(500), "vol-staging-tmp-0"), (Fault::Garbage, "vol-staging-tmp-1"), (Fault::Delay(Duration::from_secs(2)), "vol-staging-tmp-2")];
+    for (fault, id) in &faults {
+        d.cloud.world.set_read_only_fault(Some(fault.clone()));
+        let started = Instant::now();
+        let r = d.gql("cloud-stg", &t, &delete(id)).await;
+        assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"), "{fault:?}: {}", String::from_utf8_lossy(&r.body));
+        assert!(started.elapsed() < Duration::from_millis(1500), "{fault:?}: the lookup timeout (500ms) bounds the wait");
+        let rec = d.request_record(&r).await;
+        assert!(rec.event.detail["reason"].as_str().unwrap().contains("production"), "{fault:?}: {:?}", rec.event.detail);
+    }
+    assert!(d.cloud.world.destroyed().is_empty());
+    let lookups = d.lookups(3).await;
+    assert_eq!(lookups.iter().filter(|e| e.event.outcome == "failed").count(), 3, "{lookups:?}");
+    let reasons: Vec<&str> = lookups.iter().filter_map(|e| e.event.detail["reason"].as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("HTTP 500")) && reasons.iter().any(|r| r.contains("not JSON")) && reasons.iter().any(|r| r.contains("within")), "{reasons:?}");
+    // The upstream recovers: the next id is attributed (the failed ones stay negative until negative_ttl).
+    d.cloud.world.set_read_only_fault(None);
+    let r = d.gql("cloud-stg", &t, &delete("vol-staging-tmp-3")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = d.gql("cloud-stg", &t, &delete("vol-staging-tmp-0")).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"), "a failure is cached as unattributed, not retried per request");
+    // An id the cloud does not know is unattributed too.
+    let r = d.gql("cloud-stg", &t, &delete("vol-nowhere")).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_answers_are_cached_and_concurrent_misses_share_one_lookup() {
+    let d = lookup_depth().await;
+    let t = d.token("staging", &["cloud-stg:destroy"]);
+    for _ in 0..3 {
+        let r = d.gql("cloud-stg", &t, &delete("vol-prod-cache")).await;
+        assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"));
+    }
+    assert_eq!(d.cloud.world.read_only_requests().len(), 1, "within the TTL the lookup endpoint is asked once");
+    // Eight agents asking about the same unknown id at once: one lookup.
+    d.cloud.world.set_read_only_fault(Some(airlock_fixture::Fault::Delay(Duration::from_millis(200))));
+    let body = delete("vol-staging-tmp-1");
+    let calls = (0..8).map(|_| d.gql("cloud-stg", &t, &body));
+    let answers = futures_join_all(calls).await;
+    let passed = answers.iter().filter(|r| r.status == 200).count();
+    assert!(passed >= 1, "{:?}", answers.iter().map(|r| (r.status, r.code())).collect::<Vec<_>>());
+    assert_eq!(d.cloud.world.read_only_requests().len(), 2, "one lookup for eight concurrent misses");
+    let lookups = d.lookups(2).await;
+    assert_eq!(lookups.len(), 2);
+}
+
+/// Join futures without another dependency in the test crate.
+async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in fs {
+        set.push(Box::pin(f));
+    }
+    let mut out = Vec::new();
+    // Poll them together: a simple select-all loop over pinned futures.
+    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out.extend(results.into_iter().map(|r| r.expect("every future finished")));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_config_errors_name_file_and_line() {
+    let path = std::path::Path::new("/etc/airlock/airlock.toml");
+    let at = |text: &str| match Config::parse(text, path) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("expected a config error for:\n{text}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, TestPki::loopback().unwrap().ca_pem).unwrap();
+    let base = config_with(443, 444, ca.to_str().unwrap(), &lookup_section("2s"));
+    assert!(Config::parse(&base, path).is_ok());
+    let line_of = |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    // No secret: the lookup table is named.
+    let text = base.replace("secret = \"cloud-stg-readonly\"\n", "");
+    let e = at(&text);
+    assert!(e.starts_with(&format!("{}:{}:", path.display(), line_of(&text, "[upstream.inventory_lookup]"))) && e.contains("secret"), "{e}");
+    // A pointer that is not a JSON pointer.
+    let text = base.replace("\"/data/volume/environment\"", "\"data.volume.environment\"");
+    let e = at(&text);
+    assert!(e.starts_with(&format!("{}:{}:", path.display(), line_of(&text, "environment_pointer"))) && e.contains("JSON pointer"), "{e}");
+    // The upstream's own read-write secret.
+    let text = base.replace("secret = \"cloud-stg-readonly\"", "secret = \"cloud-stg-key\"");
+    let e = at(&text);
+    let second = text.lines().enumerate().filter(|(_, l)| l.contains("secret = \"cloud-stg-key\"")).nth(1).unwrap().0 + 1;
+    assert!(e.starts_with(&format!("{}:{second}:", path.display())) && e.contains("read-only"), "{e}");
+    // A mutation is not a lookup; a query without $id cannot be one.
+    for (q, why) in [("mutation($id: ID!) {{ volumeDelete(volumeId: $id) }}", "query"), ("query {{ me {{ name }} }}", "$id")] {
+        let text = base.replace("query($id: ID!) { volume(id: $id) { environment } }", &q.replace("{{", "{").replace("}}", "}"));
+        let e = at(&text);
+        assert!(e.starts_with(&format!("{}:{}:", path.display(), line_of(&text, "graphql = "))) && e.contains(why), "{e}");
+    }
+    // Both or neither of graphql / get.
+    let e = at(&base.replace("environment_pointer", "get = \"/v1/volumes/{id}\"\nenvironment_pointer"));
+    assert!(e.contains("exactly one of graphql"), "{e}");
+    let e = at(&base.replace("ttl = \"5m\"", "ttl = \"5m\"\ntier = \"gold\""));
+    assert!(e.contains("gold"), "{e}");
+
+    // The secret must exist in the upstream's environment: checked at start, pointing at its line.
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("airlock.db")).await.unwrap());
+    let config = Config::parse(&base, path).unwrap();
+    let vault = Vault::new(store.clone(), MasterKey::generate());
+    let add = |name: String, env: &'static str, up: &'static str| {
+        let vault = vault.clone();
+        async move {
+            let spec = NewSecret { name: Name::parse("secret", &name).unwrap(), environment: env.parse().unwrap(), tier: Tier::Primary, upstream: Name::parse("upstream", up).unwrap(), description: None };
+            vault.add(&spec, &SecretValue::new(Zeroizing::new(b"value".to_vec()))).await.unwrap();
+        }
+    };
+    for (up, env) in [("cloud-stg", "staging"), ("cloud-prod", "production"), ("cloud-hold", "production"), ("mcp-stg", "staging")] {
+        add(format!("{up}-key"), env, up).await;
+    }
+    let check = |vault: Vault| {
+        let config = config.clone();
+        let store = store.clone();
+        async move {
+            let authority = TokenAuthority::ephemeral();
+            let verifier = Arc::new(Verifier::new(authority.public_key(), Revocations::new(), VerifierOptions::default()));
+            let (audit, _writer) = GroupCommit::start(store, 16);
+            let gw = Gateway::new(&config, verifier, Arc::new(vault), Arc::new(PolicyEngine::builtin().unwrap()), Arc::new(audit)).unwrap();
+            gw.check_secrets().await
+        }
+    };
+    let secret_line = line_of(&base, "secret = \"cloud-stg-readonly\"");
+    let e = check(vault.clone()).await.unwrap_err().to_string();
+    assert!(e.contains(&format!("{}:{secret_line}", path.display())) && e.contains("cloud-stg-readonly"), "{e}");
+    // In another environment: still refused (a credential is only used in its own environment).
+    add("cloud-stg-readonly".into(), "production", "cloud-prod").await;
+    let e = check(vault.clone()).await.unwrap_err().to_string();
+    assert!(e.contains(&format!("{}:{secret_line}", path.display())), "{e}");
+    add("cloud-stg-readonly".into(), "staging", "cloud-stg").await;
+    check(vault.clone()).await.unwrap();
 }
