@@ -1111,6 +1111,33 @@ resource = { path = "id" }
             .join("\n");
         let c = Config::parse(&uncommented, Path::new("airlock.example.toml")).unwrap();
         assert!(c.upstream("infra-mcp").is_some() && c.upstream("jira").is_some() && c.upstream("maps").is_some());
+        let l = c.inventory.upstream_lookup("railway-staging").expect("the commented lookup example");
+        assert_eq!((l.spec().ttl, l.spec().timeout), (Duration::from_secs(300), Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn inventory_lookup_errors() {
+        let with = |l: &str| format!("{GOOD}\n[upstream.inventory_lookup]\nsecret = \"openai-ro\"\nenvironment_pointer = \"/environment\"\n{l}\n");
+        let c = parse(&with("get = \"/files/{id}\"\ntier_pointer = \"/tier\"")).unwrap();
+        let spec = c.inventory.upstream_lookup("openai").unwrap().spec();
+        assert_eq!(spec.request, LookupRequest::Get { template: "/files/{id}".into() });
+        assert_eq!(spec.tier, TierSource::Pointer("/tier".into()));
+        assert_eq!(spec.secret_line, GOOD.lines().count() + 3);
+        for (l, why) in [
+            ("get = \"/files/id\"", "{id}"),
+            ("get = \"/files/../{id}\"", ".."),
+            ("get = \"files/{id}\"", "start with '/'"),
+            ("get = \"/files/{id}\"\npath = \"/x\"", "path only applies"),
+            ("graphql = \"{ me }\"", "$id"),
+            ("get = \"/files/{id}\"\ntier = \"backup\"\ntier_pointer = \"/t\"", "not both"),
+            ("get = \"/files/{id}\"\nenvironments = { prod = \"Prod!\" }", "environments"),
+            ("get = \"/files/{id}\"\ntimeout = \"0s\"", "positive"),
+            ("get = \"/files/{id}\"\nsurprise = 1", "surprise"),
+        ] {
+            let (line, msg) = err_at(&with(l));
+            assert!(msg.contains(why), "{l}: {msg}");
+            assert!(line > GOOD.lines().count(), "{l}: line {line}");
+        }
     }
 
     #[test]
