@@ -7,14 +7,19 @@
 # (peak RSS before/after). Needs: nginx, wrk, curl (apt-get install -y nginx wrk curl).
 #
 # Usage: scripts/bench-gateway.sh [duration=10s] [connections=64]
+#   AIRLOCK_BENCH_BASELINE=<path to another bench_serve binary> also runs that build (port
+#   18083, its own scratch store) in the same invocation, for before/after in one run.
+#   AIRLOCK_BENCH_NO_AUDIT=1 → null audit sink (diagnostic only).
+#   AIRLOCK_BENCH_NO_DECISION_CACHE=1 → Cedar evaluated on every request (no per-second cache).
 set -euo pipefail
 DUR=${1:-10s}
 CONNS=${2:-64}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/airlock-bench.XXXXXX)
-UP=18080; NGX=18081; ALK=18082
+UP=18080; NGX=18081; ALK=18082; BASE=18083
 cleanup() {
   [[ -n "${ALK_PID:-}" ]] && kill "$ALK_PID" 2>/dev/null || true
+  [[ -n "${BASE_PID:-}" ]] && kill "$BASE_PID" 2>/dev/null || true
   [[ -f "$WORK/nginx.pid" ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -50,12 +55,23 @@ NGINX
 nginx -c "$WORK/nginx.conf" -p "$WORK"
 
 cargo build --release -p airlock-gateway --example bench_serve >/dev/null 2>&1 || cargo build --release -p airlock-gateway --example bench_serve
-BIN="$ROOT/target/release/examples/bench_serve"
-"$BIN" "$WORK" "127.0.0.1:$ALK" "$UP" 2>"$WORK/airlock.log" &   # AIRLOCK_BENCH_NO_AUDIT=1 → null audit sink (diagnostic)
-ALK_PID=$!
-for _ in $(seq 100); do [[ -s "$WORK/token" ]] && curl -s -o /dev/null "http://127.0.0.1:$ALK/" && break; sleep 0.1; done
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench_serve"
+start_gw() { # bin dir port → pid in $!
+  mkdir -p "$2"
+  "$1" "$2" "127.0.0.1:$3" "$UP" 2>"$2/airlock.log" &
+}
+wait_gw() { # dir port
+  for _ in $(seq 100); do [[ -s "$1/token" ]] && curl -s -o /dev/null "http://127.0.0.1:$2/" && break; sleep 0.1; done
+  curl -sf -H "X-Airlock-Token: $(cat "$1/token")" "http://127.0.0.1:$2/bench/items" >/dev/null || { echo "airlock on :$2 not answering"; cat "$1/airlock.log"; exit 1; }
+}
+start_gw "$BIN" "$WORK" "$ALK"; ALK_PID=$!
+wait_gw "$WORK" "$ALK"
 TOKEN=$(cat "$WORK/token")
-curl -sf -H "X-Airlock-Token: $TOKEN" "http://127.0.0.1:$ALK/bench/items" >/dev/null || { echo "airlock not answering"; cat "$WORK/airlock.log"; exit 1; }
+if [[ -n "${AIRLOCK_BENCH_BASELINE:-}" ]]; then
+  start_gw "$AIRLOCK_BENCH_BASELINE" "$WORK/base" "$BASE"; BASE_PID=$!
+  wait_gw "$WORK/base" "$BASE"
+fi
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)   cores: $(nproc)"
 
 run() { # name url [header]
   local name=$1 url=$2; shift 2
@@ -67,9 +83,14 @@ rss() { awk '/VmRSS|VmHWM/ {printf "%s %s %s  ", $1, $2, $3}' "/proc/$ALK_PID/st
 echo "airlock idle:            $(rss)"
 run direct  "http://127.0.0.1:$UP/items"
 run nginx   "http://127.0.0.1:$NGX/items"
+if [[ -n "${BASE_PID:-}" ]]; then
+  run "airlock baseline ($AIRLOCK_BENCH_BASELINE)" "http://127.0.0.1:$BASE/bench/items" -H "X-Airlock-Token: $(cat "$WORK/base/token")"
+fi
 run airlock "http://127.0.0.1:$ALK/bench/items" -H "X-Airlock-Token: $TOKEN"
 echo "airlock after load:      $(rss)"
-echo "audit rows: $(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from audit').fetchone()[0])" "$WORK/airlock.db" 2>/dev/null || echo '?')"
+rows() { python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from audit').fetchone()[0])" "$1" 2>/dev/null || echo '?'; }
+echo "audit rows: airlock $(rows "$WORK/airlock.db")${BASE_PID:+, baseline $(rows "$WORK/base/airlock.db")}"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== 1 GiB request body streamed through airlock (chunked upload)"
 start=$(date +%s.%N)

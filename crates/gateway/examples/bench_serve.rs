@@ -50,7 +50,13 @@ fn main() {
         // AIRLOCK_BENCH_NO_AUDIT=1: a null audit sink, to separate proxy cost from audit cost (diagnostic only).
         let sink: Arc<dyn AuditSink> =
             if std::env::var_os("AIRLOCK_BENCH_NO_AUDIT").is_some() { Arc::new(NullAudit) } else { Arc::new(audit) };
-        let gw = Gateway::new(&config, verifier, Arc::new(vault), Arc::new(PolicyEngine::builtin().unwrap()), sink).unwrap();
+        // AIRLOCK_BENCH_NO_DECISION_CACHE=1: evaluate Cedar on every request (what a workload
+        // without repeated identical requests in the same second pays).
+        let mut policy = PolicyEngine::builtin().unwrap();
+        if std::env::var_os("AIRLOCK_BENCH_NO_DECISION_CACHE").is_some() {
+            policy = policy.without_decision_cache();
+        }
+        let gw = Gateway::new(&config, verifier, Arc::new(vault), Arc::new(policy), sink).unwrap();
         gw.check_secrets().await.unwrap();
         let running = server::start(Arc::new(gw), config.listen, config.admin_listen, AdminState::new(&config, Some(stats.clone()))).await.unwrap();
         eprintln!("bench gateway on {} (admin {})", running.agent_addr, running.admin_addr);
