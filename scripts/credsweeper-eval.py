@@ -22,7 +22,7 @@ How findings are matched (per file + line):
     no expected span of that file. "FP on negative samples" counts the false positives in
     files that CredSweeper marks as negative by name (ending in `_n`, or containing
     "negative"); "FP elsewhere" are the rest (lines of positive samples that CredSweeper
-    does not list — some are debatable, see BENCHMARKS-scan.md).
+    does not list — some are debatable, see BENCHMARKS.md).
   * Findings inside archives (Kingfisher extracts them) are attributed to the archive
     file, with the line reported by the tool (which is a line inside the member, so
     these rarely match: none of the expected findings is inside an archive).

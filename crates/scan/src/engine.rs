@@ -24,7 +24,7 @@
 //!
 //! # Why per-rule regexes behind the prefilter, not one multi-pattern automaton
 //! Issue 4 asked for "one multi-pattern pass (regex-automata)". Measured on
-//! `~/.cargo/registry/src` (221 MB, 2 cores; BENCHMARKS-scan.md): the keyword pass runs
+//! `~/.cargo/registry/src` (221 MB, 2 cores; BENCHMARKS.md): the keyword pass runs
 //! at ~500 MB/s per core, and after windowing the regexes cost less than the keyword pass
 //! (whole scan 0.54 user CPU-s before the generic rules, ~0.7 after, vs 1.0 when every
 //! candidate regex scanned whole files). A single automaton over ~290 patterns was not
@@ -32,7 +32,7 @@
 //! patterns with counted repetitions would outgrow its cache, a second capture pass per
 //! match is still needed, and one leftmost pass loses overlapping findings of different
 //! rules. The keyword DFA is the one multi-pattern pass; the regexes only confirm near
-//! its hits. Throughput and memory against Kingfisher (Vectorscan): BENCHMARKS-scan.md.
+//! its hits. Throughput and memory against Kingfisher (Vectorscan): BENCHMARKS.md.
 
 use std::path::PathBuf;
 
