@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::Placement;
+use crate::pipeline::truncate;
 use crate::audit::AuditSink;
 use crate::classify::parse_json_strict;
 use crate::client::UpstreamClient;
@@ -464,17 +465,6 @@ pub(crate) fn parse_answer(spec: &LookupSpec, body: &[u8]) -> Result<Option<Plac
         },
     };
     Ok(Some(Placement { environment, tier }))
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &s[..cut]
 }
 
 #[cfg(test)]
