@@ -322,6 +322,15 @@ async fn scan(ctx: &Ctx, a: ScanArgs) -> CmdResult {
         Some(fr) => fr.remaining(),
         None => report.findings.len(),
     };
+    if fix_result.is_none() && remaining > 0 && format == Format::Text {
+        // What to do next, for the person reading the report (not for --json/--sarif).
+        let _ = writeln!(
+            err,
+            "next: move them into the vault with `airlock scan --fix --secret-env <ENV>` (same paths), \
+             suppress a false positive with an `airlock:allow` comment or `--write-baseline FILE`, \
+             and rotate any credential that was ever committed or shared"
+        );
+    }
     Ok(ExitCode::from(if remaining == 0 { CLEAN } else { FINDINGS }))
 }
 
