@@ -297,12 +297,17 @@ impl Scanner {
                     let Some(m) = compiled.re.captures_read_at(&mut locs, hay, at) else {
                         break;
                     };
-                    at = if m.end() > m.start() {
+                    let range = secret_range(compiled, &locs).unwrap_or(m.start()..m.end());
+                    // Resume after the secret, not after the whole match: a pattern's
+                    // trailing delimiter (`[\s,;]|$`) may be the leading boundary of the
+                    // next match (`pw:a1\npw:b2` on consecutive lines).
+                    at = if range.end > m.start() && range.end <= m.end() {
+                        range.end
+                    } else if m.end() > m.start() {
                         m.end()
                     } else {
                         m.end() + 1
                     };
-                    let range = secret_range(compiled, &locs).unwrap_or(m.start()..m.end());
                     if range.is_empty() {
                         continue;
                     }
@@ -621,6 +626,25 @@ confidence = "high"
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].secret.expose(), "hunter2xyz");
         assert_eq!(f[0].masked, "****");
+    }
+
+    #[test]
+    fn trailing_delimiter_does_not_hide_next_line() {
+        // The rule's trailing `(?:\s|$)` consumes the newline that the next line's
+        // leading boundary needs; the search resumes after the secret.
+        let s = Scanner::from_toml(&[(
+            "t.toml",
+            r#"[[rule]]
+id = "pw"
+description = "pw"
+keywords = ["pw"]
+regex = '''(?:^|[^A-Za-z0-9])pw:(\S+)(?:\s|$)'''
+confidence = "low"
+"#,
+        )])
+        .unwrap();
+        let f = s.scan_bytes("a", b"pw:Zx81kQ0pLm\npw:Qw72jR9oKn\n");
+        assert_eq!(f.iter().map(|f| f.line).collect::<Vec<_>>(), vec![1, 2]);
     }
 
     #[test]
