@@ -242,9 +242,15 @@ impl LazyRegex {
     /// Validate `pattern`'s syntax (as [`compile`] will read it) without compiling it.
     fn new(pattern: &str) -> Result<Self, String> {
         let parse = |unicode: bool| {
-            regex_syntax::ParserBuilder::new().unicode(unicode).utf8(false).build().parse(pattern).map(|_| ())
+            regex_syntax::ParserBuilder::new()
+                .unicode(unicode)
+                .utf8(false)
+                .build()
+                .parse(pattern)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
-        parse(false).or_else(|_| parse(true)).map_err(|e| e.to_string())?;
+        parse(false).or_else(|_| parse(true))?;
         Ok(Self { pattern: pattern.to_owned(), cell: OnceLock::new() })
     }
 
@@ -368,13 +374,10 @@ fn compile_rule(origin: &str, r: RuleToml) -> Result<Rule, Error> {
     if let Some(k) = r.keywords.iter().find(|k| !k.is_ascii() || k.is_empty()) {
         return Err(err(format!("keyword {k:?} is empty or not ASCII; keywords must be non-empty ASCII")));
     }
-    if let Some(kind) = &r.checksum {
-        if crate::checksum::verify(kind, "").is_none() {
-            return Err(err(format!(
-                "unknown checksum kind {kind:?}; known kinds: {}",
-                crate::checksum::KINDS.join(", ")
-            )));
-        }
+    if let Some(kind) = &r.checksum
+        && crate::checksum::verify(kind, "").is_none()
+    {
+        return Err(err(format!("unknown checksum kind {kind:?}; known kinds: {}", crate::checksum::KINDS.join(", "))));
     }
     let regex = LazyRegex::new(&r.regex).map_err(|e| err(format!("regex does not compile: {e}")))?;
     let paths = match &r.paths {
@@ -385,10 +388,10 @@ fn compile_rule(origin: &str, r: RuleToml) -> Result<Rule, Error> {
     for a in &r.allow {
         allow.push(LazyRegex::new(a).map_err(|e| err(format!("allow regex {a:?} does not compile: {e}")))?);
     }
-    if let Some(m) = r.min_entropy {
-        if !(0.0..=8.0).contains(&m) {
-            return Err(err(format!("min_entropy {m} is outside 0..=8 bits per byte")));
-        }
+    if let Some(m) = r.min_entropy
+        && !(0.0..=8.0).contains(&m)
+    {
+        return Err(err(format!("min_entropy {m} is outside 0..=8 bits per byte")));
     }
     Ok(Rule {
         keywords: r.keywords.iter().map(|k| k.to_ascii_lowercase()).collect(),

@@ -198,11 +198,10 @@ impl StateDir {
         }
         for name in [files::MASTER_KEY, files::TOKEN_KEY, files::ADMIN_TOKEN, files::DATABASE] {
             let p = self.path(name);
-            if let Ok(md) = fs::symlink_metadata(&p) {
-                if let Err(e) = check_owner_and_mode(&p, &md, 0o600) {
+            if let Ok(md) = fs::symlink_metadata(&p)
+                && let Err(e) = check_owner_and_mode(&p, &md, 0o600) {
                     out.push(e);
                 }
-            }
         }
         out
     }

@@ -146,9 +146,9 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
 /// Render a duration the way a person would write it (`8h`, `30m`, `90s`).
 pub fn human_duration(d: std::time::Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 && s >= 3600 {
+    if s.is_multiple_of(3600) && s >= 3600 {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 && s >= 60 {
+    } else if s.is_multiple_of(60) && s >= 60 {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

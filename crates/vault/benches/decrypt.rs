@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // criterion_group! generates an undocumented fn
 //! Secret decrypt latency: one `Vault::open` of a sealed 40-byte token
 //! (unwrap the data key, then open the value), as the gateway does per request.
 

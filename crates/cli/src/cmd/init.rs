@@ -47,11 +47,10 @@ pub async fn init(ctx: &Ctx, a: InitArgs) -> CmdResult {
                 .hint("airlock is already set up here; `airlock doctor` checks it"));
         }
     }
-    if let Ok(cwd) = std::env::current_dir() {
-        if state.root().starts_with(&cwd) && state.root() != cwd && std::env::var_os("AIRLOCK_HOME").is_none() {
+    if let Ok(cwd) = std::env::current_dir()
+        && state.root().starts_with(&cwd) && state.root() != cwd && std::env::var_os("AIRLOCK_HOME").is_none() {
             eprintln!("warning: the state directory {} is inside the current directory; agents started here could see it", state.root().display());
         }
-    }
     state.create()?;
     let mode = if a.passphrase {
         KeyMode::Passphrase

@@ -122,7 +122,7 @@ pub async fn run(ctx: &Ctx, cmd: SecretCmd) -> CmdResult {
             } else if list.is_empty() {
                 println!("no secrets stored; add one with `airlock secret add`");
             } else {
-                println!("{:<28} {:<12} {:<8} {:<20} {:>3}  {}", "NAME", "ENV", "TIER", "UPSTREAM", "VER", "UPDATED");
+                println!("{:<28} {:<12} {:<8} {:<20} {:>3}  UPDATED", "NAME", "ENV", "TIER", "UPSTREAM", "VER");
                 for m in &list {
                     println!("{:<28} {:<12} {:<8} {:<20} {:>3}  {}", m.name, m.environment, m.tier, m.upstream, m.version, m.updated_at);
                 }

@@ -106,15 +106,14 @@ pub async fn run(ctx: &Ctx, cmd: TokenCmd) -> CmdResult {
             let parent_hash = airlock_token::inspect(&token, &public, now_unix())?.token_hash;
             let (child, claims) = airlock_token::attenuate(&token, &public, grants.as_deref(), ttl, now_unix())?;
             // Audit when the store is reachable; attenuation itself needs no store.
-            if let Ok(state) = ctx.checked_state() {
-                if let Ok(store) = ctx.store(&state).await {
+            if let Ok(state) = ctx.checked_state()
+                && let Ok(store) = ctx.store(&state).await {
                     crate::app::audit(&*store, "token.attenuate", &claims.task_id, "ok", Some(&claims.task_id), serde_json::json!({
                         "parent_token_hash": parent_hash, "token_hash": claims.token_hash,
                         "grants": claims.grants, "expires_at": claims.expires_at,
                     }))
                     .await?;
                 }
-            }
             eprintln!(
                 "narrowed token for task {}: grants {}, expires {}",
                 claims.task_id,

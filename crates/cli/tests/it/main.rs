@@ -36,6 +36,12 @@ impl Run {
     }
 }
 
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Sandbox {
     pub fn new() -> Self {
         Self { dir: tempfile::tempdir().unwrap() }

@@ -137,7 +137,7 @@ impl Scanner {
                 let o = self.scan_one_file(f, opts.max_file_size, source);
                 if let Some(pb) = &progress {
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n % 64 == 0 {
+                    if n.is_multiple_of(64) {
                         pb.set_position(n);
                     }
                 }
