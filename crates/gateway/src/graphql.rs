@@ -2,7 +2,7 @@
 //!
 //! This module owns parsing a GraphQL-over-HTTP request body (a JSON object
 //! `{query, variables, operationName, extensions}`, a batched array of them, or a raw
-//! `application/graphql` document) with a real GraphQL parser and turning it into one
+//! `application/graphql` document) with a real GraphQL parser (`cynic-parser`) and turning it into one
 //! [`Operation`] per distinct field call that matters to policy:
 //!
 //! * every top-level field of **every** operation in the document, whatever
@@ -30,9 +30,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use airlock_types::{Capability, Tier};
-use async_graphql_parser::Positioned;
-use async_graphql_parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
-use async_graphql_value::{ConstValue, Name, Value as GqlValue};
+use cynic_parser::ExecutableDocument;
+use cynic_parser::common::OperationType;
+use cynic_parser::executable::ids::FragmentDefinitionId;
+use cynic_parser::executable::{Argument, Iter, Selection};
+use cynic_parser::values::Value as GqlValue;
 use serde_json::Value;
 
 use crate::classify::{Operation, Unparsable, parse_json_strict};
@@ -43,6 +45,15 @@ pub const MAX_BATCH: usize = 256;
 pub const MAX_OPERATIONS: usize = 128;
 /// Name of the operation a request that cannot be inspected (persisted query) performs.
 pub const UNKNOWN_OPERATION: &str = "unknown";
+
+/// Deepest nesting of selection sets inside one operation or fragment definition (the
+/// top-level set is depth 0): deeper documents are unparsable.
+const MAX_SELECTION_DEPTH: usize = 64;
+/// Deepest the walk may go, counting nested selection sets and fragment spreads across
+/// fragments (bounds the recursion however fragments chain): deeper is unparsable.
+const MAX_WALK_DEPTH: usize = 512;
+/// Deepest nesting of lists and objects in an argument value that is resolved.
+const MAX_VALUE_DEPTH: usize = 64;
 
 /// What a declared field does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +90,16 @@ pub struct DocCache {
     inner: Mutex<(Documents, usize)>,
 }
 
-type Documents = HashMap<Arc<str>, Arc<ExecutableDocument>>;
+type Documents = HashMap<Arc<str>, Arc<Parsed>>;
+
+/// A document that parsed and passed the checks the old parser made while parsing
+/// (operation and fragment names unique, an anonymous operation alone, at least one
+/// operation, selection sets at most [`MAX_SELECTION_DEPTH`] deep), with its fragments
+/// indexed by name.
+struct Parsed {
+    doc: ExecutableDocument,
+    fragments: HashMap<Box<str>, FragmentDefinitionId>,
+}
 
 impl std::fmt::Debug for DocCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,7 +109,7 @@ impl std::fmt::Debug for DocCache {
 }
 
 impl DocCache {
-    fn get_or_parse(&self, query: &str) -> Result<Arc<ExecutableDocument>, Unparsable> {
+    fn get_or_parse(&self, query: &str) -> Result<Arc<Parsed>, Unparsable> {
         if let Some(doc) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.get(query) {
             return Ok(doc.clone());
         }
@@ -108,8 +128,132 @@ impl DocCache {
     }
 }
 
-fn parse(query: &str) -> Result<ExecutableDocument, Unparsable> {
-    async_graphql_parser::parse_query(query).map_err(|e| Unparsable(format!("the GraphQL document does not parse: {e}")))
+fn unparsable(e: impl std::fmt::Display) -> Unparsable {
+    Unparsable(format!("the GraphQL document does not parse: {e}"))
+}
+
+/// Parse with `cynic-parser` and make the checks `async-graphql-parser` made.
+fn parse(query: &str) -> Result<Parsed, Unparsable> {
+    // cynic-parser 0.11 unwraps `str::parse::<i64>()` on integer literals: one that does
+    // not fit panics. Refuse those first; the catch_unwind is a backstop only.
+    if !int_literals_fit(query) {
+        return Err(unparsable("an integer literal does not fit in 64 bits"));
+    }
+    let doc = std::panic::catch_unwind(|| cynic_parser::parse_executable_document(query))
+        .map_err(|_| unparsable("the parser panicked"))?
+        .map_err(unparsable)?;
+    let mut names = HashSet::new();
+    let mut anonymous = false;
+    let mut count = 0usize;
+    for op in doc.operations() {
+        count += 1;
+        match op.name() {
+            Some(n) if !names.insert(n) => return Err(unparsable(format!("operation {:?} is defined twice", truncate(n)))),
+            Some(_) => {}
+            None => anonymous = true,
+        }
+        check_depth(op.selection_set(), MAX_SELECTION_DEPTH)?;
+    }
+    if count == 0 {
+        return Err(unparsable("the document has no operation"));
+    }
+    if anonymous && count > 1 {
+        return Err(unparsable("an anonymous operation must be the only one"));
+    }
+    let mut fragments = HashMap::new();
+    for f in doc.fragments() {
+        if fragments.insert(Box::<str>::from(f.name()), f.id()).is_some() {
+            return Err(unparsable(format!("fragment {:?} is defined twice", truncate(f.name()))));
+        }
+        check_depth(f.selection_set(), MAX_SELECTION_DEPTH)?;
+    }
+    Ok(Parsed { doc, fragments })
+}
+
+/// Selection sets nested at most `remaining` levels below this one.
+fn check_depth(set: Iter<'_, Selection<'_>>, remaining: usize) -> Result<(), Unparsable> {
+    for s in set {
+        let nested = match s {
+            Selection::Field(f) => f.selection_set(),
+            Selection::InlineFragment(f) => f.selection_set(),
+            Selection::FragmentSpread(_) => continue,
+        };
+        if nested.len() == 0 {
+            continue;
+        }
+        if remaining == 0 {
+            return Err(unparsable("selection sets are nested too deeply"));
+        }
+        check_depth(nested, remaining - 1)?;
+    }
+    Ok(())
+}
+
+/// False when an integer literal of the document (outside strings, block strings and
+/// comments) does not fit an `i64`. A literal that overflows needs at least 19 digits in a
+/// row, so documents without such a run are not lexed here. Errs towards `false` (the
+/// document is then refused) if it lexes differently from the parser.
+fn int_literals_fit(q: &str) -> bool {
+    let b = q.as_bytes();
+    let mut run = 0;
+    if !b.iter().any(|c| {
+        run = if c.is_ascii_digit() { run + 1 } else { 0 };
+        run >= 19
+    }) {
+        return true;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'"' if b[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < b.len() {
+                    if b[i..].starts_with(b"\\\"\"\"") {
+                        i += 4;
+                    } else if b[i..].starts_with(b"\"\"\"") {
+                        i += 3;
+                        break;
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' && b[i] != b'\r' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            c if c == b'_' || c.is_ascii_alphabetic() => {
+                while i < b.len() && (b[i] == b'_' || b[i].is_ascii_alphanumeric()) {
+                    i += 1;
+                }
+            }
+            c if c == b'-' || c.is_ascii_digit() => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                if i < b.len() && matches!(b[i], b'.' | b'e' | b'E') {
+                    // A float: f64 parsing saturates, it does not panic.
+                    while i < b.len() && (b[i].is_ascii_digit() || matches!(b[i], b'.' | b'e' | b'E' | b'+' | b'-')) {
+                        i += 1;
+                    }
+                } else if i - start >= 19 && q[start..i].parse::<i64>().is_err() {
+                    return false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    true
 }
 
 impl Default for GraphqlClassifier {
@@ -203,18 +347,18 @@ impl GraphqlClassifier {
     }
 
     fn document(&self, query: &str, vars: &serde_json::Map<String, Value>, out: &mut Out) -> Result<(), Unparsable> {
-        let doc = match &self.cache {
+        let parsed = match &self.cache {
             Some(c) => c.get_or_parse(query)?,
             None => Arc::new(parse(query)?),
         };
-        let mut walk = Walk { doc: &doc, vars, rules: &self.fields, seen: HashSet::new() };
+        let mut walk = Walk { parsed: &parsed, vars, rules: &self.fields, seen: HashSet::new() };
         // Every operation, regardless of operationName: the most dangerous one counts.
-        for (_, op) in doc.operations.iter() {
-            let top = match op.node.ty {
+        for op in parsed.doc.operations() {
+            let top = match op.operation_type() {
                 OperationType::Query => Capability::Read,
                 OperationType::Mutation | OperationType::Subscription => Capability::Write,
             };
-            walk.selections(&op.node.selection_set, Some(&top), out)?;
+            walk.selections(op.selection_set(), Some(&top), 0, out)?;
         }
         Ok(())
     }
@@ -239,7 +383,7 @@ impl Out {
 }
 
 struct Walk<'a> {
-    doc: &'a ExecutableDocument,
+    parsed: &'a Parsed,
     vars: &'a serde_json::Map<String, Value>,
     rules: &'a HashMap<String, Arc<GraphqlRule>>,
     /// (fragment, expanded at top level) pairs already expanded: cycles and repeats end here.
@@ -248,30 +392,33 @@ struct Walk<'a> {
 
 impl<'a> Walk<'a> {
     /// Walk a selection set; `top` is the default class of unlisted fields at the top
-    /// level of an operation, `None` below it.
-    fn selections(&mut self, set: &'a Positioned<SelectionSet>, top: Option<&Capability>, out: &mut Out) -> Result<(), Unparsable> {
-        for item in &set.node.items {
-            match &item.node {
+    /// level of an operation, `None` below it. `depth` counts nested sets and spreads.
+    fn selections(&mut self, set: Iter<'a, Selection<'a>>, top: Option<&Capability>, depth: usize, out: &mut Out) -> Result<(), Unparsable> {
+        if depth > MAX_WALK_DEPTH {
+            return Err(unparsable("selection sets and fragments are nested too deeply"));
+        }
+        for item in set {
+            match item {
                 Selection::Field(f) => {
-                    let name = f.node.name.node.as_str();
+                    let name = f.name();
                     if let Some(rule) = self.rules.get(name) {
-                        self.declared(name, rule, &f.node.arguments, out)?;
+                        self.declared(name, rule, f.arguments(), out)?;
                     } else if let Some(class) = top {
                         let class = if name.starts_with("__") { Capability::Read } else { class.clone() };
                         out.push(Operation { name: name.to_owned(), capability: class, tier: Tier::Primary, resource_id: None, declared: false, arguments: None })?;
                     }
-                    self.selections(&f.node.selection_set, None, out)?;
+                    self.selections(f.selection_set(), None, depth + 1, out)?;
                 }
-                Selection::InlineFragment(fr) => self.selections(&fr.node.selection_set, top, out)?,
+                Selection::InlineFragment(fr) => self.selections(fr.selection_set(), top, depth + 1, out)?,
                 Selection::FragmentSpread(sp) => {
-                    let name = sp.node.fragment_name.node.as_str();
-                    let def = self
-                        .doc
+                    let name = sp.fragment_name();
+                    let id = *self
+                        .parsed
                         .fragments
-                        .get(&sp.node.fragment_name.node)
+                        .get(name)
                         .ok_or_else(|| Unparsable(format!("fragment {:?} is used but not defined", truncate(name))))?;
                     if self.seen.insert((name, top.is_some())) {
-                        self.selections(&def.node.selection_set, top, out)?;
+                        self.selections(self.parsed.doc.read(id).selection_set(), top, depth + 1, out)?;
                     }
                 }
             }
@@ -281,16 +428,10 @@ impl<'a> Walk<'a> {
 
     /// One call of a declared field: resolve its arguments (variables included) and emit
     /// one operation per resource id it names (or one without a resource).
-    fn declared(
-        &self,
-        name: &str,
-        rule: &GraphqlRule,
-        args: &[(Positioned<Name>, Positioned<GqlValue>)],
-        out: &mut Out,
-    ) -> Result<(), Unparsable> {
+    fn declared(&self, name: &str, rule: &GraphqlRule, args: Iter<'a, Argument<'a>>, out: &mut Out) -> Result<(), Unparsable> {
         let mut resolved = serde_json::Map::new();
-        for (k, v) in args {
-            resolved.insert(k.node.to_string(), self.resolve(&v.node));
+        for a in args {
+            resolved.insert(a.name().to_owned(), self.resolve(a.value(), 0)?);
         }
         let mut ids = Vec::new();
         if let Some(path) = &rule.resource {
@@ -321,15 +462,29 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    /// An argument value as JSON, variables substituted (a missing variable is null).
-    fn resolve(&self, v: &GqlValue) -> Value {
-        v.clone()
-            .into_const_with(|n: Name| -> Result<ConstValue, ()> {
-                Ok(self.vars.get(n.as_str()).and_then(|j| ConstValue::from_json(j.clone()).ok()).unwrap_or(ConstValue::Null))
-            })
-            .ok()
-            .and_then(|c| c.into_json().ok())
-            .unwrap_or(Value::Null)
+    /// An argument value as JSON, variables substituted (a missing variable is null),
+    /// enum values as strings, a float that JSON cannot hold as null.
+    fn resolve(&self, v: GqlValue<'a>, depth: usize) -> Result<Value, Unparsable> {
+        if depth > MAX_VALUE_DEPTH {
+            return Err(unparsable("an argument value is nested too deeply"));
+        }
+        Ok(match v {
+            GqlValue::Variable(var) => self.vars.get(var.name()).cloned().unwrap_or(Value::Null),
+            GqlValue::Int(i) => Value::from(i.value()),
+            GqlValue::Float(f) => serde_json::Number::from_f64(f.value()).map_or(Value::Null, Value::Number),
+            GqlValue::String(s) => Value::String(s.value().to_owned()),
+            GqlValue::Boolean(b) => Value::Bool(b.value()),
+            GqlValue::Null(_) => Value::Null,
+            GqlValue::Enum(e) => Value::String(e.name().to_owned()),
+            GqlValue::List(l) => Value::Array(l.items().map(|x| self.resolve(x, depth + 1)).collect::<Result<_, _>>()?),
+            GqlValue::Object(o) => {
+                let mut m = serde_json::Map::new();
+                for f in o.fields() {
+                    m.insert(f.name().to_owned(), self.resolve(f.value(), depth + 1)?);
+                }
+                Value::Object(m)
+            }
+        })
     }
 }
 
@@ -463,6 +618,95 @@ mod tests {
         for _ in 0..2 {
             assert!(c.classify(br#"{"query":"mutation { volumeDelete("}"#, Some("application/json")).is_err());
         }
+    }
+
+    fn err(query: &str) -> bool {
+        classifier().classify(json!({ "query": query }).to_string().as_bytes(), Some("application/json")).is_err()
+    }
+
+    #[test]
+    fn integer_literals_that_overflow_are_unparsable_not_a_panic() {
+        // cynic-parser unwraps the i64 parse of integer literals.
+        assert!(err("mutation { volumeDelete(volumeId: 99999999999999999999) }"));
+        assert!(err("{ me(x: -9223372036854775809) }"));
+        assert!(err("{ me(x: 9223372036854775808) }"));
+        assert!(!err("{ me(x: -9223372036854775808, y: 9223372036854775807, z: 1e99999, w: 123456789012345678901234.5) }"));
+        // Long digit runs in strings, block strings, comments and names are not literals.
+        let o = ops(json!({ "query": "mutation M { volumeDelete(volumeId: \"99999999999999999999\") } # 99999999999999999999\n query Q { me(a: \"\"\"x \\\"\"\" 99999999999999999999\"\"\") v99999999999999999999 }" }));
+        assert!(names(&o).contains(&("volumeDelete", Some("99999999999999999999"))), "{o:?}");
+        let o = ops(json!({ "query": "mutation { volumeDelete(volumeId: 1234567890123456789) }" }));
+        assert_eq!(names(&o), [("volumeDelete", Some("1234567890123456789"))]);
+    }
+
+    #[test]
+    fn string_escapes_are_decoded_before_attribution() {
+        let o = ops(json!({ "query": "mutation { volumeDelete(volumeId: \"vol\\u002dprod\") b: volumeDelete(volumeId: \"\"\"\n  vol-blk\n\"\"\") }" }));
+        assert_eq!(names(&o), [("volumeDelete", Some("vol-prod")), ("volumeDelete", Some("vol-blk"))]);
+    }
+
+    #[test]
+    fn document_checks_the_old_parser_made() {
+        assert!(err("fragment F on Query { me }"), "no operation");
+        assert!(err("{ ...F } fragment F on Query { me } fragment F on Query { you }"), "duplicate fragment");
+        assert!(err("type Query { me: Int }"), "type system definitions");
+        assert!(err(""), "empty");
+        assert!(err("{ me } { you }"), "two anonymous operations");
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded_and_never_overflows_the_stack() {
+        let nest = |n: usize| format!("mutation {{ {} volumeDelete(volumeId: \"v\") {} }}", "a { ".repeat(n), "}".repeat(n));
+        assert!(ops(json!({ "query": nest(MAX_SELECTION_DEPTH) })).iter().any(|o| o.name == "volumeDelete"));
+        assert!(err(&nest(MAX_SELECTION_DEPTH + 1)));
+        assert!(err(&nest(100_000)));
+        let inline = format!("mutation {{ {} volumeDelete(volumeId: \"v\") {} }}", "... on Mutation { ".repeat(100_000), "}".repeat(100_000));
+        assert!(err(&inline));
+        // Values: the parser takes any depth; resolving a declared field's arguments is bounded.
+        let deep_value = |n: usize| format!("mutation {{ volumeDelete(volumeId: \"v\", x: {}1{}) }}", "[".repeat(n), "]".repeat(n));
+        assert!(!err(&deep_value(MAX_VALUE_DEPTH)));
+        assert!(err(&deep_value(MAX_VALUE_DEPTH + 1)));
+        assert!(err(&deep_value(100_000)));
+        assert!(!err(&format!("{{ me(x: {}1{}) }}", "[".repeat(100_000), "]".repeat(100_000))), "undeclared fields' arguments are not resolved");
+        // A long chain of fragments, each within the nesting limit, ends the walk too.
+        let chain = |n: usize| {
+            let mut q = String::from("mutation { ...F0 }");
+            for i in 0..n {
+                q.push_str(&format!(" fragment F{i} on Mutation {{ ...F{} }}", i + 1));
+            }
+            q + &format!(" fragment F{n} on Mutation {{ volumeDelete(volumeId: \"v\") }}")
+        };
+        assert!(ops(json!({ "query": chain(100) })).iter().any(|o| o.name == "volumeDelete"));
+        assert!(err(&chain(20_000)));
+    }
+
+    #[test]
+    fn fragment_cycles_below_the_top_level_end() {
+        let o = ops(json!({ "query": "mutation { a { ...A } ...A } fragment A on M { ...B b { ...A } volumeDelete(volumeId: \"v\") } fragment B on M { ...A ...B }" }));
+        assert!(names(&o).contains(&("volumeDelete", Some("v"))), "{o:?}");
+        assert!(o.iter().all(|o| o.name != "b" || o.capability == Capability::Write));
+    }
+
+    #[test]
+    fn huge_documents() {
+        // More distinct operations than allowed: refused, not truncated.
+        let mut q = String::from("mutation {");
+        for i in 0..=MAX_OPERATIONS {
+            q.push_str(&format!(" a{i}: volumeDelete(volumeId: \"v{i}\")"));
+        }
+        assert!(err(&(q + " }")));
+        // A 1 MB document parses, classifies, and is not cached.
+        let c = classifier();
+        let mut q = String::from("query {");
+        while q.len() < 1 << 20 {
+            q.push_str(" v: volumes(environment: \"staging\") { id name backups { id } }");
+        }
+        q.push_str(" } mutation M { volumeDelete(volumeId: \"v\") }");
+        let o = c.classify(json!({ "query": q }).to_string().as_bytes(), Some("application/json"));
+        assert!(o.is_err(), "an anonymous operation with another one");
+        let q = q.replacen("query {", "query Q {", 1);
+        let o = c.classify(json!({ "query": q }).to_string().as_bytes(), Some("application/json")).unwrap();
+        assert_eq!(names(&o), [("volumes", None), ("volumeDelete", Some("v"))]);
+        assert_eq!(c.cache.as_ref().unwrap().inner.lock().unwrap().0.len(), 0);
     }
 
     #[test]
