@@ -25,7 +25,6 @@ use crate::preflight::{Detector, Finding, Location};
 pub struct ScanDetector {
     scanner: Scanner,
     min_confidence: Confidence,
-    max_file_size: u64,
 }
 
 impl ScanDetector {
@@ -35,7 +34,7 @@ impl ScanDetector {
     /// [`Error::Preflight`] when a rule file cannot be read or is invalid.
     pub fn new(rule_files: &[PathBuf]) -> Result<Self, Error> {
         let scanner = Scanner::with_rule_files(rule_files).map_err(|e| Error::Preflight(e.to_string()))?;
-        Ok(Self { scanner, min_confidence: Confidence::Medium, max_file_size: airlock_scan::DEFAULT_MAX_FILE_SIZE })
+        Ok(Self { scanner, min_confidence: Confidence::Medium })
     }
 
     /// Change the confidence at or above which a finding refuses the start.
@@ -48,10 +47,10 @@ impl ScanDetector {
 
 impl Detector for ScanDetector {
     fn scan_workspace(&self, root: &Path) -> Result<Vec<Finding>, Error> {
-        let opts = ScanOptions::default().with_max_file_size(self.max_file_size);
+        // Same limits as `airlock scan` (ScanOptions' defaults), so both skip the same files.
         let report = self
             .scanner
-            .scan_paths(&[root.to_path_buf()], &opts)
+            .scan_paths(&[root.to_path_buf()], &ScanOptions::default())
             .map_err(|e| Error::Preflight(format!("cannot scan {}: {e}", root.display())))?;
         let mut out: Vec<Finding> = report
             .findings

@@ -141,7 +141,7 @@ impl Scanner {
         let whole_buffer = rules
             .rules
             .iter()
-            .map(|r| r.keywords.is_empty() || spans_lines(&r.pattern))
+            .map(|r| r.keywords.is_empty() || r.spans_lines)
             .collect();
         Ok(Self {
             rules,
@@ -431,9 +431,9 @@ fn line_window(data: &[u8], at: usize, context: usize) -> std::ops::Range<usize>
 /// characters and `\s*` gaps that the [`CONTEXT_LINES`] window covers: a literal newline,
 /// or a repetition of something that matches both a newline and a letter or digit
 /// (`[\s\S]*`, `(?s).+`, `[^"]{8,}`, `[A-Za-z0-9+/=\s]{64,}` …). Such rules (PEM
-/// blocks, multi-line JSON) scan the whole buffer. A pattern that does not parse is
-/// treated as spanning lines.
-fn spans_lines(pattern: &str) -> bool {
+/// blocks, multi-line JSON) scan the whole buffer. Computed once per rule when it loads,
+/// from the same parse that validates the pattern.
+pub(crate) fn spans_lines(hir: &regex_syntax::hir::Hir) -> bool {
     use regex_syntax::hir::{Class, Hir, HirKind};
     /// (can match '\n', can match an ASCII letter or digit)
     fn bytes(h: &Hir) -> (bool, bool) {
@@ -479,17 +479,7 @@ fn spans_lines(pattern: &str) -> bool {
             HirKind::Class(_) | HirKind::Empty | HirKind::Look(_) => false,
         }
     }
-    let parse = |unicode: bool| {
-        regex_syntax::ParserBuilder::new()
-            .unicode(unicode)
-            .utf8(false)
-            .build()
-            .parse(pattern)
-            .ok()
-    };
-    parse(false)
-        .or_else(|| parse(true))
-        .is_none_or(|h| walk(&h))
+    walk(hir)
 }
 
 /// The secret's byte range: group `secret`, else the first participating group.

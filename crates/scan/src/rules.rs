@@ -100,6 +100,9 @@ pub struct Rule {
     /// The pattern source as written.
     pub pattern: String,
     pub(crate) regex: LazyRegex,
+    /// Whether the pattern can match across lines (then it scans the whole buffer rather
+    /// than the lines around its keyword hits); see `engine::spans_lines`.
+    pub(crate) spans_lines: bool,
     /// Checksum kind understood by [`crate::checksum::verify`].
     pub checksum: Option<String>,
     /// What to do with a match whose checksum fails.
@@ -227,7 +230,9 @@ pub struct RuleSet {
 #[derive(Debug, Clone)]
 pub(crate) struct LazyRegex {
     pattern: String,
-    cell: OnceLock<Option<Compiled>>,
+    /// The compiled pattern, or why it failed to compile (only size limits can fail:
+    /// syntax is checked in [`LazyRegex::new`]).
+    cell: OnceLock<Result<Compiled, String>>,
 }
 
 /// A compiled pattern and the index of its `secret` group.
@@ -239,32 +244,37 @@ pub(crate) struct Compiled {
 }
 
 impl LazyRegex {
-    /// Validate `pattern`'s syntax (as [`compile`] will read it) without compiling it.
-    fn new(pattern: &str) -> Result<Self, String> {
+    /// Validate `pattern`'s syntax (as [`compile`] will read it) without compiling it;
+    /// returns the parsed pattern too, for analyses that need its structure.
+    fn new(pattern: &str) -> Result<(Self, regex_syntax::hir::Hir), String> {
         let parse = |unicode: bool| {
             regex_syntax::ParserBuilder::new()
                 .unicode(unicode)
                 .utf8(false)
                 .build()
                 .parse(pattern)
-                .map(|_| ())
                 .map_err(|e| e.to_string())
         };
-        parse(false).or_else(|_| parse(true))?;
-        Ok(Self { pattern: pattern.to_owned(), cell: OnceLock::new() })
+        let hir = parse(false).or_else(|_| parse(true))?;
+        Ok((Self { pattern: pattern.to_owned(), cell: OnceLock::new() }, hir))
+    }
+
+    /// Compile on first call; later calls return the stored outcome.
+    fn compiled(&self) -> &Result<Compiled, String> {
+        self.cell.get_or_init(|| {
+            compile(&self.pattern)
+                .map(|re| {
+                    let secret_group = re.capture_names().position(|n| n == Some("secret"));
+                    Compiled { re, secret_group }
+                })
+                .map_err(|e| e.to_string())
+        })
     }
 
     /// The compiled regex; `None` only if compilation failed (size limits), in which
     /// case the rule matches nothing — [`RuleSet::compile_all`] surfaces that as an error.
     pub(crate) fn get(&self) -> Option<&Compiled> {
-        self.cell
-            .get_or_init(|| {
-                compile(&self.pattern).ok().map(|re| {
-                    let secret_group = re.capture_names().position(|n| n == Some("secret"));
-                    Compiled { re, secret_group }
-                })
-            })
-            .as_ref()
+        self.compiled().as_ref().ok()
     }
 
     /// Whether the (compiled) pattern matches; false if it cannot compile.
@@ -274,10 +284,7 @@ impl LazyRegex {
 
     /// Compile now, reporting a failure.
     fn force(&self) -> Result<(), String> {
-        if self.get().is_some() {
-            return Ok(());
-        }
-        compile(&self.pattern).map(|_| ()).map_err(|e| e.to_string())
+        self.compiled().as_ref().map(|_| ()).map_err(Clone::clone)
     }
 }
 
@@ -379,14 +386,15 @@ fn compile_rule(origin: &str, r: RuleToml) -> Result<Rule, Error> {
     {
         return Err(err(format!("unknown checksum kind {kind:?}; known kinds: {}", crate::checksum::KINDS.join(", "))));
     }
-    let regex = LazyRegex::new(&r.regex).map_err(|e| err(format!("regex does not compile: {e}")))?;
+    let (regex, hir) = LazyRegex::new(&r.regex).map_err(|e| err(format!("regex does not compile: {e}")))?;
+    let spans_lines = crate::engine::spans_lines(&hir);
     let paths = match &r.paths {
         Some(p) => Some(compile(p).map_err(|e| err(format!("paths regex does not compile: {e}")))?),
         None => None,
     };
     let mut allow = Vec::with_capacity(r.allow.len());
     for a in &r.allow {
-        allow.push(LazyRegex::new(a).map_err(|e| err(format!("allow regex {a:?} does not compile: {e}")))?);
+        allow.push(LazyRegex::new(a).map_err(|e| err(format!("allow regex {a:?} does not compile: {e}")))?.0);
     }
     if let Some(m) = r.min_entropy
         && !(0.0..=8.0).contains(&m)
@@ -399,6 +407,7 @@ fn compile_rule(origin: &str, r: RuleToml) -> Result<Rule, Error> {
         description: r.description,
         pattern: r.regex,
         regex,
+        spans_lines,
         checksum: r.checksum,
         checksum_fail: r.checksum_fail,
         confidence: r.confidence,
