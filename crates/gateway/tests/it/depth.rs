@@ -20,7 +20,7 @@ use airlock_gateway::config::Config;
 use airlock_gateway::forward::ForwardProxy;
 use airlock_gateway::server::{self, AdminState, Running};
 use airlock_policy::PolicyEngine;
-use airlock_store::{AuditEntry, AuditFilter, SqliteStore, Store};
+use airlock_store::{AuditEntry, SqliteStore, Store};
 use airlock_token::{Claims, Revocations, TokenAuthority, Verifier, VerifierOptions};
 use airlock_types::{Grant, Name, Tier};
 use airlock_vault::{MasterKey, NewSecret, SecretValue, Vault};
@@ -226,15 +226,7 @@ impl Depth {
     }
 
     async fn audit_until(&self, done: impl Fn(&[AuditEntry]) -> bool) -> Vec<AuditEntry> {
-        let mut all = Vec::new();
-        for _ in 0..100 {
-            all = self.store.list_audit(&AuditFilter::default()).await.unwrap();
-            if done(&all) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        all
+        crate::harness::audit_until(&*self.store, done).await
     }
 }
 

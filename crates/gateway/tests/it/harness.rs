@@ -308,15 +308,7 @@ impl Harness {
 
     /// Audit entries, waiting (briefly) until `done` holds for them.
     pub async fn audit_until(&self, done: impl Fn(&[AuditEntry]) -> bool) -> Vec<AuditEntry> {
-        let mut all = Vec::new();
-        for _ in 0..100 {
-            all = self.store.list_audit(&AuditFilter::default()).await.unwrap();
-            if done(&all) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        all
+        audit_until(&*self.store, done).await
     }
 
     /// Send raw bytes to the gateway and read until the connection closes.
@@ -410,4 +402,18 @@ pub fn parse(raw: &[u8]) -> Resp {
 /// Whether `hay` contains `needle`.
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Poll `store`'s audit log (up to ~2 s) until `done` holds for it; returns the last read.
+/// Outcome records are queued behind the response, so tests wait for them this way.
+pub async fn audit_until(store: &dyn Store, done: impl Fn(&[AuditEntry]) -> bool) -> Vec<AuditEntry> {
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        all = store.list_audit(&AuditFilter::default()).await.unwrap();
+        if done(&all) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    all
 }
