@@ -51,8 +51,9 @@ fn post(addr: SocketAddr, path: &str, auth: &str, body: &str) -> (u16, String) {
     )
 }
 
-#[test]
-fn serve_injects_only_when_policy_allows() {
+/// The fixture cloud API over TLS on loopback (kept alive by the returned runtime), and an
+/// initialised sandbox holding the fixture's CA certificate at the returned path.
+fn cloud_and_sandbox() -> (tokio::runtime::Runtime, airlock_fixture::RunningFixture, Sandbox, std::path::PathBuf) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pki = airlock_fixture::tls::TestPki::loopback().unwrap();
     let fixture = rt.block_on(async {
@@ -63,6 +64,12 @@ fn serve_injects_only_when_policy_allows() {
     s.init();
     let ca = s.dir.path().join("upstream-ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
+    (rt, fixture, s, ca)
+}
+
+#[test]
+fn serve_injects_only_when_policy_allows() {
+    let (_rt, fixture, s, ca) = cloud_and_sandbox();
     s.run_stdin(&["secret", "add", "railway-staging-token", "--env", "staging", "--upstream", "railway-staging"], UPSTREAM_TOKEN).ok();
     s.run_stdin(&["secret", "add", "railway-prod-token", "--env", "production", "--upstream", "railway-production"], "prod-token-never-used").ok();
     let (listen, admin) = (free_port(), free_port());
@@ -179,16 +186,7 @@ fn curl(env: &serde_json::Map<String, serde_json::Value>, url: &str, bearer: &st
 /// `HTTPS_PROXY` and a readable CA copy but cannot read the CA key.
 #[test]
 fn serve_forward_proxy_with_airlock_env_and_run() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let pki = airlock_fixture::tls::TestPki::loopback().unwrap();
-    let fixture = rt.block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        airlock_fixture::serve(l, Arc::new(airlock_fixture::World::standard(UPSTREAM_TOKEN)), Some(pki.server.clone()))
-    });
-    let s = Sandbox::new();
-    s.init();
-    let ca = s.dir.path().join("upstream-ca.pem");
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let (_rt, fixture, s, ca) = cloud_and_sandbox();
     s.run_stdin(&["secret", "add", "cloud-staging-token", "--env", "staging", "--upstream", "cloud-staging"], UPSTREAM_TOKEN).ok();
     let (listen, admin) = (free_port(), free_port());
     let cfg = s.dir.path().join("airlock.toml");
