@@ -47,6 +47,7 @@ fn exit_codes_clean_findings_error() {
     assert!(r.stdout.contains("deploy/.env") && r.stdout.contains("github-pat-classic") && r.stdout.contains("ghp_…l35y"), "{}", r.stdout);
     assert!(!r.stdout.contains(GH) && !r.stderr.contains(GH), "raw value printed without --show-secrets");
     assert!(!r.stdout.contains('\x1b'), "no colours off a terminal");
+    assert!(r.stderr.contains("next: move them into the vault with `airlock scan --fix"), "the report says what to do next: {}", r.stderr);
     let r = s.run(&["scan", "--show-secrets"]);
     assert_eq!(r.code, 1);
     assert!(r.stdout.contains(GH));

@@ -93,6 +93,12 @@ fn bad_rule_files_name_the_file_and_line() {
     let p = crate::put(dir.path(), "regex.toml", text);
     let e = Scanner::with_rule_files(&[p]).unwrap_err().to_string();
     assert!(e.contains("regex.toml:9") && e.contains("broken") && e.contains("does not compile"), "{e}");
+    // valid syntax, but over the compiled-size limit: a user's rules compile at load (not
+    // lazily), so this is an error naming the file and rule, not a rule that never matches
+    let text = "[[rule]]\nid = \"huge\"\ndescription = \"d\"\nkeywords = [\"k\"]\nregex = '(?:(?:k[0-9a-z]{1000}){1000}){100}'\nconfidence = \"low\"\n";
+    let p = crate::put(dir.path(), "huge.toml", text);
+    let e = Scanner::with_rule_files(&[p]).unwrap_err().to_string();
+    assert!(e.contains("huge.toml") && e.contains("huge") && e.contains("does not compile"), "{e}");
     // a missing file
     let e = Scanner::with_rule_files(&[dir.path().join("nope.toml")]).unwrap_err().to_string();
     assert!(e.contains("nope.toml"), "{e}");
