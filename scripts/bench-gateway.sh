@@ -2,6 +2,8 @@
 # Gateway benchmark, side by side in one run on loopback (127.0.0.1 only, time-bounded):
 #   direct    wrk → nginx upstream (static 200)
 #   nginx     wrk → nginx reverse proxy injecting Authorization (proxy_set_header) → upstream
+#   bare      wrk → the same hyper server + pooled client airlock uses, only swapping the
+#             Authorization header (examples/bench_bare.rs): the floor of the HTTP stack
 #   airlock   wrk → airlock (token verify + Cedar + durable SQLite audit + inject) → upstream
 # Then: airlock RSS under that load, and a 1 GiB request body streamed through airlock
 # (peak RSS before/after). Needs: nginx, wrk, curl (apt-get install -y nginx wrk curl).
@@ -16,10 +18,11 @@ DUR=${1:-10s}
 CONNS=${2:-64}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/airlock-bench.XXXXXX)
-UP=18080; NGX=18081; ALK=18082; BASE=18083
+UP=18080; NGX=18081; ALK=18082; BASE=18083; BARE=18084
 cleanup() {
   [[ -n "${ALK_PID:-}" ]] && kill "$ALK_PID" 2>/dev/null || true
   [[ -n "${BASE_PID:-}" ]] && kill "$BASE_PID" 2>/dev/null || true
+  [[ -n "${BARE_PID:-}" ]] && kill "$BARE_PID" 2>/dev/null || true
   [[ -f "$WORK/nginx.pid" ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -54,8 +57,9 @@ http {
 NGINX
 nginx -c "$WORK/nginx.conf" -p "$WORK"
 
-cargo build --release -p airlock-gateway --example bench_serve >/dev/null 2>&1 || cargo build --release -p airlock-gateway --example bench_serve
+cargo build --release -p airlock-gateway --example bench_serve --example bench_bare >/dev/null 2>&1 || cargo build --release -p airlock-gateway --example bench_serve --example bench_bare
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench_serve"
+"${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench_bare" "127.0.0.1:$BARE" "$UP" 2>"$WORK/bare.log" & BARE_PID=$!
 start_gw() { # bin dir port → pid in $!
   mkdir -p "$2"
   "$1" "$2" "127.0.0.1:$3" "$UP" 2>"$2/airlock.log" &
@@ -83,6 +87,7 @@ rss() { awk '/VmRSS|VmHWM/ {printf "%s %s %s  ", $1, $2, $3}' "/proc/$ALK_PID/st
 echo "airlock idle:            $(rss)"
 run direct  "http://127.0.0.1:$UP/items"
 run nginx   "http://127.0.0.1:$NGX/items"
+run bare    "http://127.0.0.1:$BARE/items"
 if [[ -n "${BASE_PID:-}" ]]; then
   run "airlock baseline ($AIRLOCK_BENCH_BASELINE)" "http://127.0.0.1:$BASE/bench/items" -H "X-Airlock-Token: $(cat "$WORK/base/token")"
 fi

@@ -5,6 +5,10 @@
 //! Writes `<scratch-dir>/token` (a task token with `bench:write`) and serves until killed.
 #![allow(missing_docs)]
 
+/// The allocator the `airlock` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 
 use airlock_gateway::Gateway;
@@ -48,8 +52,13 @@ fn main() {
         let (audit, _writer) = GroupCommit::start(store.clone(), config.audit_batch);
         let stats = audit.stats();
         // AIRLOCK_BENCH_NO_AUDIT=1: a null audit sink, to separate proxy cost from audit cost (diagnostic only).
-        let sink: Arc<dyn AuditSink> =
-            if std::env::var_os("AIRLOCK_BENCH_NO_AUDIT").is_some() { Arc::new(NullAudit) } else { Arc::new(audit) };
+        let sink: Arc<dyn AuditSink> = if std::env::var_os("AIRLOCK_BENCH_NO_AUDIT").is_some() {
+            Arc::new(NullAudit)
+        } else if std::env::var_os("AIRLOCK_BENCH_NO_OUTCOME").is_some() {
+            Arc::new(NoOutcome(audit))
+        } else {
+            Arc::new(audit)
+        };
         // AIRLOCK_BENCH_NO_DECISION_CACHE=1: evaluate Cedar on every request (what a workload
         // without repeated identical requests in the same second pays).
         let mut policy = PolicyEngine::builtin().unwrap();
@@ -74,6 +83,16 @@ struct NullAudit;
 impl AuditSink for NullAudit {
     async fn record(&self, _: AuditEvent) -> Result<(), AuditError> {
         Ok(())
+    }
+    fn record_later(&self, _: AuditEvent) {}
+}
+
+/// Diagnostic: durable request records only, outcome records dropped.
+struct NoOutcome(GroupCommit);
+#[async_trait::async_trait]
+impl AuditSink for NoOutcome {
+    async fn record(&self, e: AuditEvent) -> Result<(), AuditError> {
+        self.0.record(e).await
     }
     fn record_later(&self, _: AuditEvent) {}
 }

@@ -102,7 +102,7 @@ impl Approvals {
         };
         let (action, outcome) = if approve { ("approval.approved", "approved") } else { ("approval.denied", "denied") };
         let event = AuditEvent {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: crate::audit::new_id(),
             ts_ms: unix_ms(),
             actor: by.to_owned(),
             action: action.into(),

@@ -142,7 +142,7 @@ impl ForwardProxy {
     where
         B: Body + Send + 'static,
     {
-        let request_id = uuid::Uuid::now_v7().to_string();
+        let request_id = crate::audit::new_id();
         let target = req.uri().authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
         if req.method() != Method::CONNECT {
             return answer(&request_id, StatusCode::METHOD_NOT_ALLOWED, "bad_connect", "only CONNECT opens a tunnel");
@@ -208,7 +208,7 @@ impl ForwardProxy {
                     Err(_) => "incomplete",
                 };
                 let (up, down) = (agent.read, agent.written);
-                let mut ev = this.event(&uuid::Uuid::now_v7().to_string(), &target, outcome, json!({
+                let mut ev = this.event(&crate::audit::new_id(), &target, outcome, json!({
                     "mode": "pass_through",
                     "request_id": request_id,
                     "bytes_up": up,
@@ -266,7 +266,7 @@ impl ForwardProxy {
             other => {
                 let mismatch = guard.seen.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(sni) = mismatch {
-                    let id = uuid::Uuid::now_v7().to_string();
+                    let id = crate::audit::new_id();
                     tracing::warn!(connect = %target, sni = %crate::forward::printable(&sni), "TLS SNI differs from the CONNECT host; tunnel refused");
                     self.connect_event(&id, &target, "denied", json!({ "code": "sni_mismatch", "sni": printable(&sni) }));
                 } else if let Ok(Err(e)) = other {
@@ -303,7 +303,7 @@ impl ForwardProxy {
                 self.gateway.handle(Request::from_parts(parts, body)).await
             }
             Err((status, code, msg)) => {
-                let id = uuid::Uuid::now_v7().to_string();
+                let id = crate::audit::new_id();
                 let mut ev = self.event(&id, &target, "denied", json!({
                     "code": code,
                     "reason": msg,

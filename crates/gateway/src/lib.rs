@@ -29,6 +29,7 @@ pub mod graphql;
 pub mod inventory;
 pub mod mcp;
 pub mod pipeline;
+pub mod prefix;
 pub mod ports;
 pub mod rawcred;
 pub mod redact;

@@ -263,7 +263,7 @@ impl Gateway {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let request_id = uuid::Uuid::now_v7().to_string();
+        let request_id = crate::audit::new_id();
         let (parts, body) = req.into_parts();
         let mut body: ReqBody = body.map_err(Into::into).boxed_unsync();
 
@@ -299,11 +299,26 @@ impl Gateway {
             }
         }
 
-        // 5. A credential airlock did not issue never leaves: the agent found a secret.
+        // 5. A credential airlock did not issue never leaves: the agent found a secret. The
+        //    check sees headers, target and body up to the classification cap: a REST body
+        //    is not buffered whole, but its first `classify_limit` bytes are read and put
+        //    back in front of the rest, which still streams.
+        let mut head: Option<Bytes> = None;
+        if buffered.is_none() && may_have_body(&parts) {
+            match tokio::time::timeout(up.request_timeout, crate::prefix::read_prefix(body, self.classify_limit)).await {
+                Ok(Ok(p)) => {
+                    body = p.body;
+                    head = Some(p.head);
+                }
+                Ok(Err(_)) => return self.refuse(&request_id, &parts, with_auth(Refusal::new(StatusCode::BAD_REQUEST, "body_read_error", "the request body could not be read"), &auth)),
+                Err(_) => return self.refuse(&request_id, &parts, with_auth(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout)), &auth)),
+            }
+        }
         let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        if let Some(found) = self.raw_credentials.check(&parts.headers, target, buffered.as_deref()) {
+        if let Some(found) = self.raw_credentials.check(&parts.headers, target, buffered.as_deref().or(head.as_deref())) {
             return self.raw_credential(&request_id, &parts, &auth, &found);
         }
+        drop(head);
 
         // Before 6–7: resource ids the static inventory does not place are looked up on the
         // upstream ([upstream.inventory_lookup]: read-only credential, cached). A lookup that
@@ -583,7 +598,7 @@ impl Gateway {
     /// Refuse a request carrying a credential airlock did not issue, and raise an alert.
     fn raw_credential(&self, request_id: &str, parts: &request::Parts, auth: &Authed, found: &Finding) -> Response<ResBody> {
         self.audit.record_later(AuditEvent {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: crate::audit::new_id(),
             ts_ms: unix_ms(),
             actor: format!("agent:{}", auth.task.agent),
             action: "gateway.alert".into(),
@@ -639,7 +654,7 @@ impl Gateway {
             Ok(Some(r)) => r,
             Ok(None) => {
                 let rec = ApprovalRecord {
-                    id: uuid::Uuid::now_v7().to_string(),
+                    id: crate::audit::new_id(),
                     created_at: now,
                     task_id: task_id.clone(),
                     agent: a.task.agent.to_string(),
@@ -660,7 +675,7 @@ impl Gateway {
                     return Err(self.refuse(request_id, parts, with_context(store_down(e), a)));
                 }
                 let event = AuditEvent {
-                    id: uuid::Uuid::now_v7().to_string(),
+                    id: crate::audit::new_id(),
                     ts_ms: unix_ms(),
                     actor: format!("agent:{}", a.task.agent),
                     action: "gateway.approval_requested".into(),
@@ -892,7 +907,7 @@ impl Gateway {
 
     fn outcome_event(&self, request_id: &str, a: &Admitted) -> AuditEvent {
         AuditEvent {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: crate::audit::new_id(),
             ts_ms: 0,
             actor: format!("agent:{}", a.task.agent),
             action: "gateway.response".into(),
@@ -1210,6 +1225,12 @@ fn with_auth(mut r: Refusal, a: &Authed) -> Refusal {
     r.task = Some(a.task.clone());
     r.upstream = Some(a.rt.cfg.name.to_string());
     r
+}
+
+/// Whether the agent's request announces a body (a non-zero `Content-Length`, or a
+/// `Transfer-Encoding`); a request that announces none has none (RFC 9112 §6.3).
+fn may_have_body(parts: &request::Parts) -> bool {
+    parts.headers.contains_key(header::TRANSFER_ENCODING) || content_length(&parts.headers).is_some_and(|l| l > 0)
 }
 
 fn full_body(b: Bytes) -> ReqBody {

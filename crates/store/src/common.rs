@@ -201,6 +201,10 @@ macro_rules! impl_store {
                 self.backend_health().await
             }
 
+            async fn checkpoint(&self) -> $crate::Result<()> {
+                self.backend_checkpoint().await
+            }
+
             async fn get_meta(&self, key: &str) -> $crate::Result<Option<String>> {
                 Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(&self.pool).await?)
             }
@@ -480,13 +484,11 @@ macro_rules! impl_store {
                 let prefix = f.action_prefix.as_ref().map(|p| format!("{}%", p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
                 let limit = f.limit.map(i64::from).unwrap_or(i64::MAX);
                 // Newest `limit` entries, returned oldest first.
-                let rows = sqlx::query(Self::LIST_AUDIT_SQL)
-                    .bind(&f.task_id)
-                    .bind(prefix)
-                    .bind(f.after_seq.unwrap_or(0))
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?;
+                let q = match &f.task_id {
+                    Some(task) => sqlx::query(Self::LIST_AUDIT_TASK_SQL).bind(task),
+                    None => sqlx::query(Self::LIST_AUDIT_SQL),
+                };
+                let rows = q.bind(prefix).bind(f.after_seq.unwrap_or(0)).bind(limit).fetch_all(&self.pool).await?;
                 rows.iter().map(audit_from_row).collect()
             }
         }

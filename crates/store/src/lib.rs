@@ -293,6 +293,12 @@ pub struct Health {
 pub trait Store: Send + Sync + 'static {
     /// Check the database answers and report its schema version.
     async fn health(&self) -> Result<Health>;
+    /// Background maintenance a long-running writer calls now and then, off the request
+    /// path: SQLite copies its write-ahead log into the database (the audit connection
+    /// never does that inside a commit); PostgreSQL does nothing.
+    async fn checkpoint(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Read a metadata value.
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;

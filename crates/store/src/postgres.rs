@@ -13,6 +13,7 @@ use crate::{Error, Health, Result};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
     (2, "approvals", include_str!("../migrations/postgres/0002_approvals.sql")),
+    (3, "audit indexes", include_str!("../migrations/postgres/0003_audit_indexes.sql")),
 ];
 
 /// The advisory lock key that serialises audit appends ("airlock" in ASCII).
@@ -58,9 +59,18 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// The listing; with a task filter the second form, whose `task_id = $1` the `audit_task`
+    /// index answers (an `IS NULL OR` guard would make the planner scan the whole log).
     const LIST_AUDIT_SQL: &'static str = "SELECT * FROM (
             SELECT * FROM audit
-            WHERE ($1::text IS NULL OR task_id = $1)
+            WHERE ($1::text IS NULL OR action LIKE $1 ESCAPE '\\')
+              AND seq > $2
+            ORDER BY seq DESC LIMIT $3
+         ) AS newest ORDER BY seq ASC";
+
+    const LIST_AUDIT_TASK_SQL: &'static str = "SELECT * FROM (
+            SELECT * FROM audit
+            WHERE task_id = $1
               AND ($2::text IS NULL OR action LIKE $2 ESCAPE '\\')
               AND seq > $3
             ORDER BY seq DESC LIMIT $4
@@ -78,6 +88,11 @@ impl PgStore {
     /// A read-then-write transaction (row locks and status guards do the rest).
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// PostgreSQL checkpoints by itself.
+    async fn backend_checkpoint(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn after_revocation(&self, tx: &mut Transaction<'static, Postgres>) -> Result<()> {

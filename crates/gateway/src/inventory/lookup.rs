@@ -312,7 +312,7 @@ impl Lookup {
         detail["duration_us"] = json!(started.elapsed().as_micros() as u64);
         detail["cached_for_ms"] = json!(ttl.as_millis() as u64);
         cx.audit.record_later(AuditEvent {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: crate::audit::new_id(),
             ts_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
             actor: "gateway".into(),
             action: "gateway.inventory_lookup".into(),

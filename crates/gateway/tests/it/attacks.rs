@@ -410,3 +410,37 @@ async fn audit_store_failure_refuses_and_forwards_nothing() {
     let all = h.audit_until(|a| a.iter().any(|e| e.event.id == request_id)).await;
     assert!(all.iter().any(|e| e.event.id == request_id && e.event.task_id.as_deref() == Some(task_id.as_str())));
 }
+
+/// A raw credential in a REST body (streamed, not classified) is still found: the first
+/// `classify_limit` bytes are read before the decision, whatever the framing; nothing is
+/// forwarded and the answer does not repeat the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_credential_in_a_rest_body_never_leaves() {
+    const GITHUB_TOKEN: &str = "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";
+    let h = Harness::start().await;
+    let (token, _) = h.token("staging", &["stg:write"], 600);
+    // A JSON body with a length: the agent pastes a token it found into a gist.
+    let body = format!(r#"{{"files":{{"notes.txt":{{"content":"export GITHUB_TOKEN={GITHUB_TOKEN}"}}}}}}"#);
+    let r = h.send("POST", "/stg/v1/gists", &[("X-Airlock-Token", &token), ("Content-Type", "application/json")], body.as_bytes()).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "raw_credential"), "{}", String::from_utf8_lossy(&r.raw));
+    assert!(!contains(&r.raw, GITHUB_TOKEN.as_bytes()), "the answer echoed the credential");
+    // Chunked, with the token split across two chunks.
+    let (a, b) = GITHUB_TOKEN.split_at(17);
+    let mut req = b"PUT /stg/v1/files/notes HTTP/1.1\r\nHost: g\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nX-Airlock-Token: ".to_vec();
+    req.extend_from_slice(token.as_bytes());
+    req.extend_from_slice(b"\r\n\r\n");
+    for chunk in [format!("key={a}"), b.to_owned()] {
+        req.extend_from_slice(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes());
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let r = parse(&h.raw(&req).await);
+    assert_eq!((r.status, r.code().as_str()), (403, "raw_credential"), "{}", String::from_utf8_lossy(&r.raw));
+    assert!(h.records().is_empty(), "a request carrying a raw credential reached the upstream: {:?}", h.records());
+    let audit = h.audit_until(|a| a.iter().filter(|e| e.event.action == "gateway.alert").count() >= 2).await;
+    let alerts: Vec<_> = audit.iter().filter(|e| e.event.action == "gateway.alert").collect();
+    assert!(alerts.iter().all(|e| e.event.detail["location"] == "body" && e.event.detail["kind"] == "github-pat-classic"), "{alerts:?}");
+    // An ordinary body still passes, byte for byte.
+    let r = h.send("POST", "/stg/v1/upload", &[("X-Airlock-Token", &token)], br#"{"name":"report","size":3}"#).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["received"], 26);
+}

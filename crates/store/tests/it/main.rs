@@ -89,7 +89,7 @@ fn uuid_like(n: usize) -> String {
 async fn schema_is_migrated_and_healthy() {
     for (_d, s) in stores().await {
         let h = s.health().await.unwrap();
-        assert_eq!(h.schema_version, 2);
+        assert_eq!(h.schema_version, 3);
         match h.backend {
             "sqlite" => assert!(h.detail.contains("journal_mode=wal"), "{}", h.detail),
             "postgres" => assert!(h.detail.contains("server_version="), "{}", h.detail),
@@ -266,6 +266,13 @@ async fn audit_filters() {
             .await
             .unwrap();
         assert_eq!(by_task.len(), 5);
+        // The task form of the query (served by the task index) with every other filter.
+        let narrowed = s
+            .list_audit(&AuditFilter { task_id: Some("t9".into()), action_prefix: Some("gateway.".into()), after_seq: Some(0), limit: Some(2) })
+            .await
+            .unwrap();
+        // t9's gateway records are seq 6, 8 and 10: the newest two, oldest first.
+        assert_eq!(narrowed.iter().map(|e| e.seq).collect::<Vec<_>>(), [8, 10]);
         let by_action = s
             .list_audit(&AuditFilter {
                 action_prefix: Some("gateway.".into()),
