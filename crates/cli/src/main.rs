@@ -11,12 +11,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc malloc: the gateway allocates and frees per request on
-/// several threads, where glibc's arena locks showed up in profiles (BENCHMARKS.md,
-/// "Gateway fast path, round 3").
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// airlock — AI agents get access to real systems without ever holding a real secret.
 ///
 /// Secrets live in an encrypted vault. Agents get short-lived task tokens bound

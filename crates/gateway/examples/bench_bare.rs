@@ -6,10 +6,6 @@
 //! Usage: bench_bare <listen-addr> <upstream-port>
 #![allow(missing_docs)]
 
-/// The allocator the `airlock` binary uses.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::convert::Infallible;
 
 use bytes::Bytes;

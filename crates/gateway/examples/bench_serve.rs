@@ -5,10 +5,6 @@
 //! Writes `<scratch-dir>/token` (a task token with `bench:write`) and serves until killed.
 #![allow(missing_docs)]
 
-/// The allocator the `airlock` binary uses.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::sync::Arc;
 
 use airlock_gateway::Gateway;
