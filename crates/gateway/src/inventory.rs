@@ -95,6 +95,14 @@ impl Inventory {
         self.lookups.insert(upstream.to_owned(), Arc::new(Lookup::new(spec)));
     }
 
+    /// Every configured lookup with its upstream's name, sorted by name (for the admin
+    /// status endpoint's counters).
+    pub fn lookups(&self) -> Vec<(String, Arc<Lookup>)> {
+        let mut all: Vec<_> = self.lookups.iter().map(|(n, l)| (n.clone(), l.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// The lookup configured for `upstream`.
     pub fn upstream_lookup(&self, upstream: &str) -> Option<&Lookup> {
         self.lookups.get(upstream).map(|l| &**l)

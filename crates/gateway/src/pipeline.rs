@@ -228,6 +228,12 @@ impl Gateway {
         self
     }
 
+    /// The inventory lookups and their counters, for the admin status endpoint
+    /// ([`crate::server::AdminState::with_lookups`]).
+    pub fn inventory_lookups(&self) -> Vec<(String, Arc<crate::inventory::lookup::Lookup>)> {
+        self.inventory.lookups()
+    }
+
     /// The approval service, to share with the admin API ([`crate::server::AdminState::with_approvals`]).
     pub fn approvals(&self) -> Option<Arc<Approvals>> {
         self.approvals.clone()

@@ -43,6 +43,8 @@ pub struct AdminState {
     pub approvals: Option<Arc<crate::approvals::Approvals>>,
     /// The admin credential the approval routes require.
     pub admin_token: Option<Arc<crate::approvals::AdminToken>>,
+    /// Inventory lookups (upstream name, lookup), whose counters the status reports.
+    pub lookups: Vec<(String, Arc<crate::inventory::lookup::Lookup>)>,
 }
 
 impl AdminState {
@@ -58,7 +60,14 @@ impl AdminState {
             started: Instant::now(),
             approvals: None,
             admin_token: None,
+            lookups: Vec::new(),
         }
+    }
+
+    /// Report the counters of these inventory lookups (from [`Gateway::inventory_lookups`]).
+    pub fn with_lookups(mut self, lookups: Vec<(String, Arc<crate::inventory::lookup::Lookup>)>) -> Self {
+        self.lookups = lookups;
+        self
     }
 
     /// Serve the approval routes for `approvals`, guarded by `admin_token`. Without a
@@ -212,10 +221,26 @@ async fn status(State(s): State<Arc<AdminState>>) -> Json<serde_json::Value> {
         .iter()
         .map(|(n, e, u)| json!({ "name": n, "environment": e, "base_url": u }))
         .collect();
+    let lookups: Vec<_> = s
+        .lookups
+        .iter()
+        .map(|(n, l)| {
+            let c = l.stats();
+            json!({
+                "upstream": n,
+                "requests": c.requests.load(Ordering::Relaxed),
+                "cache_hits": c.cache_hits.load(Ordering::Relaxed),
+                "attributed": c.attributed.load(Ordering::Relaxed),
+                "not_found": c.not_found.load(Ordering::Relaxed),
+                "failed": c.failed.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": s.started.elapsed().as_secs(),
         "upstreams": upstreams,
         "audit": audit,
+        "inventory_lookups": lookups,
     }))
 }

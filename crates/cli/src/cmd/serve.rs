@@ -99,7 +99,7 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> CmdResult {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let admin = AdminState::new(&config, Some(stats)).with_approvals(approvals, admin_token);
+    let admin = AdminState::new(&config, Some(stats)).with_approvals(approvals, admin_token).with_lookups(gateway.inventory_lookups());
     let running = server::start_with_forward(gateway, forward, listen, admin_listen, admin)
         .await
         .map_err(|e| Failure::new(exit::FAILED, "bind", e.to_string()))?;

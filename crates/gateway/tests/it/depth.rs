@@ -173,7 +173,9 @@ impl Depth {
         let audit = Arc::new(audit);
         let gw = Gateway::new(&config, verifier.clone(), Arc::new(vault), policy, audit.clone()).unwrap().with_approvals(store.clone());
         gw.check_secrets().await.unwrap();
-        let admin = AdminState::new(&config, Some(stats)).with_approvals(gw.approvals(), AdminToken::from_file_contents(format!("{ADMIN}\n").as_bytes()));
+        let admin = AdminState::new(&config, Some(stats))
+            .with_approvals(gw.approvals(), AdminToken::from_file_contents(format!("{ADMIN}\n").as_bytes()))
+            .with_lookups(gw.inventory_lookups());
         let gw = Arc::new(gw);
         let fwd = ForwardProxy::new(&config, gw.clone(), verifier, audit, local_ca).unwrap();
         let running = server::start_with_forward(gw, Some(fwd), config.listen, config.admin_listen, admin).await.unwrap();
@@ -932,6 +934,13 @@ async fn lookup_answers_are_cached_and_concurrent_misses_share_one_lookup() {
     assert_eq!(d.cloud.world.read_only_requests().len(), 2, "one lookup for eight concurrent misses");
     let lookups = d.lookups(2).await;
     assert_eq!(lookups.len(), 2);
+    // The admin status endpoint reports the same: two lookups sent, both placed the id, and
+    // the other 2 + 7 answers came from the cache (or waited on the one in flight).
+    let status = d.admin("GET", "/v1/status", None, None).await.json();
+    let counters = &status["inventory_lookups"][0];
+    assert_eq!(counters["upstream"], "cloud-stg", "{status}");
+    assert_eq!((counters["requests"].as_u64(), counters["attributed"].as_u64(), counters["failed"].as_u64()), (Some(2), Some(2), Some(0)), "{status}");
+    assert_eq!(counters["cache_hits"].as_u64(), Some(9), "{status}");
 }
 
 /// Join futures without another dependency in the test crate.
