@@ -311,7 +311,8 @@ impl Gateway {
         //    back in front of the rest, which still streams.
         let mut head: Option<Bytes> = None;
         if buffered.is_none() && may_have_body(&parts) {
-            match tokio::time::timeout(up.request_timeout, crate::prefix::read_prefix(body, self.classify_limit)).await {
+            let limit = self.classify_limit.min(usize::try_from(up.max_body).unwrap_or(usize::MAX));
+            match tokio::time::timeout(up.request_timeout, crate::prefix::read_prefix(body, limit)).await {
                 Ok(Ok(p)) => {
                     body = p.body;
                     head = Some(p.head);
