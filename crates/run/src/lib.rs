@@ -20,6 +20,7 @@ pub mod scan_detector;
 pub mod scrub;
 pub mod summary;
 pub mod supervise;
+pub mod usage;
 
 /// Exit code of `airlock run` when the preflight scan refuses to start the agent.
 pub const EXIT_PREFLIGHT: u8 = 5;

@@ -355,7 +355,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
     let summary = store
         .list_audit(&AuditFilter { task_id: Some(task.id.clone()), action_prefix: Some("gateway.".into()), ..Default::default() })
         .await
-        .map(|e| airlock_run::summary::summarize(&e));
+        .map(|e| (airlock_run::summary::summarize(&e), airlock_run::usage::grant_usage(&task.grants, &e)));
     if let Ok(e) = &outcome {
         audit(&*store, "run.end", &task.id, "ok", Some(&task.id), serde_json::json!({
             "exit_code": e.code, "signal": e.signal, "signals_received": e.received,
@@ -374,11 +374,22 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
     let exit = outcome?;
     say(format!("agent {} after {:.1}s; task {} ended, its token is revoked", exit.describe(), elapsed.as_secs_f64(), task.id));
     match summary {
-        Ok(s) if s.is_empty() => say("gateway requests: none"),
-        Ok(s) => {
-            say("gateway requests:");
-            for (up, c) in &s {
-                eprintln!("  {up:<24} {} allowed, {} denied, {} awaiting approval", c.allowed, c.denied, c.awaiting_approval);
+        Ok((s, usage)) => {
+            if s.is_empty() {
+                say("gateway requests: none");
+            } else {
+                say("gateway requests:");
+                for (up, c) in &s {
+                    eprintln!("  {up:<24} {} allowed, {} denied, {} awaiting approval", c.allowed, c.denied, c.awaiting_approval);
+                }
+            }
+            // What the task was granted but did not need: the next run can ask for less.
+            let unused: Vec<&str> = usage.grants.iter().filter(|g| g.unused()).map(|g| g.grant.as_str()).collect();
+            if !unused.is_empty() {
+                say(format!("granted but never used: {}", unused.join(", ")));
+            }
+            for g in usage.grants.iter().filter(|g| g.narrower.is_some()) {
+                say(format!("{} was used only up to {}: {} would have done", g.grant, g.highest.as_deref().unwrap_or("?"), g.narrower.as_deref().unwrap_or("?")));
             }
         }
         Err(e) => say(format!("cannot read the audit log for the summary: {e}")),

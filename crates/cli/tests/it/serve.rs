@@ -155,6 +155,29 @@ ca_file = "{ca}"
     assert!(audit.contains("gateway."), "gateway decisions are audited");
     assert!(!audit.contains(UPSTREAM_TOKEN) && !audit.contains(&token));
     s.run(&["audit", "verify"]).ok();
+
+    // What was granted and what was used: one POST (REST default: write) under `write`,
+    // so the grant was as wide as its use.
+    let usage = s.run(&["audit", "usage", "--task", &id, "--json"]).ok().stdout;
+    let usage: serde_json::Value = serde_json::from_str(&usage).unwrap();
+    let row = &usage[0];
+    assert_eq!(row["task_id"], id.as_str(), "{usage}");
+    assert_eq!((row["allowed_requests"].as_u64(), row["grants"][0]["grant"].as_str()), (Some(1), Some("railway-staging:write")), "{usage}");
+    assert_eq!(row["grants"][0]["operations"], 1, "{usage}");
+    assert_eq!((row["grants"][0]["highest"].as_str(), &row["grants"][0]["narrower"]), (Some("write"), &serde_json::Value::Null), "{usage}");
+    assert!(row["refused_requests"].as_u64() >= Some(1), "the production request was refused: {usage}");
+    let text = s.run(&["audit", "usage", "--task", &id]).ok().stdout;
+    assert!(text.contains("railway-staging:write") && text.contains("1 operation(s), at most write"), "{text}");
+    // A task that never used its grant is what `--unused` lists; the first one is not.
+    let idle_token = s.run(&["task", "start", "--agent", "ops", "--env", "production", "--grant", "railway-production:read", "--ttl", "5m"]).ok().stdout;
+    let idle = s.run_stdin(&["token", "inspect", "--json"], idle_token.trim()).ok().stdout;
+    let idle = serde_json::from_str::<serde_json::Value>(&idle).unwrap()["task_id"].as_str().unwrap().to_owned();
+    let unused: serde_json::Value = serde_json::from_str(&s.run(&["audit", "usage", "--unused", "--json"]).ok().stdout).unwrap();
+    let ids: Vec<_> = unused.as_array().unwrap().iter().map(|r| r["task_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, std::slice::from_ref(&idle), "{unused}");
+    assert!(s.run(&["audit", "usage", "--task", &idle]).ok().stdout.contains("never used"));
+    // An unknown task is an error that names it.
+    s.run(&["audit", "usage", "--task", "tsk_nope"]).fails(1, "tsk_nope");
     drop(gw);
 }
 
