@@ -311,14 +311,12 @@ impl Gateway {
         //    back in front of the rest, which still streams.
         let mut head: Option<Bytes> = None;
         if buffered.is_none() && may_have_body(&parts) {
-            let limit = self.classify_limit.min(usize::try_from(up.max_body).unwrap_or(usize::MAX));
-            match tokio::time::timeout(up.request_timeout, crate::prefix::read_prefix(body, limit)).await {
-                Ok(Ok(p)) => {
+            match self.read_head(body, up).await {
+                Ok(p) => {
                     body = p.body;
                     head = Some(p.head);
                 }
-                Ok(Err(_)) => return self.refuse(&request_id, &parts, with_auth(Refusal::new(StatusCode::BAD_REQUEST, "body_read_error", "the request body could not be read"), &auth)),
-                Err(_) => return self.refuse(&request_id, &parts, with_auth(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout)), &auth)),
+                Err(r) => return self.refuse(&request_id, &parts, with_auth(r, &auth)),
             }
         }
         let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -598,6 +596,17 @@ impl Gateway {
             Ok(Ok(b)) => Ok(b),
             Ok(Err(Capped::TooBig)) => Err(too_big()),
             Ok(Err(Capped::Failed(_))) => Err(Refusal::new(StatusCode::BAD_REQUEST, "body_read_error", "the request body could not be read")),
+            Err(_) => Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout))),
+        }
+    }
+
+    /// The first `classify_limit` bytes of a streamed body (at most `max_body`), within the
+    /// request timeout, and the body to forward ([`crate::prefix`]).
+    async fn read_head(&self, body: ReqBody, up: &Upstream) -> Result<crate::prefix::Prefix, Refusal> {
+        let limit = self.classify_limit.min(usize::try_from(up.max_body).unwrap_or(usize::MAX));
+        match tokio::time::timeout(up.request_timeout, crate::prefix::read_prefix(body, limit)).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(Refusal::new(StatusCode::BAD_REQUEST, "body_read_error", "the request body could not be read")),
             Err(_) => Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout))),
         }
     }
