@@ -964,23 +964,30 @@ fn secret_fits(secret: &Secret, up: &Upstream) -> Result<(), String> {
 /// Characters percent-encoded in an injected query value.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
-/// Derive the header or query value to inject and the needles to redact from `secret`.
-fn prepare_injection(up: &Upstream, secret: Arc<Secret>) -> Result<Prepared, Refusal> {
-    let raw = secret.expose();
-    let unusable = || {
-        Refusal::new(StatusCode::BAD_GATEWAY, "secret_unusable", format!("the credential for upstream {} contains bytes that cannot be sent in a header; fix the vault value", up.name))
-    };
-    let mut needles = vec![Zeroizing::new(raw.to_vec())];
-    needles.push(Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw).into_bytes()));
-    let (header, query) = match &up.injection {
+/// A credential in the form its upstream takes it (see [`inject`]).
+pub(crate) struct Injected {
+    /// The header to set (name, value marked sensitive), for header and basic injection.
+    pub(crate) header: Option<(HeaderName, HeaderValue)>,
+    /// `param=value` (value percent-encoded) to append to the query, for query injection.
+    pub(crate) query: Option<Zeroizing<String>>,
+    /// The encoded form the credential travels in, beyond the raw value (the base64 of
+    /// `user:secret`, the percent-encoded value): an echo of it must be redacted too.
+    pub(crate) encoded: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// Put `raw` in the form `injection` sends it. `Err(())`: the value cannot be sent that
+/// way (bytes a header may not hold, or a query value that is not UTF-8). Shared by the
+/// request path and the inventory lookup, so both send a credential the same way.
+pub(crate) fn inject(injection: &Injection, raw: &[u8]) -> Result<Injected, ()> {
+    match injection {
         Injection::Header { name, prefix, suffix } => {
             let mut v = Zeroizing::new(Vec::with_capacity(prefix.len() + raw.len() + suffix.len()));
             v.extend_from_slice(prefix.as_bytes());
             v.extend_from_slice(raw);
             v.extend_from_slice(suffix.as_bytes());
-            let mut hv = HeaderValue::from_bytes(&v).map_err(|_| unusable())?;
+            let mut hv = HeaderValue::from_bytes(&v).map_err(|_| ())?;
             hv.set_sensitive(true);
-            (Some((name.clone(), hv)), None)
+            Ok(Injected { header: Some((name.clone(), hv)), query: None, encoded: None })
         }
         Injection::Basic { username } => {
             let mut userpass = Zeroizing::new(Vec::with_capacity(username.len() + 1 + raw.len()));
@@ -988,21 +995,29 @@ fn prepare_injection(up: &Upstream, secret: Arc<Secret>) -> Result<Prepared, Ref
             userpass.push(b':');
             userpass.extend_from_slice(raw);
             let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*userpass));
-            needles.push(Zeroizing::new(b64.as_bytes().to_vec()));
-            let mut hv = HeaderValue::from_str(&format!("Basic {}", &*b64)).map_err(|_| unusable())?;
+            let mut hv = HeaderValue::from_str(&format!("Basic {}", &*b64)).map_err(|_| ())?;
             hv.set_sensitive(true);
-            (Some((header::AUTHORIZATION, hv)), None)
+            Ok(Injected { header: Some((header::AUTHORIZATION, hv)), query: None, encoded: Some(Zeroizing::new(b64.as_bytes().to_vec())) })
         }
         Injection::Query { param } => {
-            let enc = Zeroizing::new(utf8_percent_encode(&String::from_utf8_lossy(raw), QUERY_VALUE).to_string());
-            if std::str::from_utf8(raw).is_err() {
-                return Err(unusable());
-            }
-            needles.push(Zeroizing::new(enc.as_bytes().to_vec()));
-            (None, Some(Zeroizing::new(format!("{param}={}", &*enc))))
+            let value = std::str::from_utf8(raw).map_err(|_| ())?;
+            let enc = Zeroizing::new(utf8_percent_encode(value, QUERY_VALUE).to_string());
+            let query = Zeroizing::new(format!("{param}={}", &*enc));
+            Ok(Injected { header: None, query: Some(query), encoded: Some(Zeroizing::new(enc.as_bytes().to_vec())) })
         }
-    };
-    Ok(Prepared { needles: Needles::new(needles), secret, header, query })
+    }
+}
+
+/// Derive the header or query value to inject and the needles to redact from `secret`.
+fn prepare_injection(up: &Upstream, secret: Arc<Secret>) -> Result<Prepared, Refusal> {
+    let raw = secret.expose();
+    let injected = inject(&up.injection, raw).map_err(|()| {
+        Refusal::new(StatusCode::BAD_GATEWAY, "secret_unusable", format!("the credential for upstream {} contains bytes that cannot be sent in a header; fix the vault value", up.name))
+    })?;
+    let mut needles = vec![Zeroizing::new(raw.to_vec())];
+    needles.push(Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw).into_bytes()));
+    needles.extend(injected.encoded);
+    Ok(Prepared { needles: Needles::new(needles), secret, header: injected.header, query: injected.query })
 }
 
 /// Build the request the upstream receives. Nothing the agent sent chooses its host.
@@ -1427,6 +1442,24 @@ mod tests {
 
     fn bearer() -> Injection {
         Injection::Header { name: header::AUTHORIZATION, prefix: "Bearer ".into(), suffix: String::new() }
+    }
+
+    #[test]
+    fn inject_each_way_and_refuse_what_cannot_be_sent() {
+        let h = inject(&bearer(), b"s3cr3t").unwrap();
+        let (name, value) = h.header.unwrap();
+        assert_eq!((name, value.as_bytes()), (header::AUTHORIZATION, &b"Bearer s3cr3t"[..]));
+        assert!(value.is_sensitive() && h.query.is_none() && h.encoded.is_none());
+        let b = inject(&Injection::Basic { username: "svc".into() }, b"s3cr3t").unwrap();
+        assert_eq!(b.header.unwrap().1.as_bytes(), b"Basic c3ZjOnMzY3IzdA==");
+        assert_eq!(b.encoded.as_deref().map(|e| &e[..]), Some(&b"c3ZjOnMzY3IzdA=="[..]));
+        let q = inject(&Injection::Query { param: "api_key".into() }, b"a b&c").unwrap();
+        assert_eq!(q.query.as_deref().map(String::as_str), Some("api_key=a%20b%26c"));
+        assert_eq!(q.encoded.as_deref().map(|e| &e[..]), Some(&b"a%20b%26c"[..]));
+        assert!(q.header.is_none());
+        // A line break cannot go in a header; a query value must be UTF-8.
+        assert!(inject(&bearer(), b"s3cr\r\nX-Evil: 1").is_err());
+        assert!(inject(&Injection::Query { param: "k".into() }, b"\xff\xfe").is_err());
     }
 
     #[test]

@@ -23,9 +23,8 @@ use std::time::Duration;
 
 use airlock_store::AuditEvent;
 use airlock_types::{Environment, Name, Tier};
-use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -39,7 +38,7 @@ use crate::pipeline::truncate;
 use crate::audit::AuditSink;
 use crate::classify::parse_json_strict;
 use crate::client::UpstreamClient;
-use crate::config::{Injection, Upstream};
+use crate::config::Upstream;
 use crate::ports::{Secret, SecretCache};
 
 /// Most bytes of a lookup answer read.
@@ -392,36 +391,12 @@ fn build_request(spec: &LookupSpec, up: &Upstream, secret: &Secret, id: &str) ->
     if target.is_empty() {
         target.push('/');
     }
-    let mut auth: Option<(http::HeaderName, HeaderValue)> = None;
+    let injected = crate::pipeline::inject(&up.injection, raw).map_err(|()| unusable())?;
     let mut target = Zeroizing::new(target);
-    match &up.injection {
-        Injection::Header { name, prefix, suffix } => {
-            let mut v = Zeroizing::new(Vec::with_capacity(prefix.len() + raw.len() + suffix.len()));
-            v.extend_from_slice(prefix.as_bytes());
-            v.extend_from_slice(raw);
-            v.extend_from_slice(suffix.as_bytes());
-            let mut hv = HeaderValue::from_bytes(&v).map_err(|_| unusable())?;
-            hv.set_sensitive(true);
-            auth = Some((name.clone(), hv));
-        }
-        Injection::Basic { username } => {
-            let mut userpass = Zeroizing::new(Vec::with_capacity(username.len() + 1 + raw.len()));
-            userpass.extend_from_slice(username.as_bytes());
-            userpass.push(b':');
-            userpass.extend_from_slice(raw);
-            let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*userpass));
-            let mut hv = HeaderValue::from_str(&format!("Basic {}", &*b64)).map_err(|_| unusable())?;
-            hv.set_sensitive(true);
-            auth = Some((header::AUTHORIZATION, hv));
-        }
-        Injection::Query { param } => {
-            let value = std::str::from_utf8(raw).map_err(|_| unusable())?;
-            let sep = if target.contains('?') { '&' } else { '?' };
-            target.push(sep);
-            target.push_str(param);
-            target.push('=');
-            target.extend(utf8_percent_encode(value, ENCODE));
-        }
+    if let Some(q) = &injected.query {
+        let sep = if target.contains('?') { '&' } else { '?' };
+        target.push(sep);
+        target.push_str(q);
     }
     let uri: Uri = format!("{}://{}{}", up.scheme, up.authority, &*target).parse().map_err(|_| format!("the lookup URL for id {:?} is not a valid URI", truncate(id, 64)))?;
     let mut b = Request::builder()
@@ -433,7 +408,7 @@ fn build_request(spec: &LookupSpec, up: &Upstream, secret: &Secret, id: &str) ->
     if method == Method::POST {
         b = b.header(header::CONTENT_TYPE, "application/json");
     }
-    if let Some((name, value)) = auth {
+    if let Some((name, value)) = injected.header {
         b = b.header(name, value);
     }
     b.body(Full::new(body).map_err(|never| match never {}).boxed_unsync()).map_err(|e| format!("cannot build the lookup request: {e}"))
