@@ -21,6 +21,21 @@ struct Gateway {
     addr: SocketAddr,
 }
 
+impl Gateway {
+    /// `airlock serve --config cfg` in the background, once its agent port (`listen`) accepts.
+    fn start(s: &Sandbox, cfg: &std::path::Path, listen: u16) -> Self {
+        let mut c = s.cmd(&["serve", "--config", cfg.to_str().unwrap()]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let gw = Gateway { child: c.spawn().unwrap(), addr: format!("127.0.0.1:{listen}").parse().unwrap() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(gw.addr).is_err() {
+            assert!(Instant::now() < deadline, "airlock serve did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -102,14 +117,7 @@ ca_file = "{ca}"
         ),
     )
     .unwrap();
-    let mut c = s.cmd(&["serve", "--config", cfg.to_str().unwrap()]);
-    c.stdout(Stdio::null()).stderr(Stdio::piped());
-    let gw = Gateway { child: c.spawn().unwrap(), addr: format!("127.0.0.1:{listen}").parse().unwrap() };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(gw.addr).is_err() {
-        assert!(Instant::now() < deadline, "airlock serve did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gw = Gateway::start(&s, &cfg, listen);
 
     let token = s.run(&["task", "start", "--agent", "coder", "--env", "staging", "--grant", "railway-staging:write", "--ttl", "10m"]).ok().stdout.trim().to_owned();
     let query = r#"{"query":"{ volumes { id environment } }"}"#;
@@ -247,14 +255,7 @@ environment = "production"
     .unwrap();
     let cfg_arg = cfg.to_str().unwrap();
     s.run(&["serve", "--config", cfg_arg, "--check"]).ok();
-    let mut c = s.cmd(&["serve", "--config", cfg_arg]);
-    c.stdout(Stdio::null()).stderr(Stdio::null());
-    let gw = Gateway { child: c.spawn().unwrap(), addr: format!("127.0.0.1:{listen}").parse().unwrap() };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(gw.addr).is_err() {
-        assert!(Instant::now() < deadline, "airlock serve did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gw = Gateway::start(&s, &cfg, listen);
     // The CA key stays private in the state directory.
     {
         use std::os::unix::fs::PermissionsExt;
