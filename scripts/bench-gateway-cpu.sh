@@ -2,7 +2,8 @@
 # CPU cost per request, side by side: user+sys CPU time each proxy process spent (from
 # /proc/<pid>/stat) divided by the requests wrk completed — steadier than req/s on a shared
 # machine. Loopback only (127.0.0.1:18080–18084), time-bounded. Needs nginx, wrk.
-#   nginx    two nginx workers: the header-injecting proxy AND the upstream (both counted)
+#   nginx    two nginx workers (scripts/bench-nginx.sh): the header-injecting proxy AND the
+#            upstream (both counted)
 #   bare     examples/bench_bare.rs: hyper server + pooled client, header swap only
 #   airlock  examples/bench_serve.rs: the real pipeline, durable SQLite audit
 #
@@ -26,20 +27,8 @@ cleanup() {
 trap cleanup EXIT
 cargo build --release -p airlock-gateway --example bench_serve --example bench_bare >/dev/null 2>&1 \
   || cargo build --release -p airlock-gateway --example bench_serve --example bench_bare
-cat > "$W/nginx.conf" <<NGINX
-worker_processes 2;
-pid $W/nginx.pid;
-error_log $W/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream backend { server 127.0.0.1:18080; keepalive 128; }
-  server { listen 127.0.0.1:18080; location / { default_type application/json; return 200 '{"ok":true,"items":[1,2,3]}'; } }
-  server { listen 127.0.0.1:18081; location / { proxy_pass http://backend; proxy_http_version 1.1;
-    proxy_set_header Connection ""; proxy_set_header Authorization "Bearer sk-bench-0123456789abcdef0123456789"; } }
-}
-NGINX
-nginx -c "$W/nginx.conf" -p "$W"
+. "$ROOT/scripts/bench-nginx.sh"
+start_bench_nginx "$W" 18080 18081
 env ${BARE_ENV:-BARE=1} "$T/bench_bare" 127.0.0.1:18084 18080 2>"$W/bare.log" & BP=$!
 mkdir -p "$W/a"
 env ${AIRLOCK_ENV:-AIRLOCK=1} "${AIRLOCK_SERVE_BIN:-$T/bench_serve}" "$W/a" 127.0.0.1:18082 18080 2>"$W/a/log" & AP=$!

@@ -28,34 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/body;
-  proxy_temp_path $WORK/proxy;
-  client_max_body_size 0;
-  upstream backend { server 127.0.0.1:$UP; keepalive 128; }
-  server {
-    listen 127.0.0.1:$UP;
-    location / { default_type application/json; return 200 '{"ok":true,"items":[1,2,3]}'; }
-  }
-  server {
-    listen 127.0.0.1:$NGX;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host 127.0.0.1:$UP;
-      proxy_set_header Authorization "Bearer sk-bench-0123456789abcdef0123456789";
-    }
-  }
-}
-NGINX
-nginx -c "$WORK/nginx.conf" -p "$WORK"
+. "$ROOT/scripts/bench-nginx.sh"
+start_bench_nginx "$WORK" "$UP" "$NGX"
 
 cargo build --release -p airlock-gateway --example bench_serve --example bench_bare >/dev/null 2>&1 || cargo build --release -p airlock-gateway --example bench_serve --example bench_bare
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench_serve"
