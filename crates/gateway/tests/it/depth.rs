@@ -22,12 +22,11 @@ use airlock_gateway::server::{self, AdminState, Running};
 use airlock_policy::PolicyEngine;
 use airlock_store::{AuditEntry, SqliteStore, Store};
 use airlock_token::{Claims, Revocations, TokenAuthority, Verifier, VerifierOptions};
-use airlock_types::{Grant, Name, Tier};
-use airlock_vault::{MasterKey, NewSecret, SecretValue, Vault};
+use airlock_types::Grant;
+use airlock_vault::{MasterKey, Vault};
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
 
-use crate::harness::{Resp, parse, raw, request, time_now};
+use crate::harness::{Resp, add_secret, parse, raw, request, time_now};
 
 /// The fixture's one API token (valid on every environment, like the incident's).
 const CLOUD_TOKEN: &str = "fixture-cloud-token-0123456789";
@@ -141,24 +140,10 @@ impl Depth {
 
         let vault = Vault::new(store.clone(), MasterKey::generate());
         for (up, env) in [("cloud-stg", "staging"), ("cloud-prod", "production"), ("cloud-hold", "production"), ("mcp-stg", "staging")] {
-            let spec = NewSecret {
-                name: Name::parse("secret", &format!("{up}-key")).unwrap(),
-                environment: env.parse().unwrap(),
-                tier: Tier::Primary,
-                upstream: Name::parse("upstream", up).unwrap(),
-                description: None,
-            };
-            vault.add(&spec, &SecretValue::new(Zeroizing::new(CLOUD_TOKEN.as_bytes().to_vec()))).await.unwrap();
+            add_secret(&vault, &format!("{up}-key"), env, up, CLOUD_TOKEN.as_bytes()).await;
         }
         for (name, env, up, value) in extra_secrets {
-            let spec = NewSecret {
-                name: Name::parse("secret", name).unwrap(),
-                environment: env.parse().unwrap(),
-                tier: Tier::Primary,
-                upstream: Name::parse("upstream", up).unwrap(),
-                description: None,
-            };
-            vault.add(&spec, &SecretValue::new(Zeroizing::new(value.as_bytes().to_vec()))).await.unwrap();
+            add_secret(&vault, name, env, up, value.as_bytes()).await;
         }
         // The local CA in a state directory, as `airlock serve` creates it.
         let state = airlock_state::StateDir::at(dir.path().join("state")).unwrap();
@@ -1017,10 +1002,7 @@ async fn lookup_config_errors_name_file_and_line() {
     let vault = Vault::new(store.clone(), MasterKey::generate());
     let add = |name: String, env: &'static str, up: &'static str| {
         let vault = vault.clone();
-        async move {
-            let spec = NewSecret { name: Name::parse("secret", &name).unwrap(), environment: env.parse().unwrap(), tier: Tier::Primary, upstream: Name::parse("upstream", up).unwrap(), description: None };
-            vault.add(&spec, &SecretValue::new(Zeroizing::new(b"value".to_vec()))).await.unwrap();
-        }
+        async move { add_secret(&vault, &name, env, up, b"value").await }
     };
     for (up, env) in [("cloud-stg", "staging"), ("cloud-prod", "production"), ("cloud-hold", "production"), ("mcp-stg", "staging")] {
         add(format!("{up}-key"), env, up).await;

@@ -17,11 +17,10 @@ use airlock_gateway::Gateway;
 use airlock_policy::PolicyEngine;
 use airlock_store::{AuditEntry, SqliteStore, Store};
 use airlock_token::{Claims, Revocations, TokenAuthority, Verifier, VerifierOptions};
-use airlock_types::{Grant, Name, Tier};
-use airlock_vault::{MasterKey, NewSecret, SecretValue, Vault};
+use airlock_types::Grant;
+use airlock_vault::{MasterKey, Vault};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use zeroize::Zeroizing;
 
 use crate::harness::{self, Upstream, time_now};
 
@@ -96,14 +95,7 @@ ca_file = "{ca_file}"
         let config = Config::parse(&text, &dir.path().join("airlock.toml")).unwrap();
         let vault = Vault::new(store.clone(), MasterKey::generate());
         for (up, env, value) in SECRETS {
-            let spec = NewSecret {
-                name: Name::parse("secret", &format!("{up}-key")).unwrap(),
-                environment: env.parse().unwrap(),
-                tier: Tier::Primary,
-                upstream: Name::parse("upstream", up).unwrap(),
-                description: None,
-            };
-            vault.add(&spec, &SecretValue::new(Zeroizing::new(value.as_bytes().to_vec()))).await.unwrap();
+            harness::add_secret(&vault, &format!("{up}-key"), env, up, value.as_bytes()).await;
         }
         // The real CA path: created in a state directory, as `airlock serve` does.
         let state = airlock_state::StateDir::at(dir.path().join("state")).unwrap();

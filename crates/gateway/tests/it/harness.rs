@@ -251,14 +251,7 @@ impl Harness {
 
         let vault = Vault::new(store.clone(), MasterKey::generate());
         for (up, env, value) in SECRETS {
-            let spec = NewSecret {
-                name: Name::parse("secret", &format!("{up}-key")).unwrap(),
-                environment: env.parse().unwrap(),
-                tier: Tier::Primary,
-                upstream: Name::parse("upstream", up).unwrap(),
-                description: None,
-            };
-            vault.add(&spec, &SecretValue::new(Zeroizing::new(value.as_bytes().to_vec()))).await.unwrap();
+            add_secret(&vault, &format!("{up}-key"), env, up, value.as_bytes()).await;
         }
         let authority = TokenAuthority::ephemeral();
         let revocations = Revocations::new();
@@ -320,6 +313,19 @@ impl Harness {
     pub async fn send(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         parse(&self.raw(&request(method, target, headers, body)).await)
     }
+}
+
+/// Store `value` in `vault` as primary-tier secret `name` of environment `env`, bound to
+/// upstream `upstream`.
+pub async fn add_secret(vault: &Vault, name: &str, env: &str, upstream: &str, value: &[u8]) {
+    let spec = NewSecret {
+        name: Name::parse("secret", name).unwrap(),
+        environment: env.parse().unwrap(),
+        tier: Tier::Primary,
+        upstream: Name::parse("upstream", upstream).unwrap(),
+        description: None,
+    };
+    vault.add(&spec, &SecretValue::new(Zeroizing::new(value.to_vec()))).await.unwrap();
 }
 
 pub fn time_now() -> i64 {

@@ -9,22 +9,13 @@ use airlock_gateway::{Error, Gateway};
 use airlock_policy::PolicyEngine;
 use airlock_store::{SqliteStore, Store};
 use airlock_token::{Revocations, TokenAuthority, Verifier, VerifierOptions};
-use airlock_types::{Name, Tier};
-use airlock_vault::{MasterKey, NewSecret, SecretValue, Vault};
-use zeroize::Zeroizing;
+use airlock_vault::{MasterKey, Vault};
 
 async fn check(config: &str, secret_env: &str, secret_upstream: &str) -> Result<(), Error> {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
     let vault = Vault::new(store.clone(), MasterKey::generate());
-    let spec = NewSecret {
-        name: Name::parse("secret", "k").unwrap(),
-        environment: secret_env.parse().unwrap(),
-        tier: Tier::Primary,
-        upstream: Name::parse("upstream", secret_upstream).unwrap(),
-        description: None,
-    };
-    vault.add(&spec, &SecretValue::new(Zeroizing::new(b"value-123456".to_vec()))).await.unwrap();
+    crate::harness::add_secret(&vault, "k", secret_env, secret_upstream, b"value-123456").await;
     let config = Config::parse(config, std::path::Path::new("/etc/airlock.toml")).unwrap();
     let verifier = Arc::new(Verifier::new(TokenAuthority::ephemeral().public_key(), Revocations::new(), VerifierOptions::default()));
     let (audit, _) = GroupCommit::start(store, 16);
