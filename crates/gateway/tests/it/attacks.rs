@@ -444,3 +444,18 @@ async fn raw_credential_in_a_rest_body_never_leaves() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["received"], 26);
 }
+
+/// A REST body whose first bytes never arrive is not waited for forever: `408 body_timeout`
+/// within the upstream's request timeout, and nothing reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_rest_body_times_out() {
+    let h = Harness::start().await;
+    let (token, _) = h.token("staging", &["slow:write"], 600);
+    // Announces 100 bytes, sends 10, then waits (the `slow` upstream's timeout is 300 ms).
+    let req = format!("POST /slow/v1/upload HTTP/1.1\r\nHost: g\r\nContent-Length: 100\r\nX-Airlock-Token: {token}\r\n\r\n0123456789");
+    let started = std::time::Instant::now();
+    let r = parse(&h.raw(req.as_bytes()).await);
+    assert_eq!((r.status, r.code().as_str()), (408, "body_timeout"), "{}", String::from_utf8_lossy(&r.raw));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(h.records().is_empty(), "{:?}", h.records());
+}
