@@ -7,15 +7,25 @@
 //! * [`scan_detector`] — that seam backed by the `airlock-scan` engine (what `airlock
 //!   run` uses, so preflight and `airlock scan` agree);
 //! * [`sandbox`] — planning and applying the Landlock ruleset;
-//! * [`supervise`] — the re-exec trampoline, signal forwarding and exit pass-through;
+//! * [`isolate`] — the agent's own network, PID and mount namespaces, and no capabilities;
+//! * [`seccomp`] — the system calls that would get around Landlock and the namespaces;
+//! * [`relay`] — the gateway bridged into the agent's network namespace;
+//! * [`exe`] — what the agent's program needs to run (installation roots, interpreters);
+//! * [`home`] — the agent's private home and the harmless config copied into it;
+//! * [`supervise`] — the two-stage trampoline, signal forwarding and exit pass-through;
 //! * [`summary`] — the closing per-upstream counts from the audit log.
 //!
 //! Minting and revoking the task token, auditing and printing are the caller's (the
 //! CLI's) job. Nothing here ever prints, logs or returns a secret value: findings and
 //! removed variables carry names and places only.
 
+pub mod exe;
+pub mod home;
+pub mod isolate;
 pub mod preflight;
+pub mod relay;
 pub mod sandbox;
+pub mod seccomp;
 pub mod scan_detector;
 pub mod scrub;
 pub mod summary;

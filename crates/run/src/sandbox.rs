@@ -57,6 +57,35 @@ pub struct Spec {
     pub rules: Vec<Rule>,
     /// `Some(ports)`: TCP connect is allowed to these ports only (ABI ≥ 4).
     pub connect_tcp: Option<Vec<u16>>,
+    /// Namespaces, the gateway relay and the seccomp filter.
+    #[serde(default)]
+    pub isolation: Isolation,
+}
+
+/// What the trampoline sets up besides Landlock. Every field is a hard requirement: the
+/// trampoline fails rather than start the agent with less.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// A network namespace of the agent's own (only loopback inside).
+    pub net_ns: bool,
+    /// PID and mount namespaces (the agent is a child of the sandbox's PID 1 and sees a
+    /// `/proc` with only the sandbox's processes).
+    pub pid_ns: bool,
+    /// With `net_ns`: relay `127.0.0.1:port` inside the namespace to the gateway bridge.
+    pub relay: Option<RelaySpec>,
+    /// The seccomp filter ([`crate::seccomp`]).
+    pub seccomp: bool,
+    /// Let IP datagram sockets through the filter (`--network open` only: DNS).
+    pub allow_udp: bool,
+}
+
+/// The gateway as the agent sees it inside its network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelaySpec {
+    /// The port on `127.0.0.1` inside the namespace.
+    pub port: u16,
+    /// The supervisor's bridge socket ([`crate::relay::Bridge`]).
+    pub bridge: PathBuf,
 }
 
 impl Spec {
@@ -104,7 +133,18 @@ pub struct Inputs {
     pub protected: Vec<Protected>,
     /// `Some(ports)` for `--network gateway-only`.
     pub connect_tcp: Option<Vec<u16>>,
+    /// `--allow-write` paths (read + write); refused when they hold or lie in a protected path.
+    pub allow_write: Vec<PathBuf>,
+    /// Paths opened read + execute because the agent's program lives there (its
+    /// installation root, interpreter, venv), each with the reason to show the user.
+    pub exec_roots: Vec<(PathBuf, String)>,
+    /// The agent's private home (read + write). It may lie inside the state directory, but
+    /// only under [`AGENT_HOMES`] there.
+    pub agent_home: Option<PathBuf>,
 }
+
+/// The one part of the state directory an agent may see: `agents/<name>/home`.
+pub const AGENT_HOMES: &str = "agents";
 
 /// The planned sandbox.
 #[derive(Debug, Clone)]
@@ -125,12 +165,42 @@ pub const SYSTEM_PATHS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "
 /// withheld anyway; naming them makes `--allow-read ~/.aws` an error rather than a grant).
 pub const HOME_CREDENTIAL_STORES: &[&str] = &[
     ".aws", ".ssh", ".kube", ".netrc", ".git-credentials", ".docker", ".gnupg", ".azure", ".config/gcloud", ".config/gh",
-    ".npmrc", ".pypirc", ".pgpass", ".terraform.d", ".vault-token", ".local/share/airlock",
+    ".npmrc", ".pypirc", ".pgpass", ".terraform.d", ".vault-token", ".local/share/airlock", ".cargo/credentials",
+    ".cargo/credentials.toml", ".password-store", ".local/share/keyrings", ".config/op", ".config/hub", ".gem/credentials",
+    ".m2/settings.xml", ".gradle/gradle.properties", ".config/airlock", ".claude/.credentials.json", ".codex/auth.json",
 ];
+
+/// Files and directories under the system paths that hold credentials (host keys, password
+/// hashes, TLS private keys). Only root can read most of them, and root is exactly who runs
+/// agents in dev containers: the system rules are split around them instead of granting
+/// the whole directory.
+pub const SYSTEM_SECRETS: &[&str] = &[
+    "/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/ssl/private", "/etc/letsencrypt",
+    "/etc/NetworkManager/system-connections", "/etc/wireguard", "/etc/ipsec.secrets", "/etc/ppp/chap-secrets",
+    "/etc/ppp/pap-secrets", "/etc/krb5.keytab", "/etc/airlock",
+];
+
+/// The system secrets present on this machine: [`SYSTEM_SECRETS`] plus the SSH host
+/// private keys in `/etc/ssh`.
+pub fn system_secrets() -> Vec<Protected> {
+    let mut v: Vec<Protected> = SYSTEM_SECRETS
+        .iter()
+        .map(|p| Protected { path: canonical_or_same(Path::new(p)), what: (*p).to_owned(), no_inside: true })
+        .collect();
+    if let Ok(rd) = std::fs::read_dir("/etc/ssh") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ssh_host_") && name.ends_with("_key") {
+                v.push(Protected { path: e.path(), what: format!("the SSH host key {name}"), no_inside: true });
+            }
+        }
+    }
+    v
+}
 
 /// Protected paths for a user whose home is `home` and whose state dir is `state`.
 pub fn protected_paths(home: Option<&Path>, state: &Path) -> Vec<Protected> {
-    let mut v = vec![Protected { path: canonical_or_same(state), what: "the airlock state directory".into(), no_inside: true }];
+    let mut v = vec![Protected { path: canonical_or_same(state), what: STATE_WHAT.into(), no_inside: true }];
     if let Some(h) = home.filter(|h| h.is_absolute() && *h != Path::new("/")) {
         let h = canonical_or_same(h);
         v.push(Protected { path: h.clone(), what: "your home directory".into(), no_inside: false });
@@ -150,12 +220,36 @@ fn exposes<'a>(g: &Path, protected: &'a [Protected]) -> Option<&'a Protected> {
     protected.iter().find(|p| p.path.starts_with(g) || (p.no_inside && g.starts_with(&p.path)))
 }
 
+/// For writes: any protected path at all that `g` lies inside (even `$HOME` itself, whose
+/// project directories may be read but whose dotfiles steer the user's next shell).
+fn exposes_strictly<'a>(g: &Path, protected: &'a [Protected]) -> Option<&'a Protected> {
+    protected.iter().find(|p| g == p.path)
+}
+
+/// The entries of `dir` to grant instead of `dir` itself, leaving out every protected path
+/// inside it (recursing into directories that contain one). Depth-limited: a protected path
+/// nested deeper than that drops its whole branch.
+fn split_around(dir: &Path, protected: &[Protected], out: &mut Vec<PathBuf>, depth: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let inside: Vec<&Protected> = protected.iter().filter(|x| x.path.starts_with(&p)).collect();
+        if inside.is_empty() {
+            out.push(p);
+        } else if inside.iter().all(|x| x.path != p) && depth < 4 && e.file_type().is_ok_and(|t| t.is_dir()) {
+            split_around(&p, protected, out, depth + 1);
+        }
+    }
+}
+
+const STATE_WHAT: &str = "the airlock state directory";
+
 /// Plan the sandbox for `inputs` at Landlock ABI `abi`.
 ///
 /// Fails when the workspace or an `--allow-read` path would expose a protected path, or
 /// when a required path does not exist.
 pub fn plan(inputs: &Inputs, abi: u8) -> Result<Plan, Error> {
-    let mut spec = Spec { abi, rules: Vec::new(), connect_tcp: inputs.connect_tcp.clone() };
+    let mut spec = Spec { abi, rules: Vec::new(), connect_tcp: inputs.connect_tcp.clone(), isolation: Isolation::default() };
     let mut notes = Vec::new();
     let protected = &inputs.protected;
 
@@ -202,11 +296,66 @@ pub fn plan(inputs: &Inputs, abi: u8) -> Result<Plan, Error> {
         spec.allow(c, Access::ReadExec);
     }
 
+    for a in &inputs.allow_write {
+        let c = std::fs::canonicalize(a).map_err(|e| Error::Sandbox(format!("--allow-write {}: {e}", a.display())))?;
+        if let Some(p) = exposes(&c, protected).or_else(|| exposes_strictly(&c, protected)) {
+            return Err(Error::Sandbox(format!(
+                "--allow-write {} would let the agent {} {} ({}); allow a directory that holds no credentials (a tool cache such as ~/.cache/pip)",
+                a.display(),
+                if p.path.starts_with(&c) { "write over" } else { "write inside" },
+                p.what,
+                p.path.display()
+            )));
+        }
+        spec.allow(c, Access::ReadWrite);
+    }
+
+    for (root, why) in &inputs.exec_roots {
+        let c = canonical_or_same(root);
+        if let Some(p) = exposes(&c, protected) {
+            return Err(Error::Sandbox(format!(
+                "the agent's program needs {} ({why}), which would expose {} ({}); install the program elsewhere or run it from a path that holds no credentials",
+                c.display(),
+                p.what,
+                p.path.display()
+            )));
+        }
+        if !spec.rules.iter().any(|r| c.starts_with(&r.path)) {
+            spec.allow(c, Access::ReadExec);
+        }
+    }
+
+    if let Some(home) = &inputs.agent_home {
+        let c = std::fs::canonicalize(home).map_err(|e| Error::Sandbox(format!("--agent-home {}: {e}", home.display())))?;
+        // Inside the state directory only under agents/; never holding a protected path.
+        let inside_state_ok = |p: &Protected| p.what == STATE_WHAT && c.starts_with(p.path.join(AGENT_HOMES)) && c != p.path.join(AGENT_HOMES);
+        if let Some(p) = protected.iter().find(|p| p.path.starts_with(&c) || (p.no_inside && c.starts_with(&p.path) && !inside_state_ok(p))) {
+            return Err(Error::Sandbox(format!(
+                "--agent-home {} would expose {} ({}); use a directory of its own (the default is <state dir>/{AGENT_HOMES}/<agent>/home)",
+                home.display(),
+                p.what,
+                p.path.display()
+            )));
+        }
+        spec.allow(c, Access::ReadWrite);
+    }
+
     let fixed: [(&str, Access); 4] = [("/proc", Access::ReadOnly), ("/sys", Access::ReadOnly), ("/dev", Access::Device), ("/dev/shm", Access::ReadWrite)];
     let system = inputs.system.iter().map(|p| (p.clone(), Access::ReadExec)).chain(fixed.iter().map(|(p, a)| (PathBuf::from(p), *a)));
     for (s, access) in system {
         let Ok(c) = std::fs::canonicalize(&s) else { continue };
         if let Some(p) = exposes(&c, protected) {
+            if p.no_inside && !c.starts_with(&p.path) {
+                // A secret file inside a system directory: grant everything around it.
+                let mut split = Vec::new();
+                split_around(&c, protected, &mut split, 0);
+                for d in split {
+                    if !spec.rules.iter().any(|r| r.path == d && r.access == access) {
+                        spec.allow(d, access);
+                    }
+                }
+                continue;
+            }
             notes.push(format!("{} is not readable in the sandbox: it contains {} ({})", s.display(), p.what, p.path.display()));
             continue;
         }
@@ -339,6 +488,7 @@ mod tests {
             system: vec![PathBuf::from("/usr"), PathBuf::from("/etc")],
             protected: protected_paths(Some(&t.root.join("home")), &t.root.join("state")),
             connect_tcp: None,
+            ..Default::default()
         }
     }
 
@@ -399,13 +549,66 @@ mod tests {
     }
 
     #[test]
-    fn system_path_holding_a_protected_path_is_dropped_with_a_note() {
+    fn system_path_holding_a_protected_path_is_split_around_it() {
         let t = tree();
         let mut i = inputs(&t);
         i.system.push(t.root.clone());
         let p = plan(&i, 7).unwrap();
         assert!(!p.spec.rules.iter().any(|r| r.path == t.root));
+        // Everything beside the state directory and the home stays readable.
+        assert!(has(&p.spec, &t.root.join("tools"), Access::ReadExec), "{:?}", p.spec.rules);
+        for r in &p.spec.rules {
+            assert!(!t.root.join("state").starts_with(&r.path), "{r:?} covers the state dir");
+            assert!(!t.root.join("home/.ssh").starts_with(&r.path), "{r:?} covers ~/.ssh");
+        }
+        // A system path that *is* inside a protected one is dropped, with a note.
+        let mut i = inputs(&t);
+        i.system.push(t.root.join("home/.aws"));
+        let p = plan(&i, 7).unwrap();
         assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+    }
+
+    #[test]
+    fn secret_files_in_system_directories_are_left_out_and_the_rest_granted() {
+        let t = tree();
+        let etc = t.root.join("etc");
+        std::fs::create_dir_all(etc.join("ssh")).unwrap();
+        for f in ["passwd", "shadow", "ssh/ssh_config", "ssh/ssh_host_ed25519_key"] {
+            std::fs::write(etc.join(f), "x").unwrap();
+        }
+        let mut i = inputs(&t);
+        i.system = vec![etc.clone()];
+        for f in ["shadow", "ssh/ssh_host_ed25519_key"] {
+            i.protected.push(Protected { path: etc.join(f), what: f.into(), no_inside: true });
+        }
+        let p = plan(&i, 7).unwrap();
+        assert!(has(&p.spec, &etc.join("passwd"), Access::ReadExec));
+        assert!(has(&p.spec, &etc.join("ssh/ssh_config"), Access::ReadExec));
+        assert!(!p.spec.rules.iter().any(|r| etc.join("shadow").starts_with(&r.path)));
+        assert!(!p.spec.rules.iter().any(|r| etc.join("ssh/ssh_host_ed25519_key").starts_with(&r.path)));
+    }
+
+    #[test]
+    fn allow_write_and_agent_home_are_checked_like_reads() {
+        let t = tree();
+        std::fs::create_dir_all(t.root.join("home/.cache/pip")).unwrap();
+        std::fs::create_dir_all(t.root.join("state/agents/coder/home")).unwrap();
+        for (w, ok) in [("home", false), ("state", false), ("home/.aws", false), ("", false), ("home/.cache/pip", true)] {
+            let mut i = inputs(&t);
+            i.allow_write = vec![t.root.join(w)];
+            let r = plan(&i, 7);
+            assert_eq!(r.is_ok(), ok, "--allow-write {w}: {:?}", r.err().map(|e| e.to_string()));
+            if let Err(e) = r {
+                assert!(e.to_string().contains("--allow-write"), "{e}");
+            }
+        }
+        let mut i = inputs(&t);
+        i.agent_home = Some(t.root.join("state/agents/coder/home"));
+        assert!(has(&plan(&i, 7).unwrap().spec, &t.root.join("state/agents/coder/home"), Access::ReadWrite));
+        for bad in ["state", "state/agents", "home/.ssh", "home"] {
+            i.agent_home = Some(t.root.join(bad));
+            assert!(plan(&i, 7).unwrap_err().to_string().contains("--agent-home"), "{bad}");
+        }
     }
 
     #[test]
@@ -447,7 +650,7 @@ mod enforce_tests {
         let support = probe();
         let Some(abi) = support.abi else {
             // Not a skip: on a kernel without Landlock, apply must refuse.
-            let spec = Spec { abi: 1, rules: vec![], connect_tcp: None };
+            let spec = Spec { abi: 1, rules: vec![], connect_tcp: None, isolation: Isolation::default() };
             assert!(std::thread::spawn(move || apply(&spec)).join().unwrap().is_err());
             return;
         };
@@ -457,7 +660,7 @@ mod enforce_tests {
         std::fs::create_dir_all(root.join("secret")).unwrap();
         std::fs::write(root.join("secret/key"), "k").unwrap();
         std::fs::write(root.join("ws/file"), "w").unwrap();
-        let spec = Spec { abi, rules: vec![Rule { path: root.join("ws"), access: Access::ReadWrite }], connect_tcp: None };
+        let spec = Spec { abi, rules: vec![Rule { path: root.join("ws"), access: Access::ReadWrite }], connect_tcp: None, isolation: Isolation::default() };
         let r = root.clone();
         let (applied, secret, ws_read, ws_write) = std::thread::spawn(move || {
             let applied = apply(&spec).map(|a| a.abi);

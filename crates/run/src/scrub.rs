@@ -76,6 +76,18 @@ const EXACT: &[&str] = &[
     "PGPASSFILE",
     "MYSQL_PWD",
     "PGPASSWORD",
+    // Ways to reach a daemon that holds credentials: Docker/Podman sockets, the D-Bus
+    // session bus (secret service, keyrings), the per-user runtime dir (agent sockets),
+    // a Kerberos ticket cache, a GnuPG home.
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CERT_PATH",
+    "CONTAINER_HOST",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "XDG_RUNTIME_DIR",
+    "KRB5CCNAME",
+    "SSH_AGENT_PID",
+    "GNUPGHOME",
 ];
 
 /// Name prefixes whose whole family is dropped.
@@ -191,6 +203,10 @@ mod tests {
             "AIRLOCK_HOME",
             "AIRLOCK_DATABASE_URL",
             "SSH_AUTH_SOCK",
+            "DOCKER_HOST",
+            "DBUS_SESSION_BUS_ADDRESS",
+            "XDG_RUNTIME_DIR",
+            "KRB5CCNAME",
             "KUBECONFIG",
             "github_token",
             "my-service.apikey",

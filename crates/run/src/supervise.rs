@@ -158,31 +158,184 @@ pub async fn supervise(mut cmd: tokio::process::Command, signals: &mut Signals) 
     Ok(Exit { code: status.code(), signal: status.signal(), received, killed_after_grace })
 }
 
-/// The child side: die with the supervisor, apply `spec` (unless `None`, i.e.
-/// `--no-sandbox`), then exec `argv`. Returns only on failure, with the exit code to use.
-pub fn trampoline(spec: Option<&Spec>, supervisor: i32, argv: &[OsString]) -> (u8, Error) {
+/// How a child ended, as an exit code for the stage above it: its code, or 128 + signal.
+fn status_code(code: Option<i32>, signal: Option<i32>) -> u8 {
+    match (code, signal) {
+        (Some(c), _) => (c & 0xff) as u8,
+        (None, Some(s)) => (128 + s).clamp(0, 255) as u8,
+        (None, None) => 1,
+    }
+}
+
+fn die_with_parent() -> Result<(), Error> {
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+        .map_err(|e| Error::Sandbox(format!("cannot tie the agent's life to airlock's: {e}")))
+}
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Sandbox(format!("cannot start the trampoline's runtime: {e}")))
+}
+
+/// The first stage of the child side (`airlock __sandbox-exec`): die with the supervisor,
+/// enter the namespaces the spec asks for, start the gateway relay inside them, and run the
+/// second stage ([`init`]) as the first process of the new PID namespace. Returns the exit
+/// code to leave with (the agent's, passed up), or the code and error if nothing could run.
+///
+/// Must be called while the process is still single-threaded (before any runtime exists).
+/// `None` (`--no-sandbox`) execs the agent directly.
+pub fn trampoline(spec: Option<&Spec>, supervisor: i32, argv: &[OsString]) -> (u8, Option<Error>) {
     let Some((program, args)) = argv.split_first() else {
-        return (EXIT_SANDBOX_FAILED, Error::Sandbox("no command to run".into()));
+        return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox("no command to run".into())));
     };
     // If the supervisor dies (even by SIGKILL), the agent dies too instead of running on
     // with a token nobody will revoke. Check the parent afterwards to close the race.
-    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
-        return (EXIT_SANDBOX_FAILED, Error::Sandbox(format!("cannot tie the agent's life to airlock's: {e}")));
+    if let Err(e) = die_with_parent() {
+        return (EXIT_SANDBOX_FAILED, Some(e));
     }
     if rustix::process::getppid().map(Pid::as_raw_nonzero).map(|p| p.get()) != Some(supervisor) {
-        return (EXIT_SANDBOX_FAILED, Error::Sandbox("the airlock supervisor is gone; not starting the agent".into()));
+        return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox("the airlock supervisor is gone; not starting the agent".into())));
     }
-    if let Some(spec) = spec
-        && let Err(e) = sandbox::apply(spec)
-    {
-        return (EXIT_SANDBOX_FAILED, e);
+    let Some(spec) = spec else {
+        let err = std::process::Command::new(program).args(args).exec();
+        return exec_failed(program, err);
+    };
+    let iso = &spec.isolation;
+    match crate::isolate::enter(iso.net_ns, iso.pid_ns) {
+        Ok(entered) if entered.user_ns && iso.pid_ns => {
+            if let Err(e) = crate::isolate::pass_mount_capability() {
+                return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(e.to_string())));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(e.to_string()))),
     }
-    let err = std::process::Command::new(program).args(args).exec();
+    let rt = match current_thread_runtime() {
+        Ok(rt) => rt,
+        Err(e) => return (EXIT_SANDBOX_FAILED, Some(e)),
+    };
+    rt.block_on(async {
+        let relay = match &iso.relay {
+            Some(r) => match crate::relay::bind_inside(r.port).await {
+                Ok(l) => Some((l, r.bridge.clone())),
+                Err(e) => return (EXIT_SANDBOX_FAILED, Some(e)),
+            },
+            None => None,
+        };
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(format!("cannot locate the airlock binary: {e}")))),
+        };
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg(TRAMPOLINE_SUBCOMMAND).arg("--init").arg("--supervisor").arg(rustix::process::getpid().as_raw_nonzero().get().to_string());
+        cmd.arg("--spec").arg(spec.to_json()).arg("--").args(argv).kill_on_drop(true);
+        let mut signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => return (EXIT_SANDBOX_FAILED, Some(e)),
+        };
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(format!("cannot start the sandbox's init: {e}")))),
+        };
+        if let Some((l, bridge)) = relay {
+            tokio::spawn(crate::relay::serve_inside(l, bridge));
+        }
+        let Some(pid) = child.id().and_then(|id| Pid::from_raw(id as i32)) else {
+            return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox("the sandbox's init has no process id".into())));
+        };
+        loop {
+            tokio::select! {
+                st = child.wait() => {
+                    return match st {
+                        Ok(st) => (status_code(st.code(), st.signal()), None),
+                        Err(e) => (EXIT_SANDBOX_FAILED, Some(Error::Signal(format!("cannot wait for the sandbox's init: {e}")))),
+                    };
+                }
+                _ = signals.int.recv() => send(pid, Signal::INT),
+                _ = signals.term.recv() => send(pid, Signal::TERM),
+                _ = signals.hup.recv() => send(pid, Signal::HUP),
+            }
+        }
+    })
+}
+
+fn exec_failed(program: &OsString, err: std::io::Error) -> (u8, Option<Error>) {
     let code = match err.kind() {
         std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
         _ => EXIT_CANNOT_EXECUTE,
     };
-    (code, Error::Exec { program: program.to_string_lossy().into_owned(), source: err })
+    (code, Some(Error::Exec { program: program.to_string_lossy().into_owned(), source: err }))
+}
+
+/// The second stage (`airlock __sandbox-exec --init`), the first process of the agent's PID
+/// namespace: mount a private `/proc`, drop every capability, apply Landlock and seccomp to
+/// itself, start the agent, pass signals on, reap every orphan, and leave with the agent's
+/// exit code. When it leaves, the kernel ends every process left in the namespace — a
+/// daemon the agent forked dies with the task.
+pub fn init(spec: &Spec, argv: &[OsString]) -> (u8, Option<Error>) {
+    let Some((program, args)) = argv.split_first() else {
+        return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox("no command to run".into())));
+    };
+    if let Err(e) = die_with_parent() {
+        return (EXIT_SANDBOX_FAILED, Some(e));
+    }
+    let pid1 = rustix::process::getpid().as_raw_nonzero().get() == 1;
+    if spec.isolation.pid_ns {
+        if !pid1 {
+            return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox("the sandbox's init is not the first process of its PID namespace".into())));
+        }
+        if let Err(e) = crate::isolate::remount_proc() {
+            return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(e.to_string())));
+        }
+    } else if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(format!("cannot become the agent's subreaper: {e}"))));
+    }
+    if let Err(e) = crate::isolate::drop_all_capabilities() {
+        return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(e.to_string())));
+    }
+    if let Err(e) = sandbox::apply(spec) {
+        return (EXIT_SANDBOX_FAILED, Some(e));
+    }
+    if spec.isolation.seccomp
+        && let Err(e) = crate::seccomp::apply(spec.isolation.allow_udp)
+    {
+        return (EXIT_SANDBOX_FAILED, Some(e));
+    }
+    let rt = match current_thread_runtime() {
+        Ok(rt) => rt,
+        Err(e) => return (EXIT_SANDBOX_FAILED, Some(e)),
+    };
+    rt.block_on(async {
+        let (mut signals, mut chld) = match (Signals::install(), signal(SignalKind::child())) {
+            (Ok(s), Ok(c)) => (s, c),
+            (Err(e), _) => return (EXIT_SANDBOX_FAILED, Some(e)),
+            (_, Err(e)) => return (EXIT_SANDBOX_FAILED, Some(Error::Signal(format!("cannot watch child processes: {e}")))),
+        };
+        let child = match std::process::Command::new(program).args(args).spawn() {
+            Ok(c) => c,
+            Err(e) => return exec_failed(program, e),
+        };
+        let Some(agent) = Pid::from_raw(child.id() as i32) else {
+            return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox("the agent has no process id".into())));
+        };
+        drop(child); // reaped below, with every orphan
+        loop {
+            // Reap everything that has ended; the agent's status ends the loop.
+            loop {
+                match rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG) {
+                    Ok(Some((pid, st))) if pid == agent => return (status_code(st.exit_status(), st.terminating_signal()), None),
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(_) => return (EXIT_SANDBOX_FAILED, Some(Error::Signal("the agent vanished".into()))),
+                }
+            }
+            tokio::select! {
+                _ = chld.recv() => {}
+                _ = signals.int.recv() => send(agent, Signal::INT),
+                _ = signals.term.recv() => send(agent, Signal::TERM),
+                _ = signals.hup.recv() => send(agent, Signal::HUP),
+            }
+        }
+    })
 }
 
 #[cfg(test)]
