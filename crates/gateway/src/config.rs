@@ -40,7 +40,7 @@ pub struct FileConfig {
     pub gateway: GatewaySection,
     /// `[[upstream]]`: the APIs the gateway fronts.
     #[serde(default)]
-    pub upstream: Vec<UpstreamSection>,
+    pub upstream: Vec<Spanned<UpstreamSection>>,
     /// `[policy]`: operator policy files and disabled built-ins.
     #[serde(default)]
     pub policy: airlock_policy::PolicyConfig,
@@ -205,20 +205,40 @@ fn default_request_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
+/// One string-valued upstream key after the preset is applied: its value and where it was
+/// written (the key itself, or `preset = …` when the preset supplied it).
+struct Field {
+    value: String,
+    span: Range<usize>,
+}
+
 /// `[[upstream]]` as written.
+///
+/// With `preset = "anthropic"` (see [`crate::presets`]) the preset supplies `name`,
+/// `base_url`, `inject`, `env_vars`, `request_timeout` and its declared operations; every
+/// key set here overrides the preset's, and `[[upstream.operation]]` entries are added to
+/// the preset's. Without a preset, `name`, `base_url` and `inject` are required.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
-    /// Route name: agents call `http://<gateway>/<name>/<path>`.
-    pub name: Spanned<String>,
+    /// A built-in preset this upstream starts from (`anthropic`, `openai`).
+    #[serde(default)]
+    pub preset: Option<Spanned<String>>,
+    /// Route name: agents call `http://<gateway>/<name>/<path>` (default: the preset's name).
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
     /// Where requests go: `https://host[:port][/base/path]`.
-    pub base_url: Spanned<String>,
-    /// The environment this upstream serves.
-    pub environment: Spanned<String>,
-    /// The vault secret injected into requests to this upstream.
-    pub secret: Spanned<String>,
+    #[serde(default)]
+    pub base_url: Option<Spanned<String>>,
+    /// The environment this upstream serves (required).
+    #[serde(default)]
+    pub environment: Option<Spanned<String>>,
+    /// The vault secret injected into requests to this upstream (required).
+    #[serde(default)]
+    pub secret: Option<Spanned<String>>,
     /// How the secret is attached.
-    pub inject: Spanned<InjectSection>,
+    #[serde(default)]
+    pub inject: Option<Spanned<InjectSection>>,
     /// Allow a plain `http://` base URL (tests, loopback benchmarks). Default false.
     #[serde(default)]
     pub allow_insecure: bool,
@@ -228,9 +248,9 @@ pub struct UpstreamSection {
     /// TCP + TLS connect timeout (default 10s). Integer seconds or "500ms", "5s", "2m".
     #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
-    /// Time allowed until the upstream's response head arrives (default 60s).
-    #[serde(default = "default_request_timeout", deserialize_with = "de_duration")]
-    pub request_timeout: Duration,
+    /// Time allowed until the upstream's response head arrives (default 60s; a preset's own otherwise).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub request_timeout: Option<Duration>,
     /// Request body cap for this upstream, bytes (default: `[gateway] max_body`).
     #[serde(default)]
     pub max_body: Option<u64>,
@@ -320,7 +340,7 @@ pub enum ProtocolName {
 }
 
 /// `inject = { ... }` as written: exactly one of `header`, `basic`, `query`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InjectSection {
     /// Header name, e.g. `Authorization` or `x-api-key`.
@@ -338,7 +358,7 @@ pub struct InjectSection {
 }
 
 /// `basic = { username = "..." }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicSection {
     /// The basic-auth username.
@@ -462,6 +482,11 @@ pub struct Upstream {
     pub approval: ApprovalSettings,
     /// Line of the `secret` key (for startup errors about the secret).
     pub secret_line: usize,
+    /// The built-in preset this upstream was made from, if any.
+    pub preset: Option<&'static str>,
+    /// Named operations a grant may name besides `read`, `write`, `destroy` (declared
+    /// REST names, GraphQL fields, MCP tools, a preset's `model`), sorted, deduplicated.
+    pub operation_names: Vec<String>,
 }
 
 /// The validated configuration.
@@ -517,16 +542,48 @@ impl Config {
         let mut seen = HashSet::new();
         let mut upstreams = Vec::new();
         let mut lookups = Vec::new();
-        for u in file.upstream {
-            let name = Name::parse("upstream", u.name.get_ref())
-                .map_err(|e| err(Some(u.name.span()), e.to_string()))?;
+        for su in file.upstream {
+            let table_span = su.span();
+            let u = su.into_inner();
+            // A preset supplies defaults; whatever the block sets itself wins.
+            let preset = match &u.preset {
+                None => None,
+                Some(p) => Some(crate::presets::find(p.get_ref()).ok_or_else(|| {
+                    let known = crate::presets::names();
+                    let hint = crate::presets::suggest(p.get_ref(), known.iter().copied())
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                    err(Some(p.span()), format!("unknown preset {:?}{hint}: the built-in presets are {}; any other API is a plain [[upstream]] with base_url, inject and [[upstream.operation]] entries", p.get_ref(), known.join(", ")))
+                })?),
+            };
+            let preset_span = u.preset.as_ref().map(|p| p.span()).unwrap_or(table_span.clone());
+            let field = |own: &Option<Spanned<String>>, from_preset: Option<&str>| -> Option<Field> {
+                match (own, from_preset) {
+                    (Some(v), _) => Some(Field { value: v.get_ref().clone(), span: v.span() }),
+                    (None, Some(v)) => Some(Field { value: v.to_owned(), span: preset_span.clone() }),
+                    (None, None) => None,
+                }
+            };
+            let missing = |key: &str, what: &str| {
+                let whose = match (&u.name, preset) {
+                    (Some(n), _) => format!("upstream {:?}", n.get_ref()),
+                    (None, Some(p)) => format!("upstream {:?} (preset {})", p.name, p.name),
+                    (None, None) => "[[upstream]]".to_owned(),
+                };
+                err(Some(table_span.clone()), format!("{whose}: missing {key}: {what}"))
+            };
+            let name_f = field(&u.name, preset.map(|p| p.name))
+                .ok_or_else(|| missing("name", "the route name agents call, http://<gateway>/<name>/… (or start from a preset = \"anthropic\" / \"openai\")"))?;
+            let name = Name::parse("upstream", &name_f.value).map_err(|e| err(Some(name_f.span.clone()), e.to_string()))?;
             if !seen.insert(name.clone()) {
-                return Err(err(Some(u.name.span()), format!("duplicate upstream name {:?}: each [[upstream]] needs its own name", name.as_str())));
+                return Err(err(Some(name_f.span.clone()), format!("duplicate upstream name {:?}: each [[upstream]] needs its own name", name.as_str())));
             }
+            let env_f = field(&u.environment, None).ok_or_else(|| missing("environment", "the one environment this upstream serves, e.g. environment = \"staging\""))?;
             let environment: Environment =
-                u.environment.get_ref().parse().map_err(|e: airlock_types::Error| err(Some(u.environment.span()), e.to_string()))?;
-            let base_err = |m: String| err(Some(u.base_url.span()), format!("upstream {:?}: base_url {m}", name.as_str()));
-            let uri: Uri = u.base_url.get_ref().parse().map_err(|e| base_err(format!("is not a URL: {e}")))?;
+                env_f.value.parse().map_err(|e: airlock_types::Error| err(Some(env_f.span.clone()), e.to_string()))?;
+            let base_f = field(&u.base_url, preset.map(|p| p.base_url)).ok_or_else(|| missing("base_url", "where requests go, e.g. base_url = \"https://api.example.com\""))?;
+            let base_err = |m: String| err(Some(base_f.span.clone()), format!("upstream {:?}: base_url {m}", name.as_str()));
+            let uri: Uri = base_f.value.parse().map_err(|e| base_err(format!("is not a URL: {e}")))?;
             let scheme = uri.scheme().cloned().ok_or_else(|| base_err("needs a scheme (https://…)".into()))?;
             if scheme == http::uri::Scheme::HTTP && !u.allow_insecure {
                 return Err(base_err("uses plain http; use https, or set allow_insecure = true for a trusted loopback upstream".into()));
@@ -542,50 +599,81 @@ impl Config {
                 return Err(base_err("must not contain a query string".into()));
             }
             let base_path = uri.path().trim_end_matches('/').to_owned();
-            let secret = u.secret.get_ref().clone();
-            Name::parse("secret", &secret).map_err(|e| err(Some(u.secret.span()), e.to_string()))?;
-            let injection = injection(u.inject.get_ref()).map_err(|m| {
-                err(Some(u.inject.span()), format!("upstream {:?}: inject: {m}", name.as_str()))
-            })?;
+            let secret_f = field(&u.secret, None).ok_or_else(|| missing("secret", "the vault secret injected into its requests (`airlock secret add NAME --env ENV --upstream UPSTREAM`)"))?;
+            let secret = secret_f.value.clone();
+            Name::parse("secret", &secret).map_err(|e| err(Some(secret_f.span.clone()), e.to_string()))?;
+            let (inject, inject_span) = match (&u.inject, preset) {
+                (Some(i), _) => (i.get_ref().clone(), i.span()),
+                (None, Some(p)) => (
+                    InjectSection { header: Some(p.header.into()), format: Some(p.format.into()), basic: None, query: None },
+                    preset_span.clone(),
+                ),
+                (None, None) => return Err(missing("inject", "how the secret is attached, e.g. inject = { header = \"Authorization\", format = \"Bearer {secret}\" }")),
+            };
+            let injection = injection(&inject).map_err(|m| err(Some(inject_span), format!("upstream {:?}: inject: {m}", name.as_str())))?;
             let protocol = u.protocol.as_ref().map(|p| *p.get_ref()).unwrap_or_default();
+            if let (Some(p), Some(pr)) = (preset, &u.protocol)
+                && *pr.get_ref() != ProtocolName::Rest
+            {
+                return Err(err(Some(pr.span()), format!("upstream {:?}: preset {} is a REST API; protocol cannot be changed", name.as_str(), p.name)));
+            }
             let op_err = |(span, m): SpanErr| err(span, format!("upstream {:?}: operation: {m}", name.as_str()));
+            let mut operation_names: Vec<String> = Vec::new();
             let classifier = match protocol {
                 ProtocolName::Rest => {
                     let mut rules = Vec::new();
+                    for op in preset.map(|p| p.operations).unwrap_or_default() {
+                        rules.push(preset_rule(op));
+                        operation_names.extend(op.name.map(str::to_owned));
+                    }
                     for op in &u.operation {
                         rules.push(rest_rule(op).map_err(op_err)?);
+                        operation_names.extend(op.name.as_ref().map(|n| n.get_ref().clone()));
                     }
                     Classifier::new(rules)
                 }
                 ProtocolName::Graphql => Classifier::graphql(graphql_rules(&u.operation).map_err(op_err)?),
                 ProtocolName::Mcp => Classifier::mcp(mcp_rules(&u.operation).map_err(op_err)?),
             };
+            if protocol != ProtocolName::Rest {
+                for op in &u.operation {
+                    for list in [&op.fields, &op.tools].into_iter().flatten() {
+                        operation_names.extend(list.get_ref().iter().cloned());
+                    }
+                }
+            }
+            operation_names.sort();
+            operation_names.dedup();
             let approval = match &u.approval {
                 Some(a) => ApprovalSettings { mode: a.mode, ttl: a.ttl, hold_timeout: a.hold_timeout },
                 None => ApprovalSettings::default(),
             };
             if approval.ttl.is_zero() || approval.hold_timeout.is_zero() {
-                return Err(err(Some(u.name.span()), format!("upstream {:?}: approval ttl and hold_timeout must be positive", name.as_str())));
+                return Err(err(Some(name_f.span.clone()), format!("upstream {:?}: approval ttl and hold_timeout must be positive", name.as_str())));
             }
-            if let Some(vars) = &u.env_vars {
+            let env_vars = u.env_vars.clone().or_else(|| {
+                preset.map(|p| EnvVarsSection { base_url: Some(p.env_base_url.into()), key: Some(p.env_key.into()) })
+            });
+            if let Some(vars) = &env_vars {
                 for v in [&vars.base_url, &vars.key].into_iter().flatten() {
                     let ok = !v.is_empty()
                         && !v.as_bytes()[0].is_ascii_digit()
                         && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
                     if !ok {
-                        return Err(err(Some(u.name.span()), format!("upstream {:?}: env_vars: {v:?} is not a valid environment variable name", name.as_str())));
+                        return Err(err(Some(name_f.span.clone()), format!("upstream {:?}: env_vars: {v:?} is not a valid environment variable name", name.as_str())));
                     }
                 }
             }
             if let Some(l) = &u.inventory_lookup {
-                let spec = lookup_spec(l, &u, &name, &environment, text)
+                let spec = lookup_spec(l, &secret, &name, &environment, text)
                     .map_err(|(span, m)| err(span.or(Some(l.span())), format!("upstream {:?}: inventory_lookup: {m}", name.as_str())))?;
                 lookups.push((name.clone(), spec));
             }
+            let request_timeout = u.request_timeout.or(preset.map(|p| p.request_timeout)).unwrap_or_else(default_request_timeout);
             upstreams.push(Upstream {
-                secret_line: line_col(text, u.secret.span().start).0,
+                secret_line: line_col(text, secret_f.span.start).0,
                 name,
-                base_url: u.base_url.get_ref().clone(),
+                base_url: base_f.value.clone(),
                 scheme,
                 authority,
                 base_path,
@@ -594,12 +682,14 @@ impl Config {
                 injection,
                 ca_file: u.ca_file.map(|c| c.into_inner()),
                 connect_timeout: u.connect_timeout,
-                request_timeout: u.request_timeout,
+                request_timeout,
                 max_body: u.max_body.unwrap_or(g.max_body),
-                env_vars: u.env_vars,
+                env_vars,
                 protocol,
                 classifier,
                 approval,
+                preset: preset.map(|p| p.name),
+                operation_names,
             });
         }
         let mut pass_through = Vec::new();
@@ -691,6 +781,13 @@ fn injection(s: &InjectSection) -> Result<Injection, String> {
 }
 
 type SpanErr = (Option<Range<usize>>, String);
+
+/// A preset's declared operation as a classifier rule (the table is checked by tests).
+fn preset_rule(op: &crate::presets::PresetOperation) -> RestRule {
+    let method = Method::from_bytes(op.method.as_bytes()).expect("preset methods are valid");
+    let capability: Capability = op.capability.parse().expect("preset capabilities are valid");
+    RestRule::new(method, op.path, op.name.map(str::to_owned), capability, Tier::Primary, None).expect("preset paths are valid")
+}
 
 fn rest_rule(op: &OperationSection) -> Result<RestRule, SpanErr> {
     if let Some(s) = op.fields.as_ref().map(|f| f.span()).or(op.tools.as_ref().map(|t| t.span())) {
@@ -813,11 +910,11 @@ fn mcp_rules(ops: &[OperationSection]) -> Result<McpClassifier, SpanErr> {
 }
 
 /// Validate `[upstream.inventory_lookup]` of upstream `u` (named `name`, serving `environment`).
-fn lookup_spec(l: &Spanned<LookupSection>, u: &UpstreamSection, name: &Name, environment: &Environment, text: &str) -> Result<LookupSpec, SpanErr> {
+fn lookup_spec(l: &Spanned<LookupSection>, upstream_secret: &str, name: &Name, environment: &Environment, text: &str) -> Result<LookupSpec, SpanErr> {
     let s = l.get_ref();
     let secret = s.secret.get_ref().clone();
     Name::parse("secret", &secret).map_err(|e| (Some(s.secret.span()), e.to_string()))?;
-    if secret == *u.secret.get_ref() {
+    if secret == upstream_secret {
         return Err((Some(s.secret.span()), format!("secret {secret:?} is the upstream's own credential; the lookup needs a separate, read-only one")));
     }
     let request = match (&s.graphql, &s.get) {
@@ -973,6 +1070,10 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
     (line, col)
+}
+
+fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -1138,6 +1239,62 @@ resource = { path = "id" }
             assert!(msg.contains(why), "{l}: {msg}");
             assert!(line > GOOD.lines().count(), "{l}: line {line}");
         }
+    }
+
+    const PRESET: &str = "[[upstream]]\npreset = \"anthropic\"\nenvironment = \"staging\"\nsecret = \"anthropic-key\"\n";
+
+    #[test]
+    fn presets_fill_in_the_upstream() {
+        let c = parse(PRESET).unwrap();
+        let u = c.upstream("anthropic").expect("named after the preset");
+        assert_eq!((u.preset, u.base_url.as_str(), u.authority.as_str()), (Some("anthropic"), "https://api.anthropic.com", "api.anthropic.com"));
+        assert!(matches!(&u.injection, Injection::Header { name, prefix, suffix } if name == "x-api-key" && prefix.is_empty() && suffix.is_empty()));
+        let vars = u.env_vars.as_ref().unwrap();
+        assert_eq!((vars.base_url.as_deref(), vars.key.as_deref()), (Some("ANTHROPIC_BASE_URL"), Some("ANTHROPIC_API_KEY")));
+        assert_eq!(u.request_timeout, Duration::from_secs(600));
+        assert_eq!(u.operation_names, vec!["model".to_owned()]);
+        let seg = |p: &str| p.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+        let op = u.classifier.classify(&Method::POST, &seg("/v1/messages"));
+        assert_eq!((op.name.as_str(), op.capability.clone()), ("model", Capability::Write));
+        assert_eq!(u.classifier.classify(&Method::POST, &seg("/v1/messages/count_tokens")).name, "model");
+        assert_eq!(u.classifier.classify(&Method::POST, &seg("/v1/files")).name, "POST /v1/files");
+        assert_eq!(u.classifier.classify(&Method::GET, &seg("/v1/models")).capability, Capability::Read);
+
+        // Every field can be overridden, and operations are added to the preset's.
+        let o = parse(
+            "[[upstream]]\npreset = \"openai\"\nname = \"oai-stg\"\nenvironment = \"staging\"\nsecret = \"k\"\nbase_url = \"https://127.0.0.1:8443/v1\"\ninject = { header = \"api-key\" }\nenv_vars = { base_url = \"AZURE_URL\" }\nrequest_timeout = \"5s\"\n\n[[upstream.operation]]\nmethod = \"DELETE\"\npath = \"/files/{id}\"\nname = \"fileDelete\"\ncapability = \"destroy\"\n",
+        )
+        .unwrap();
+        let u = o.upstream("oai-stg").unwrap();
+        assert_eq!((u.base_path.as_str(), u.request_timeout, u.preset), ("/v1", Duration::from_secs(5), Some("openai")));
+        assert!(matches!(&u.injection, Injection::Header { name, prefix, .. } if name == "api-key" && prefix.is_empty()));
+        assert_eq!(u.env_vars.as_ref().unwrap().key, None);
+        assert_eq!(u.operation_names, vec!["fileDelete".to_owned(), "model".to_owned()]);
+        assert_eq!(u.classifier.classify(&Method::POST, &seg("/chat/completions")).name, "model");
+    }
+
+    #[test]
+    fn preset_errors_point_at_the_line() {
+        let (line, msg) = err_at(&format!("[gateway]\n\n{}", PRESET.replace("\"anthropic\"", "\"anthropc\"")));
+        assert_eq!(line, 4);
+        assert!(msg.contains("unknown preset \"anthropc\"") && msg.contains("did you mean \"anthropic\"") && msg.contains("anthropic, openai"), "{msg}");
+        let (_, msg) = err_at(&PRESET.replace("\"anthropic\"", "\"gemini\""));
+        assert!(msg.contains("anthropic, openai") && !msg.contains("did you mean"), "{msg}");
+        let (line, msg) = err_at(&format!("\n{}", PRESET.replace("environment = \"staging\"\n", "")));
+        assert!(msg.contains("missing environment") && msg.contains("preset anthropic"), "{msg}");
+        assert_eq!(line, 2);
+        assert!(err_at(&PRESET.replace("secret = \"anthropic-key\"\n", "")).1.contains("missing secret"));
+        assert!(err_at(&format!("{PRESET}protocol = \"graphql\"\n")).1.contains("REST"));
+        // Two of the same preset need distinct names.
+        let (line, msg) = err_at(&format!("{PRESET}\n{}", PRESET.replace("staging", "production")));
+        assert!(msg.contains("duplicate upstream name \"anthropic\""), "{msg}");
+        assert_eq!(line, 7);
+        parse(&format!("{PRESET}\n{}", PRESET.replace("staging", "production").replace("preset = \"anthropic\"", "preset = \"anthropic\"\nname = \"anthropic-prod\""))).unwrap();
+        // Without a preset, base_url and inject are required.
+        let (_, msg) = err_at("[[upstream]]\nname = \"x\"\nenvironment = \"staging\"\nsecret = \"s\"\ninject = { query = \"k\" }\n");
+        assert!(msg.contains("missing base_url"), "{msg}");
+        let (_, msg) = err_at("[[upstream]]\nenvironment = \"staging\"\n");
+        assert!(msg.contains("missing name"), "{msg}");
     }
 
     #[test]

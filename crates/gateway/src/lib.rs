@@ -11,7 +11,9 @@
 //! Module map: [`config`] (airlock.toml), [`route`] (request target → upstream + checked
 //! path), [`classify`] (operations), [`ports`] (token verifier and vault traits),
 //! [`audit`] (group commit), [`client`] (outbound TLS, bound connector), [`redact`]
-//! (streaming redaction), [`server`] (listeners), [`env`] (`airlock env`).
+//! (streaming redaction), [`server`] (listeners), [`env`] (`airlock env`), [`presets`]
+//! (built-in model API upstreams), [`grants`] (grants checked against the config),
+//! [`placement`] (where the config may live).
 //!
 //! This crate must never log, return or audit a secret value, and never forward a request
 //! it has any doubt about.
@@ -25,12 +27,15 @@ pub mod config;
 pub mod env;
 mod error;
 pub mod forward;
+pub mod grants;
 pub mod graphql;
 pub mod inventory;
 pub mod mcp;
 pub mod pipeline;
+pub mod placement;
 pub mod prefix;
 pub mod ports;
+pub mod presets;
 pub mod rawcred;
 pub mod redact;
 pub mod route;

@@ -214,6 +214,37 @@ mod tests {
         assert_eq!(got, "xx******yy****zzabcde");
     }
 
+    /// A body that yields its chunks and then never ends (an SSE stream still open).
+    struct Open(VecDeque<Bytes>);
+    impl Body for Open {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.0.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_pass_through_before_the_body_ends() {
+        // SSE events arrive one by one; each is passed on at once (all but the hold-back
+        // window), the secret split across two events is masked, and nothing waits for the end.
+        let n = needles(&["sk-SECRET-123"]);
+        let events = ["event: a\ndata: {\"t\":\"hello\"}\n\n", "event: b\ndata: {\"t\":\"sk-SEC", "RET-123\"}\n\n", "event: c\ndata: {}\n\n"];
+        let mut body = RedactBody::new(Open(events.iter().map(|e| Bytes::from_static(e.as_bytes())).collect()), n, Default::default());
+        let mut out = Vec::new();
+        for _ in 0..events.len() {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(1), body.frame()).await.expect("a frame before the end").unwrap().unwrap();
+            out.extend_from_slice(frame.data_ref().unwrap());
+        }
+        let got = String::from_utf8(out).unwrap();
+        let all: String = events.concat();
+        assert!(got.starts_with("event: a\ndata: {\"t\":\"hello\"}\n\nevent: b\ndata: {\"t\":\"*************\"}"), "{got}");
+        assert_eq!(got.len(), all.len() - ("sk-SECRET-123".len() - 1), "only the hold-back window is pending");
+    }
+
     #[test]
     fn headers() {
         let n = needles(&["tok123"]);

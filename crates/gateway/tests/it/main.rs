@@ -6,4 +6,5 @@ mod depth;
 mod e2e;
 mod forward;
 mod harness;
+mod models;
 mod startup;
