@@ -4,18 +4,44 @@
 //! used by `airlock scan`, so that what `airlock run` refuses and what `airlock scan`
 //! reports (and `airlock scan --fix` cleans) are the same findings, produced by the same
 //! rules. It walks exactly like `airlock scan` (hidden and git-ignored files included,
-//! binaries and oversized files skipped).
+//! binaries and oversized files skipped) and in the same walk finds the git
+//! repositories of the workspace (nested and bare ones too), whose references, stash and
+//! reflogs it scans as `airlock scan --git-history` does. It owns the preflight's policy
+//! on top of the findings: below the refusing confidence, or inside a vendored or
+//! generated tree ([`VENDORED_DIRS`]), a finding is listed, not refused; a fingerprint
+//! in the baseline (the `airlock scan --write-baseline` format) drops it.
 //!
 //! It must never return, print or log a matched value: findings are converted to
 //! [`Finding`]s that carry only a place and a rule id, and the scanner's zeroizing
 //! secret is dropped here.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
 
-use airlock_scan::{Confidence, ScanOptions, Scanner};
+use airlock_scan::{Confidence, ScanOptions, Scanner, Source};
 
 use crate::Error;
-use crate::preflight::{Detector, Finding, Location};
+use crate::preflight::{Detector, Finding, GitReach, Listed, Location, NotRefused, WorkspaceScan};
+
+/// Directory names whose trees hold third-party or generated files: a finding under one
+/// (in the workspace or in a file's path in git history) is listed, not refused. `.git`
+/// internals other than history are not walked at all.
+pub const VENDORED_DIRS: &[&str] = &[
+    "node_modules",
+    "bower_components",
+    ".venv",
+    "venv",
+    "site-packages",
+    "__pycache__",
+    ".tox",
+    ".nox",
+    ".mypy_cache",
+    ".pytest_cache",
+    "vendor",
+    "target",
+    "dist",
+    "build",
+];
 
 /// Preflight detector over the scanner's built-in rules (plus user rule files).
 ///
@@ -25,6 +51,7 @@ use crate::preflight::{Detector, Finding, Location};
 pub struct ScanDetector {
     scanner: Scanner,
     min_confidence: Confidence,
+    baseline: HashSet<String>,
 }
 
 impl ScanDetector {
@@ -34,7 +61,7 @@ impl ScanDetector {
     /// [`Error::Preflight`] when a rule file cannot be read or is invalid.
     pub fn new(rule_files: &[PathBuf]) -> Result<Self, Error> {
         let scanner = Scanner::with_rule_files(rule_files).map_err(|e| Error::Preflight(e.to_string()))?;
-        Ok(Self { scanner, min_confidence: Confidence::Medium })
+        Ok(Self { scanner, min_confidence: Confidence::Medium, baseline: HashSet::new() })
     }
 
     /// Change the confidence at or above which a finding refuses the start.
@@ -43,27 +70,84 @@ impl ScanDetector {
         self.min_confidence = c;
         self
     }
+
+    /// Drop findings whose fingerprint is in the baseline file at `path` (the format of
+    /// `airlock scan --write-baseline`); they are counted in
+    /// [`WorkspaceScan::baselined`]. The file is read now.
+    ///
+    /// # Errors
+    /// [`Error::Preflight`] naming the file when it cannot be read or is not a baseline.
+    pub fn with_baseline(mut self, path: &Path) -> Result<Self, Error> {
+        self.baseline = airlock_scan::read_baseline(path).map_err(|e| Error::Preflight(e.to_string()))?;
+        Ok(self)
+    }
+}
+
+/// The first path component that names a vendored tree, if any.
+fn vendored(paths: &[&Path]) -> Option<String> {
+    paths.iter().flat_map(|p| p.components()).find_map(|c| match c {
+        Component::Normal(n) => {
+            let n = n.to_str()?;
+            VENDORED_DIRS.contains(&n).then(|| n.to_owned())
+        }
+        _ => None,
+    })
+}
+
+fn relative(root: &Path, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    p.strip_prefix(root).map(Path::to_path_buf).unwrap_or(p)
 }
 
 impl Detector for ScanDetector {
     fn scan_workspace(&self, root: &Path) -> Result<Vec<Finding>, Error> {
+        Ok(self.preflight(root)?.refused)
+    }
+
+    fn preflight(&self, root: &Path) -> Result<WorkspaceScan, Error> {
         // Same limits as `airlock scan` (ScanOptions' defaults), so both skip the same files.
         let report = self
             .scanner
-            .scan_paths(&[root.to_path_buf()], &ScanOptions::default())
+            .scan_workspace(root, &ScanOptions::default())
             .map_err(|e| Error::Preflight(format!("cannot scan {}: {e}", root.display())))?;
-        let mut out: Vec<Finding> = report
-            .findings
-            .into_iter()
-            .filter(|f| f.confidence >= self.min_confidence)
-            .map(|f| {
-                let p = PathBuf::from(&f.path);
-                let rel = p.strip_prefix(root).map(Path::to_path_buf).unwrap_or(p);
-                Finding { location: Location::File { path: rel, line: f.line }, detector: f.rule.clone() }
-            })
-            .collect();
-        out.sort();
-        out.dedup();
+        let mut out = WorkspaceScan {
+            repositories: usize::try_from(report.stats.repositories).unwrap_or(usize::MAX),
+            ..WorkspaceScan::default()
+        };
+        for f in report.findings {
+            if self.baseline.contains(&f.fingerprint) {
+                out.baselined += 1;
+                continue;
+            }
+            let (location, tree) = match (f.source, f.repo.as_deref(), f.commit.as_deref()) {
+                (Source::Git, Some(repo), Some(commit)) => {
+                    let repo = relative(root, repo);
+                    let path = PathBuf::from(&f.path);
+                    let tree = vendored(&[&repo, &path]);
+                    let reach = match f.reach {
+                        Some(airlock_scan::GitReach::Stash) => GitReach::Stash,
+                        Some(airlock_scan::GitReach::Reflog) => GitReach::Reflog,
+                        _ => GitReach::Refs,
+                    };
+                    (Location::GitHistory { repo, commit: commit.to_owned(), path, line: f.line, reach }, tree)
+                }
+                _ => {
+                    let path = relative(root, &f.path);
+                    let tree = vendored(&[&path]);
+                    (Location::File { path, line: f.line }, tree)
+                }
+            };
+            let finding = Finding { location, detector: f.rule.clone() };
+            match (tree, f.confidence >= self.min_confidence) {
+                (None, true) => out.refused.push(finding),
+                (Some(dir), _) => out.listed.push(Listed { finding, reason: NotRefused::Vendored { dir } }),
+                (None, false) => out.listed.push(Listed { finding, reason: NotRefused::LowConfidence }),
+            }
+        }
+        out.refused.sort();
+        out.refused.dedup();
+        out.listed.sort();
+        out.listed.dedup();
         Ok(out)
     }
 
@@ -76,7 +160,31 @@ impl Detector for ScanDetector {
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
     use super::*;
+
+    const UUID: &str = "3f1c9a7e-52b4-4d0e-9a61-c8e2f0b7d4a9";
+
+    fn put(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .env_remove("GIT_DIR")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
 
     #[test]
     fn finds_a_gitignored_env_file_and_never_returns_the_value() {
@@ -89,6 +197,92 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].location, Location::File { path: PathBuf::from(".env"), line: 2 });
         assert!(!format!("{f:?}").contains(value));
+    }
+
+    #[test]
+    fn the_incident_shape_refuses_a_uuid_under_cloud_token() {
+        let dir = tempfile::tempdir().unwrap();
+        put(dir.path(), ".env", &format!("CLOUD_TOKEN={UUID}\n"));
+        let f = ScanDetector::new(&[]).unwrap().scan_workspace(dir.path()).unwrap();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].detector, "credential-variable-env");
+        assert!(!format!("{f:?}").contains(UUID));
+    }
+
+    #[test]
+    fn a_secret_only_in_git_history_refuses_with_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q"]);
+        put(root, ".env", &format!("API_TOKEN={UUID}\n"));
+        git(root, &["add", "."]);
+        git(root, &["commit", "-qm", "env"]);
+        let commit = git(root, &["rev-parse", "HEAD"]);
+        git(root, &["rm", "-q", ".env"]);
+        git(root, &["commit", "-qm", "rm"]);
+        let p = ScanDetector::new(&[]).unwrap().preflight(root).unwrap();
+        assert_eq!(p.repositories, 1);
+        assert_eq!(
+            p.refused,
+            vec![Finding {
+                location: Location::GitHistory {
+                    repo: PathBuf::new(),
+                    commit,
+                    path: PathBuf::from(".env"),
+                    line: 1,
+                    reach: GitReach::Refs
+                },
+                detector: "credential-variable-env".into()
+            }]
+        );
+        assert!(p.refused[0].location.remedy().unwrap().contains("filter-repo"));
+    }
+
+    #[test]
+    fn vendored_trees_and_low_confidence_are_listed_not_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        put(root, "node_modules/pkg/test/.env", &format!("API_TOKEN={UUID}\n"));
+        put(root, "app/.venv/lib/python3.12/site-packages/x/fixture.sh", &format!("export API_TOKEN={UUID}\n"));
+        put(root, "notes.txt", "the admin password is Vk7rQ2mZp9 until Friday\n");
+        let p = ScanDetector::new(&[]).unwrap().preflight(root).unwrap();
+        assert!(p.refused.is_empty(), "{:?}", p.refused);
+        let reasons: Vec<(String, NotRefused)> = p.listed.iter().map(|l| (l.finding.location.to_string(), l.reason.clone())).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                ("app/.venv/lib/python3.12/site-packages/x/fixture.sh:1".into(), NotRefused::Vendored { dir: ".venv".into() }),
+                ("node_modules/pkg/test/.env:1".into(), NotRefused::Vendored { dir: "node_modules".into() }),
+                ("notes.txt:1".into(), NotRefused::LowConfidence),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_baseline_drops_what_it_lists_and_counts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        put(root, ".env", &format!("CLOUD_TOKEN={UUID}\n"));
+        let scanner = Scanner::builtin().unwrap();
+        let report = scanner.scan_paths(&[root.to_path_buf()], &ScanOptions::default()).unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let bl = base.path().join("baseline.json");
+        airlock_scan::write_baseline(&bl, &report.findings).unwrap();
+        // the same secret also in history: one fingerprint covers both
+        git(root, &["init", "-q"]);
+        git(root, &["add", "."]);
+        git(root, &["commit", "-qm", "env"]);
+        put(root, "deploy.sh", "export DEPLOY_TOKEN=Tq9Lm4XaWz81kdPq0\n");
+        let p = ScanDetector::new(&[]).unwrap().with_baseline(&bl).unwrap().preflight(root).unwrap();
+        assert_eq!(p.baselined, 2, "{p:?}");
+        assert_eq!(p.refused.len(), 1, "a secret not in the baseline still refuses: {:?}", p.refused);
+        assert_eq!(p.refused[0].location, Location::File { path: "deploy.sh".into(), line: 1 });
+        // a bad baseline is a preflight error naming the file
+        std::fs::write(&bl, "{}").unwrap();
+        match ScanDetector::new(&[]).unwrap().with_baseline(&bl) {
+            Err(Error::Preflight(m)) => assert!(m.contains("baseline.json"), "{m}"),
+            other => panic!("{:?}", other.err()),
+        }
     }
 
     #[test]

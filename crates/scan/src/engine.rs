@@ -317,15 +317,23 @@ impl Scanner {
                 }
             }
         }
-        // A generic rule's finding yields to a specific rule's finding on overlapping bytes.
-        let specific: Vec<std::ops::Range<usize>> = raw
-            .iter()
-            .filter(|(ri, _, _)| !self.rules.rules[*ri].is_generic())
-            .map(|(_, r, _)| r.clone())
-            .collect();
+        // A generic rule's finding yields to a specific rule's finding on overlapping bytes,
+        // and a plain generic one also to a `context` generic one (one finding per value).
+        let ranked = |ri: usize| {
+            let r = &self.rules.rules[ri];
+            if !r.is_generic() {
+                0u8
+            } else if r.is_context() {
+                1
+            } else {
+                2
+            }
+        };
+        let stronger: Vec<(u8, std::ops::Range<usize>)> =
+            raw.iter().map(|(ri, r, _)| (ranked(*ri), r.clone())).filter(|(rank, _)| *rank < 2).collect();
         raw.retain(|(ri, r, _)| {
-            !self.rules.rules[*ri].is_generic()
-                || !specific.iter().any(|s| s.start < r.end && r.start < s.end)
+            let rank = ranked(*ri);
+            rank == 0 || !stronger.iter().any(|(k, s)| *k < rank && s.start < r.end && r.start < s.end)
         });
         raw.sort_by(|a, b| a.1.start.cmp(&b.1.start).then(a.0.cmp(&b.0)));
         let mut pos = LinePos::default();
@@ -346,6 +354,8 @@ impl Scanner {
                     fingerprint: fingerprint(&rule.id, secret_bytes),
                     masked: mask(secret.expose()),
                     commit: None,
+                    repo: None,
+                    reach: None,
                     source,
                     secret,
                 }

@@ -64,6 +64,33 @@ impl Source {
     }
 }
 
+/// How a git-history finding's commit is reachable — which decides how to remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitReach {
+    /// From a branch, tag, remote-tracking or other reference, or `HEAD`: in `git log -p
+    /// --all` (removing it means rewriting history, e.g. `git filter-repo`).
+    Refs,
+    /// Only from the stash (`refs/stash` or one of its reflog entries): in `git stash show
+    /// -p` (removing it means `git stash drop`/`clear`, then expiring the reflog).
+    Stash,
+    /// Only from a reflog entry (after a `reset --hard`, an amend, a deleted branch): in
+    /// `git reflog -p` (removing it means `git reflog expire` and `git gc --prune`).
+    Reflog,
+}
+
+impl GitReach {
+    /// Lowercase name, as in JSON.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refs => "refs",
+            Self::Stash => "stash",
+            Self::Reflog => "reflog",
+        }
+    }
+}
+
 /// One detected credential.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -88,6 +115,12 @@ pub struct Finding {
     pub masked: String,
     /// The commit that first introduced it (git history only).
     pub commit: Option<String>,
+    /// The repository's work tree (or git directory, for a bare one) as found by
+    /// [`crate::Scanner::scan_workspace`]; `path` is then relative to it (git history only,
+    /// and only from `scan_workspace`).
+    pub repo: Option<String>,
+    /// How `commit` is reachable (git history only).
+    pub reach: Option<GitReach>,
     /// Which source found it.
     pub source: Source,
     /// The secret itself.
@@ -147,6 +180,10 @@ pub(crate) struct FindingJson<'a> {
     pub fingerprint: &'a str,
     pub masked: &'a str,
     pub commit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reach: Option<GitReach>,
     pub source: Source,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<&'a str>,
@@ -164,14 +201,16 @@ impl Finding {
             fingerprint: &self.fingerprint,
             masked: &self.masked,
             commit: self.commit.as_deref(),
+            repo: self.repo.as_deref(),
+            reach: self.reach,
             source: self.source,
             secret: show_secret.then(|| self.secret.expose()),
         }
     }
 
-    /// Deterministic ordering key: path, line, column, rule.
-    pub(crate) fn sort_key(&self) -> (&str, usize, usize, &str, Option<&str>) {
-        (&self.path, self.line, self.column, &self.rule, self.commit.as_deref())
+    /// Deterministic ordering key: repository (none first), path, line, column, rule, commit.
+    pub(crate) fn sort_key(&self) -> (Option<&str>, &str, usize, usize, &str, Option<&str>) {
+        (self.repo.as_deref(), &self.path, self.line, self.column, &self.rule, self.commit.as_deref())
     }
 }
 

@@ -26,7 +26,9 @@
 //! min_entropy = 3.0         # optional Shannon entropy floor (bits/byte) on the secret
 //! paths = '''(^|/)\.netrc$''' # optional regex on the path (forward slashes)
 //! allow = ['''…''']         # optional regexes on the secret that suppress
-//! tags = ["scm"]
+//! tags = ["scm"]          # `generic` (or an id starting `generic`): yields to a specific
+//!                          # rule on the same bytes; `generic` + `context`: also wins over
+//!                          # the other generic rules
 //! examples_true = ["…"]     # each must yield a finding of this rule
 //! examples_false = ["…"]    # each must yield none of this rule
 //! ```
@@ -45,7 +47,7 @@ use std::time::Duration;
 
 pub use baseline::{read_baseline, write_baseline};
 pub use engine::{INLINE_ALLOW, Scanner};
-pub use finding::{Finding, Secret, Source, fingerprint, mask};
+pub use finding::{Finding, GitReach, Secret, Source, fingerprint, mask};
 pub use report::{write_json, write_sarif, write_summary, write_text};
 pub use rules::{Confidence, Rule, RuleSet};
 pub use sources::env::{environ_of_pid, process_env};
@@ -112,6 +114,8 @@ pub struct ScanStats {
     pub bytes_scanned: u64,
     /// Findings suppressed by the baseline.
     pub baselined: u64,
+    /// Git repositories whose history was scanned ([`Scanner::scan_workspace`]).
+    pub repositories: u64,
     /// Wall-clock time.
     pub elapsed: Duration,
 }
@@ -125,6 +129,7 @@ impl ScanStats {
         self.skipped_unreadable += o.skipped_unreadable;
         self.bytes_scanned += o.bytes_scanned;
         self.baselined += o.baselined;
+        self.repositories += o.repositories;
         self.elapsed += o.elapsed;
     }
 }

@@ -139,6 +139,14 @@ impl Rule {
         self.id.starts_with("generic") || self.tags.iter().any(|t| t == "generic")
     }
 
+    /// Whether the rule is a generic rule tagged `context` (a credential-named variable in
+    /// a file whose purpose is to hand values to programs): it yields to specific rules
+    /// and the other generic rules yield to it.
+    #[must_use]
+    pub fn is_context(&self) -> bool {
+        self.is_generic() && self.tags.iter().any(|t| t == "context")
+    }
+
     /// A path under which the rule's examples should be scanned: `example.txt`, or a
     /// path the rule's `paths` filter accepts.
     #[must_use]
@@ -206,6 +214,12 @@ const EXAMPLE_PATH_CANDIDATES: &[&str] = &[
     "home/user/.claude/.credentials.json",
     "home/user/.codex/auth.json",
     "home/user/.gemini/oauth_creds.json",
+    "home/user/.bashrc",
+    "app/deploy.sh",
+    "app/Dockerfile",
+    "app/.github/workflows/ci.yml",
+    "app/.gitlab-ci.yml",
+    "app/docker-compose.yml",
 ];
 
 /// A parsed set of rules plus the shared placeholder stop-list.

@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -56,12 +57,34 @@ pub fn display_path(p: &Path) -> String {
 /// internals excluded), sorted. Returns the files and how many entries could not be
 /// read.
 pub fn walk(roots: &[PathBuf]) -> Result<(Vec<FileEntry>, u64), Error> {
+    let w = walk_workspace(roots)?;
+    Ok((w.files, w.unreadable))
+}
+
+/// What one walk of a directory tree found.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Walk {
+    /// Every regular file (hidden and ignored included, `.git` internals excluded), sorted.
+    pub files: Vec<FileEntry>,
+    /// Entries that could not be read.
+    pub unreadable: u64,
+    /// Git repositories found on the way (see [`crate::sources::git::find_repositories`]),
+    /// sorted.
+    pub repositories: Vec<PathBuf>,
+}
+
+/// [`walk`], also noting the git repositories in the tree (a directory with a `.git`
+/// directory or file, or a bare repository), in the same single pass.
+pub fn walk_workspace(roots: &[PathBuf]) -> Result<Walk, Error> {
     let mut out = Vec::new();
     let mut unreadable = 0u64;
+    let found: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
     for root in roots {
         if std::fs::symlink_metadata(root).is_err() {
             return Err(Error::NotFound { path: root.display().to_string() });
         }
+        let seen = Arc::clone(&found);
         let walker = ignore::WalkBuilder::new(root)
             .hidden(false)
             .ignore(false)
@@ -71,8 +94,15 @@ pub fn walk(roots: &[PathBuf]) -> Result<(Vec<FileEntry>, u64), Error> {
             .parents(false)
             .require_git(false)
             .follow_links(false)
-            .filter_entry(|e| !(e.file_name() == ".git" && e.file_type().is_some_and(|t| t.is_dir())))
+            .filter_entry(move |e| {
+                let git_dir = e.file_name() == ".git" && e.file_type().is_some_and(|t| t.is_dir());
+                if git_dir && let Some(parent) = e.path().parent() {
+                    seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(parent.to_path_buf());
+                }
+                !git_dir
+            })
             .build();
+        let mut repos = Vec::new();
         for entry in walker {
             let Ok(entry) = entry else {
                 unreadable += 1;
@@ -85,13 +115,20 @@ pub fn walk(roots: &[PathBuf]) -> Result<(Vec<FileEntry>, u64), Error> {
                 ft.is_file()
             };
             if is_file {
+                if let Some(repo) = crate::sources::git::repository_of(entry.path(), Some(ft)) {
+                    repos.push(repo);
+                }
                 out.push(FileEntry::new(entry.into_path()));
             }
         }
+        found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).append(&mut repos);
     }
     out.sort();
     out.dedup();
-    Ok((out, unreadable))
+    let mut repositories = std::mem::take(&mut *found.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    repositories.sort();
+    repositories.dedup();
+    Ok(Walk { files: out, unreadable, repositories })
 }
 
 thread_local! {

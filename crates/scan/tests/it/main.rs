@@ -5,6 +5,8 @@
 mod report;
 mod rules;
 mod sources;
+mod variables;
+mod workspace;
 
 use std::path::{Path, PathBuf};
 
