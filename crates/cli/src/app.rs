@@ -116,11 +116,18 @@ impl From<airlock_token::Error> for Failure {
 pub struct Ctx {
     home: Option<PathBuf>,
     config: Option<PathBuf>,
+    /// The configuration lookup, done once (so its warning is printed once).
+    lookup: std::sync::OnceLock<Result<Option<PathBuf>, String>>,
 }
 
 impl Ctx {
     pub fn new(home: Option<PathBuf>, config: Option<PathBuf>) -> Self {
-        Self { home, config }
+        Self { home, config, lookup: std::sync::OnceLock::new() }
+    }
+
+    /// Whether `--config`/`$AIRLOCK_CONFIG` was given.
+    pub fn explicit_config(&self) -> Option<&Path> {
+        self.config.as_deref()
     }
 
     /// The state directory handle (no I/O).
@@ -146,13 +153,53 @@ impl Ctx {
         Ok(s)
     }
 
-    /// The configured airlock.toml, if any: explicit path (must exist) or ./airlock.toml.
+    /// The configured airlock.toml, if any: `--config`/`$AIRLOCK_CONFIG` (must exist), else
+    /// `<state dir>/airlock.toml`, else `/etc/airlock/airlock.toml` — never the current
+    /// directory (the agent's workspace). An ignored `./airlock.toml` gets a one-line warning.
     pub fn config_path(&self) -> Result<Option<PathBuf>, Failure> {
-        match &self.config {
-            Some(p) if p.exists() => Ok(Some(p.clone())),
-            Some(p) => Err(Failure::usage(format!("config file {} does not exist", p.display()))),
-            None => Ok(Some(PathBuf::from("airlock.toml")).filter(|p| p.exists())),
+        let found = self.lookup.get_or_init(|| {
+            let state = self.state().ok().map(|s| s.root().to_owned());
+            let cwd = std::env::current_dir().ok();
+            let l = airlock_gateway::placement::locate(self.config.as_deref(), state.as_deref(), cwd.as_deref()).map_err(|e| e.to_string())?;
+            if let Some(ignored) = &l.ignored {
+                let to = state.map(|s| s.join(airlock_gateway::placement::CONFIG_FILE).display().to_string());
+                eprintln!(
+                    "warning: {} is not read (a config in the working directory could be rewritten by an agent); move it to {} or {}, or pass --config",
+                    ignored.display(),
+                    to.as_deref().unwrap_or("<state dir>/airlock.toml"),
+                    airlock_gateway::placement::SYSTEM_CONFIG
+                );
+            }
+            Ok(l.found.map(|(p, _)| p))
+        });
+        found.clone().map_err(Failure::usage)
+    }
+
+    /// The validated configuration, if one is found (see [`Ctx::config_path`]).
+    pub fn config(&self) -> Result<Option<airlock_gateway::config::Config>, Failure> {
+        match self.config_path()? {
+            None => Ok(None),
+            Some(p) => airlock_gateway::config::Config::load(&p).map(Some).map_err(|e| Failure::usage(e.to_string())),
         }
+    }
+
+    /// Refuse grants the configuration does not define (unknown upstream or capability,
+    /// with "did you mean …"). Without a configuration they cannot be checked: one warning.
+    pub fn check_grants(&self, grants: &[airlock_types::Grant]) -> Result<(), Failure> {
+        let Some(config) = self.config()? else {
+            eprintln!(
+                "warning: no configuration found (--config, $AIRLOCK_CONFIG, <state dir>/airlock.toml, {}), so the grants are not checked against configured upstreams",
+                airlock_gateway::placement::SYSTEM_CONFIG
+            );
+            return Ok(());
+        };
+        config.check_grants(grants).map_err(|e| {
+            let f = Failure::new(exit::USAGE, "unknown_grant", e.to_string());
+            match e.suggested_grant() {
+                Some(g) => f.hint(format!("use --grant {g}")),
+                None => f.hint("`airlock upstream list` shows the configured upstreams and their capabilities"),
+            }
+        })
     }
 
     /// The maximum task lifetime: `[broker] max_ttl` in airlock.toml, default 8h.

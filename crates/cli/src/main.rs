@@ -37,7 +37,8 @@ struct Cli {
     /// State directory (default: $AIRLOCK_HOME, else $XDG_DATA_HOME/airlock, else ~/.local/share/airlock).
     #[arg(long = "state-dir", global = true, env = "AIRLOCK_HOME", value_name = "DIR", hide_env_values = true)]
     home: Option<std::path::PathBuf>,
-    /// Configuration file (default: $AIRLOCK_CONFIG, else ./airlock.toml if present).
+    /// Configuration file (default: $AIRLOCK_CONFIG, else <state dir>/airlock.toml, else
+    /// /etc/airlock/airlock.toml; never ./airlock.toml, which an agent could rewrite).
     #[arg(long, global = true, env = "AIRLOCK_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
     /// More log output on stderr (-v info, -vv debug).
@@ -72,6 +73,9 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Print the shell exports an agent needs to reach upstreams through the gateway.
     Env(cmd::env::EnvArgs),
+    /// Add a model API preset upstream (anthropic, openai) to airlock.toml; list upstreams.
+    #[command(subcommand)]
+    Upstream(cmd::upstream::UpstreamCmd),
     /// List approval requests for operations that wait for a human (via the admin API).
     #[command(subcommand)]
     Approvals(cmd::approvals::ApprovalsCmd),
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
             Command::Audit(c) => cmd::audit::run(&ctx, c).await,
             Command::Serve(a) => cmd::serve::run(&ctx, a).await,
             Command::Env(a) => cmd::env::run(&ctx, a).await,
+            Command::Upstream(c) => cmd::upstream::run(&ctx, c).await,
             Command::Approvals(c) => cmd::approvals::list(&ctx, c).await,
             Command::Approve(a) => cmd::approvals::approve(&ctx, a).await,
             Command::Deny(a) => cmd::approvals::deny(&ctx, a).await,

@@ -192,6 +192,53 @@ impl NewUpstream<'_> {
     }
 }
 
+/// Why `airlock upstream add` cannot add an upstream.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// No built-in preset has this name.
+    #[error("unknown preset {name:?}{}: the built-in presets are {}; any other API is a plain [[upstream]] with base_url, inject and [[upstream.operation]] entries (see airlock.example.toml)", .suggestion.map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default(), .known.join(", "))]
+    UnknownPreset {
+        /// The name asked for.
+        name: String,
+        /// The closest preset name, if it looks like a typo.
+        suggestion: Option<&'static str>,
+        /// Every preset name.
+        known: Vec<&'static str>,
+    },
+    /// The configuration already has an upstream of this name.
+    #[error("{} already has an upstream named {name:?}; pick another with --name (e.g. --name {name}-{environment})", path.display())]
+    Duplicate {
+        /// The configuration file.
+        path: std::path::PathBuf,
+        /// The upstream name.
+        name: String,
+        /// The environment asked for (for the suggested name).
+        environment: String,
+    },
+    /// The existing file, or the file with the new block, does not validate.
+    #[error("{0}")]
+    Invalid(#[from] crate::Error),
+}
+
+/// The preset named `name`, or an error listing the known ones.
+pub fn lookup(name: &str) -> Result<&'static Preset, AddError> {
+    find(name).ok_or_else(|| AddError::UnknownPreset { name: name.to_owned(), suggestion: suggest(name, names()), known: names() })
+}
+
+/// `existing` (the configuration file's text, empty when it does not exist yet) with `new`
+/// appended, validated by the real configuration loader as the file at `path` would be.
+/// Refuses a name already configured. Returns the new text and its validated form.
+pub fn add_to_config(existing: &str, path: &std::path::Path, new: &NewUpstream<'_>) -> Result<(String, crate::config::Config), AddError> {
+    let before = crate::config::Config::parse(existing, path)?;
+    if before.upstream(new.name()).is_some() {
+        return Err(AddError::Duplicate { path: path.to_owned(), name: new.name().to_owned(), environment: new.environment.to_owned() });
+    }
+    let text = new.append_to(existing);
+    let after = crate::config::Config::parse(&text, path)?;
+    Ok((text, after))
+}
+
 /// A TOML basic string.
 fn quote(s: &str) -> String {
     let mut q = String::with_capacity(s.len() + 2);
@@ -240,6 +287,30 @@ mod tests {
             None,
             "an exact match is not a suggestion"
         );
+    }
+
+    #[test]
+    fn add_validates_and_refuses_duplicates() {
+        let p = std::path::Path::new("/etc/airlock/airlock.toml");
+        let n = NewUpstream { preset: lookup("anthropic").unwrap(), name: None, environment: "staging", secret: "anthropic-key" };
+        let (text, c) = add_to_config("# keep me\n", p, &n).unwrap();
+        assert!(text.starts_with("# keep me\n"));
+        assert_eq!(c.upstream("anthropic").unwrap().preset, Some("anthropic"));
+        let e = add_to_config(&text, p, &n).unwrap_err();
+        assert!(matches!(&e, AddError::Duplicate { name, .. } if name == "anthropic"), "{e:?}");
+        assert!(e.to_string().contains("--name anthropic-staging"), "{e}");
+        // A second environment under another name is fine.
+        let prod = NewUpstream { name: Some("anthropic-prod"), environment: "production", ..n.clone() };
+        let (text, c) = add_to_config(&text, p, &prod).unwrap();
+        assert_eq!(c.upstreams.len(), 2, "{text}");
+        // Bad values are reported by the loader, with the line of the new block.
+        let bad = NewUpstream { environment: "Staging!", ..n.clone() };
+        let e = add_to_config("", p, &bad).unwrap_err();
+        assert!(matches!(&e, AddError::Invalid(crate::Error::Config { line: 4, .. })), "{e:?}");
+        // A broken existing file is not appended to.
+        assert!(matches!(add_to_config("[gateway\n", p, &n), Err(AddError::Invalid(_))));
+        let e = lookup("antropic").unwrap_err();
+        assert!(e.to_string().contains("did you mean \"anthropic\"") && e.to_string().contains("anthropic, openai"), "{e}");
     }
 
     #[test]

@@ -14,3 +14,4 @@ pub mod secret;
 pub mod serve;
 pub mod task;
 pub mod token;
+pub mod upstream;

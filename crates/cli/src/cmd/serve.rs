@@ -1,6 +1,7 @@
 //! `airlock serve`: run the gateway (agent-facing port + admin port) from airlock.toml.
 //!
-//! Wiring only: load and validate the configuration, open the store, vault, token
+//! Wiring only: load and validate the configuration (refused inside a git work tree or a
+//! world-writable directory, see `airlock_gateway::placement`), open the store, vault, token
 //! verifier (with a revocation refresher), policy engine and group-commit audit, check
 //! every upstream's secret against its environment, then serve until SIGINT/SIGTERM.
 //! With `[gateway] forward_proxy = true` the agent-facing listener also accepts `CONNECT`
@@ -47,6 +48,10 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> CmdResult {
             .hint("pass --config FILE or set AIRLOCK_CONFIG (see airlock.example.toml)")
     })?;
     let config = Config::load(&path).map_err(|e| Failure::usage(e.to_string()))?;
+    // The rules must live where no agent can write: not in a git work tree, not directly
+    // in a world-writable directory.
+    airlock_gateway::placement::refuse_in_workspace(&config.rule_files())
+        .map_err(|e| Failure::new(exit::USAGE, "config_in_workspace", e.to_string()))?;
     let listen = args.listen.unwrap_or(config.listen);
     let admin_listen = args.admin_listen.unwrap_or(config.admin_listen);
     if listen == admin_listen && listen.port() != 0 {

@@ -105,6 +105,7 @@ pub async fn start(ctx: &Ctx, a: &StartArgs) -> Result<(TaskRecord, String), Fai
         actor: actor(),
     };
     let max_ttl = ctx.max_ttl()?;
+    ctx.check_grants(&req.grants)?;
     let state = ctx.checked_state()?;
     let store = ctx.store(&state).await?;
     let authority = TokenAuthority::load(&state)?;

@@ -254,7 +254,8 @@ fn task_bad_inputs() {
     start(&["--env", "staging"]).fails(2, "--grant");
     // The cap comes from configuration.
     let cfg = s.dir.path().join("airlock.toml");
-    std::fs::write(&cfg, "[broker]\nmax_ttl = \"1h\"\n").unwrap();
+    // (With a configuration, grants are checked against it: github must be an upstream.)
+    std::fs::write(&cfg, "[broker]\nmax_ttl = \"1h\"\n\n[[upstream]]\nname = \"github\"\nbase_url = \"https://api.github.com\"\nenvironment = \"staging\"\nsecret = \"gh\"\ninject = { header = \"Authorization\", format = \"token {secret}\" }\n").unwrap();
     let mut c = s.cmd(&["task", "start", "--agent", "a", "--env", "staging", "--grant", "github:read", "--ttl", "2h"]);
     c.env("AIRLOCK_CONFIG", &cfg);
     s.run_with(c, None).fails(2, "maximum of 1h");

@@ -6,6 +6,7 @@ mod demo;
 mod run;
 mod scan;
 mod serve;
+mod upstream;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -317,3 +317,88 @@ echo "curl=$code""#,
     assert_eq!(fixture.world.requests().len(), 2);
     drop(gw);
 }
+
+#[test]
+fn serve_refuses_rules_an_agent_could_write() {
+    let s = Sandbox::new();
+    s.init();
+    let cfg_text = "[[upstream]]\npreset = \"anthropic\"\nenvironment = \"staging\"\nsecret = \"anthropic-key\"\n";
+    // Inside a git work tree (a .git in any ancestor directory): refused, naming the rule.
+    let repo = s.dir.path().join("repo");
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    std::fs::create_dir_all(repo.join("ops")).unwrap();
+    let in_repo = repo.join("ops/airlock.toml");
+    std::fs::write(&in_repo, cfg_text).unwrap();
+    let r = s.run(&["serve", "--config", in_repo.to_str().unwrap(), "--check"]).fails(2, "git work tree");
+    assert!(r.stderr.contains(&repo.display().to_string()) && r.stderr.contains(".git") && r.stderr.contains("/etc/airlock"), "{}", r.stderr);
+    assert!(r.stderr.contains("config_in_workspace"), "{}", r.stderr);
+    // Directly in a world-writable directory (like /tmp itself): refused.
+    let shared = s.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    let in_shared = shared.join("airlock.toml");
+    std::fs::write(&in_shared, cfg_text).unwrap();
+    s.run(&["serve", "--config", in_shared.to_str().unwrap(), "--check"]).fails(2, "world-writable");
+    // A policy file in a work tree is refused too, even when the config is not.
+    std::fs::write(repo.join("ops/extra.cedar"), "").unwrap();
+    let cfg = s.dir.path().join("airlock.toml");
+    std::fs::write(&cfg, format!("{cfg_text}\n[policy]\nfiles = [\"{}\"]\n", repo.join("ops/extra.cedar").display())).unwrap();
+    let r = s.run(&["serve", "--config", cfg.to_str().unwrap(), "--check"]).fails(2, "git work tree");
+    assert!(r.stderr.contains("extra.cedar"), "{}", r.stderr);
+}
+
+#[test]
+fn serve_model_preset_streams_through_with_the_task_token() {
+    use airlock_fixture::anthropic::{Options, STREAMED_TEXT, Threaded};
+    const KEY: &str = "sk-ant-REAL-cli-fixture-key-9876543210";
+    let model = Threaded::start(Options::new(KEY).echoing()).unwrap();
+    let s = Sandbox::new();
+    s.init();
+    let ca = s.dir.path().join("model-ca.pem");
+    std::fs::write(&ca, &model.ca_pem).unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let cfg = s.dir.path().join("airlock.toml");
+    std::fs::write(&cfg, format!("[gateway]\nlisten = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n")).unwrap();
+    let c = cfg.to_str().unwrap();
+    s.run(&["upstream", "add", "anthropic", "--env", "staging", "--secret", "anthropic-key", "--config", c]).ok();
+    // Point the preset at the local fixture (every preset field can be overridden).
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text += &format!("base_url = \"{}\"\nca_file = \"{}\"\n", model.base_url(), ca.display());
+    std::fs::write(&cfg, text).unwrap();
+    s.run_stdin(&["secret", "add", "anthropic-key", "--env", "staging", "--upstream", "anthropic"], KEY).ok();
+    s.run(&["serve", "--config", c, "--check"]).ok();
+    let gw = Gateway::start(&s, &cfg, listen);
+
+    let mut start = s.cmd(&["task", "start", "--agent", "claude", "--env", "staging", "--grant", "anthropic:model", "--json"]);
+    start.env("AIRLOCK_CONFIG", &cfg);
+    let started: serde_json::Value = serde_json::from_str(&s.run_with(start, None).ok().stdout).unwrap();
+    let env = s.run(&["env", "--config", c, "--task", started["id"].as_str().unwrap(), "--json"]).ok().stdout;
+    let env: serde_json::Value = serde_json::from_str(&env).unwrap();
+    assert_eq!(env["ANTHROPIC_BASE_URL"], format!("http://127.0.0.1:{listen}/anthropic"));
+    let token = env["ANTHROPIC_API_KEY"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("alk_"), "the agent's key is a task token");
+
+    let body = r#"{"model":"m","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, answer) = http(
+        gw.addr,
+        &format!(
+            "POST /anthropic/v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {token}\r\nanthropic-version: 2023-06-01\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("event: message_stop") && STREAMED_TEXT.iter().all(|t| answer.contains(t)), "{answer}");
+    assert!(!answer.contains(KEY), "the real key reached the agent");
+    assert!(answer.contains(&"*".repeat(KEY.len())), "the echoed key is masked: {answer}");
+    assert!(model.requests().iter().all(|r| r.headers.iter().any(|(k, v)| k == "x-api-key" && v == KEY)));
+    // The model grant is not a write grant.
+    let (status, _) = http(
+        gw.addr,
+        &format!("POST /anthropic/v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {token}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"),
+    );
+    assert_eq!(status, 403);
+    assert_eq!(model.requests().len(), 1);
+}
