@@ -1212,6 +1212,7 @@ resource = { path = "id" }
             .join("\n");
         let c = Config::parse(&uncommented, Path::new("airlock.example.toml")).unwrap();
         assert!(c.upstream("infra-mcp").is_some() && c.upstream("jira").is_some() && c.upstream("maps").is_some());
+        assert_eq!(c.upstream("anthropic").and_then(|u| u.preset), Some("anthropic"));
         let l = c.inventory.upstream_lookup("railway-staging").expect("the commented lookup example");
         assert_eq!((l.spec().ttl, l.spec().timeout), (Duration::from_secs(300), Duration::from_secs(2)));
     }
