@@ -102,6 +102,12 @@ enum Command {
 fn main() -> ExitCode {
     app::harden_process();
     let cli = Cli::parse();
+    // The sandbox trampoline enters namespaces, which needs a single-threaded process:
+    // it runs before any runtime exists.
+    let cli = match cli.command {
+        Command::SandboxExec(a) => return cmd::run::sandbox_exec(a),
+        command => Cli { command, ..cli },
+    };
     app::init_tracing(cli.verbose);
     let ctx = app::Ctx::new(cli.home, cli.config);
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -126,7 +132,7 @@ fn main() -> ExitCode {
             Command::Demo(a) => cmd::demo::run(&ctx, a).await,
             Command::Run(a) => cmd::run::run(&ctx, a).await,
             Command::Scan(a) => cmd::scan::run(&ctx, a).await,
-            Command::SandboxExec(a) => cmd::run::sandbox_exec(a).await,
+            Command::SandboxExec(_) => unreachable!("dispatched before the runtime starts"),
             Command::DemoAgent(a) => cmd::demo_agent::run(a).await,
         }
     });

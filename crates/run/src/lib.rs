@@ -12,6 +12,7 @@
 //! * [`relay`] — the gateway bridged into the agent's network namespace;
 //! * [`exe`] — what the agent's program needs to run (installation roots, interpreters);
 //! * [`home`] — the agent's private home and the harmless config copied into it;
+//! * [`launch`] — from the flags and the kernel to the exact sandbox, the gateway check, the closing hint;
 //! * [`supervise`] — the two-stage trampoline, signal forwarding and exit pass-through;
 //! * [`summary`] — the closing per-upstream counts from the audit log.
 //!
@@ -21,6 +22,7 @@
 
 pub mod exe;
 pub mod home;
+pub mod launch;
 pub mod isolate;
 pub mod preflight;
 pub mod relay;

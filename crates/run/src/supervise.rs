@@ -246,7 +246,11 @@ pub fn trampoline(spec: Option<&Spec>, supervisor: i32, argv: &[OsString]) -> (u
             tokio::select! {
                 st = child.wait() => {
                     return match st {
-                        Ok(st) => (status_code(st.code(), st.signal()), None),
+                        Ok(st) => {
+                            let code = status_code(st.code(), st.signal());
+                            reraise(code);
+                            (code, None)
+                        }
                         Err(e) => (EXIT_SANDBOX_FAILED, Some(Error::Signal(format!("cannot wait for the sandbox's init: {e}")))),
                     };
                 }
@@ -258,6 +262,50 @@ pub fn trampoline(spec: Option<&Spec>, supervisor: i32, argv: &[OsString]) -> (u
     })
 }
 
+/// The init passes "killed by signal S" up as exit code 128 + S (the first process of a PID
+/// namespace cannot die of a signal sent from inside). Die of the same signal, so the
+/// supervisor reports it as such — except the ones this stage handles (and forwards), which
+/// stay an exit code.
+fn reraise(code: u8) {
+    let Some(sig) = code.checked_sub(128).filter(|s| (1..=31).contains(s)) else { return };
+    if matches!(i32::from(sig), 1 | 2 | 15) {
+        return;
+    }
+    if let Some(sig) = Signal::from_named_raw(i32::from(sig)) {
+        let _ = rustix::process::kill_process(rustix::process::getpid(), sig);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The last stage (`airlock __sandbox-exec --apply`): die with the init, apply Landlock and
+/// seccomp to this process, exec the agent. Returns only on failure.
+pub fn apply_and_exec(spec: &Spec, init: i32, argv: &[OsString]) -> (u8, Option<Error>) {
+    let Some((program, args)) = argv.split_first() else {
+        return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox("no command to run".into())));
+    };
+    if let Err(e) = die_with_parent() {
+        return (EXIT_SANDBOX_FAILED, Some(e));
+    }
+    if rustix::process::getppid().map(Pid::as_raw_nonzero).map(|p| p.get()) != Some(init) {
+        return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox("the sandbox's init is gone; not starting the agent".into())));
+    }
+    // Capabilities were dropped by the init (bounding set included), but an unprivileged
+    // exec in a user namespace could still start with some: drop again, here too.
+    if let Err(e) = crate::isolate::drop_all_capabilities() {
+        return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(e.to_string())));
+    }
+    if let Err(e) = sandbox::apply(spec) {
+        return (EXIT_SANDBOX_FAILED, Some(e));
+    }
+    if spec.isolation.seccomp
+        && let Err(e) = crate::seccomp::apply(spec.isolation.allow_udp)
+    {
+        return (EXIT_SANDBOX_FAILED, Some(e));
+    }
+    let err = std::process::Command::new(program).args(args).exec();
+    exec_failed(program, err)
+}
+
 fn exec_failed(program: &OsString, err: std::io::Error) -> (u8, Option<Error>) {
     let code = match err.kind() {
         std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
@@ -267,9 +315,9 @@ fn exec_failed(program: &OsString, err: std::io::Error) -> (u8, Option<Error>) {
 }
 
 /// The second stage (`airlock __sandbox-exec --init`), the first process of the agent's PID
-/// namespace: mount a private `/proc`, drop every capability, apply Landlock and seccomp to
-/// itself, start the agent, pass signals on, reap every orphan, and leave with the agent's
-/// exit code. When it leaves, the kernel ends every process left in the namespace — a
+/// namespace: mount a private `/proc`, drop every capability, start the agent through
+/// [`apply_and_exec`], pass signals on, reap every orphan, and leave with the agent's exit
+/// code. When it leaves, the kernel ends every process left in the namespace — a
 /// daemon the agent forked dies with the task.
 pub fn init(spec: &Spec, argv: &[OsString]) -> (u8, Option<Error>) {
     let Some((program, args)) = argv.split_first() else {
@@ -292,14 +340,13 @@ pub fn init(spec: &Spec, argv: &[OsString]) -> (u8, Option<Error>) {
     if let Err(e) = crate::isolate::drop_all_capabilities() {
         return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(e.to_string())));
     }
-    if let Err(e) = sandbox::apply(spec) {
-        return (EXIT_SANDBOX_FAILED, Some(e));
-    }
-    if spec.isolation.seccomp
-        && let Err(e) = crate::seccomp::apply(spec.isolation.allow_udp)
-    {
-        return (EXIT_SANDBOX_FAILED, Some(e));
-    }
+    // The init stays outside the Landlock domain: the agent can then neither signal nor
+    // trace it (Landlock scopes both), in every isolation mode. The third stage applies
+    // the sandbox to itself and execs the agent.
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(format!("cannot locate the airlock binary: {e}")))),
+    };
     let rt = match current_thread_runtime() {
         Ok(rt) => rt,
         Err(e) => return (EXIT_SANDBOX_FAILED, Some(e)),
@@ -310,9 +357,21 @@ pub fn init(spec: &Spec, argv: &[OsString]) -> (u8, Option<Error>) {
             (Err(e), _) => return (EXIT_SANDBOX_FAILED, Some(e)),
             (_, Err(e)) => return (EXIT_SANDBOX_FAILED, Some(Error::Signal(format!("cannot watch child processes: {e}")))),
         };
-        let child = match std::process::Command::new(program).args(args).spawn() {
+        let me = rustix::process::getpid().as_raw_nonzero().get().to_string();
+        let child = match std::process::Command::new(&exe)
+            .arg(TRAMPOLINE_SUBCOMMAND)
+            .arg("--apply")
+            .arg("--supervisor")
+            .arg(me)
+            .arg("--spec")
+            .arg(spec.to_json())
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .spawn()
+        {
             Ok(c) => c,
-            Err(e) => return exec_failed(program, e),
+            Err(e) => return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(format!("cannot start the sandbox's last stage: {e}")))),
         };
         let Some(agent) = Pid::from_raw(child.id() as i32) else {
             return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox("the agent has no process id".into())));

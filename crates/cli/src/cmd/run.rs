@@ -12,8 +12,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use airlock_run::launch::{self, IsolationMode, Network, Request};
 use airlock_run::preflight::{Detector, Finding, Location};
 use airlock_run::scan_detector::ScanDetector;
 use airlock_run::sandbox::{self, Access, Spec};
@@ -28,11 +29,25 @@ use crate::cmd::task::parse_grants;
 
 /// What `--network` allows.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Network {
-    /// No network restriction.
-    Open,
-    /// TCP connections only to the gateway's port (Landlock ABI ≥ 4).
+pub enum NetworkArg {
+    /// The gateway only: the agent has its own network namespace with the gateway relayed in
+    /// (no other host, no UDP, no metadata address). The default.
     GatewayOnly,
+    /// No network at all.
+    None,
+    /// Every host, directly (audited): the agent can call any API with whatever it finds.
+    Open,
+}
+
+/// What `--isolation` builds the sandbox from.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsolationArg {
+    /// Namespaces when the kernel allows them, else Landlock + seccomp with a warning.
+    Auto,
+    /// Namespaces or refuse to start.
+    Namespaces,
+    /// Landlock + seccomp only (no namespaces).
+    Landlock,
 }
 
 #[derive(clap::Args, Debug)]
@@ -56,21 +71,30 @@ pub struct RunArgs {
     /// The agent's workspace: scanned before start, read-write inside the sandbox (default: current directory).
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
-    /// Also let the agent read and execute PATH (tool caches, toolchains), repeatable.
+    /// Also let the agent read and execute PATH (toolchains); a file under your home (~/.gitconfig) is copied into the agent home. Repeatable.
     #[arg(long = "allow-read", value_name = "PATH")]
     allow_read: Vec<PathBuf>,
+    /// Also let the agent write DIR (tool caches such as ~/.cache/pip); refused for anything holding a credential store. Repeatable.
+    #[arg(long = "allow-write", value_name = "DIR")]
+    allow_write: Vec<PathBuf>,
+    /// The agent's private, writable home (default: <state dir>/agents/<agent>/home, kept between runs).
+    #[arg(long = "agent-home", value_name = "DIR")]
+    agent_home: Option<PathBuf>,
     /// Pass this variable on although it looks like a credential (audited), repeatable.
     #[arg(long = "keep-env", value_name = "NAME")]
     keep_env: Vec<String>,
     /// Start even though the preflight scan found secrets the agent could read (audited).
     #[arg(long)]
     allow_findings: bool,
-    /// Run without the Landlock sandbox (audited). Needed on kernels without Landlock.
+    /// Run without any sandbox (audited). Needed on kernels without Landlock.
     #[arg(long)]
     no_sandbox: bool,
-    /// `gateway-only`: the agent may open TCP connections to the gateway's port only.
-    #[arg(long, value_enum, default_value = "open")]
-    network: Network,
+    /// What the agent may reach: gateway-only (default), none, or open (audited).
+    #[arg(long, value_enum, default_value = "gateway-only")]
+    network: NetworkArg,
+    /// How the sandbox is built: auto (default), namespaces, or landlock.
+    #[arg(long, value_enum, default_value = "auto")]
+    isolation: IsolationArg,
     /// The gateway address the agent talks to (default: the configured listen address, else 127.0.0.1:7700).
     #[arg(long, value_name = "HOST:PORT")]
     gateway: Option<String>,
@@ -86,24 +110,57 @@ pub struct SandboxExecArgs {
     #[arg(long)]
     supervisor: i32,
     /// The sandbox spec (JSON: paths and ports only).
-    #[arg(long, required_unless_present = "no_sandbox")]
+    #[arg(long, required_unless_present_any = ["no_sandbox", "probe"])]
     spec: Option<String>,
     /// Exec without a sandbox (`airlock run --no-sandbox`).
     #[arg(long, conflicts_with = "spec")]
     no_sandbox: bool,
+    /// Second stage: the first process of the agent's PID namespace.
+    #[arg(long, requires = "spec", conflicts_with = "apply")]
+    init: bool,
+    /// Last stage: apply Landlock and seccomp, then exec the agent.
+    #[arg(long, requires = "spec")]
+    apply: bool,
+    /// Only check that the namespaces can be entered, then exit.
+    #[arg(long)]
+    probe: bool,
     /// The agent command.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "probe")]
     command: Vec<OsString>,
 }
 
-/// `airlock __sandbox-exec`: returns only if the sandbox or the exec failed.
-pub async fn sandbox_exec(a: SandboxExecArgs) -> CmdResult {
-    let spec = match &a.spec {
-        Some(s) => Some(Spec::from_json(s).map_err(|e| Failure::new(supervise::EXIT_SANDBOX_FAILED, "sandbox", e.to_string()))?),
-        None => None,
+/// `airlock __sandbox-exec`: runs before any async runtime exists (namespaces need a
+/// single-threaded process) and returns the exit code to leave with.
+pub fn sandbox_exec(a: SandboxExecArgs) -> ExitCode {
+    // `harden_process` made this process non-dumpable, which would make /proc/self/uid_map
+    // root-owned and unwritable for an unprivileged user. The trampoline holds no secret
+    // (paths and ports only), and the agent's own dumpability is reset by its exec anyway.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable);
+    if a.probe {
+        return match airlock_run::isolate::enter(true, true) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(supervise::EXIT_SANDBOX_FAILED)
+            }
+        };
+    }
+    let spec = match a.spec.as_deref().map(Spec::from_json).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("airlock run: {e}");
+            return ExitCode::from(supervise::EXIT_SANDBOX_FAILED);
+        }
     };
-    let (code, err) = supervise::trampoline(spec.as_ref(), a.supervisor, &a.command);
-    Err(Failure::new(code, if code == supervise::EXIT_SANDBOX_FAILED { "sandbox" } else { "exec" }, format!("airlock run: {err}")))
+    let (code, err) = match (&spec, a.init, a.apply) {
+        (Some(spec), true, _) => supervise::init(spec, &a.command),
+        (Some(spec), _, true) => supervise::apply_and_exec(spec, a.supervisor, &a.command),
+        _ => supervise::trampoline(spec.as_ref(), a.supervisor, &a.command),
+    };
+    if let Some(e) = err {
+        eprintln!("airlock run: {e}");
+    }
+    ExitCode::from(code)
 }
 
 fn say(msg: impl AsRef<str>) {
@@ -166,13 +223,17 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
     let environment = a.env.parse::<Environment>().map_err(|e| Failure::usage(e.to_string()))?;
     let grants = parse_grants(&a.grants)?;
     let ttl = parse_duration(&a.ttl).map_err(|e| Failure::usage(format!("--ttl: {e}")))?;
-    if a.no_sandbox && a.network == Network::GatewayOnly {
-        return Err(Failure::usage("--network gateway-only needs the sandbox; it cannot be combined with --no-sandbox"));
+    let network = match a.network {
+        NetworkArg::GatewayOnly => Network::GatewayOnly,
+        NetworkArg::None => Network::None,
+        NetworkArg::Open => Network::Open,
+    };
+    if a.no_sandbox && network != Network::Open {
+        return Err(Failure::usage("--no-sandbox cannot restrict the network: add --network open to say you mean it (both are audited)"));
     }
     let cwd = std::env::current_dir().map_err(|e| Failure::usage(format!("cannot read the current directory: {e}")))?;
     let workspace = a.workspace.clone().unwrap_or_else(|| cwd.clone());
-    let workspace = std::fs::canonicalize(&workspace)
-        .map_err(|e| Failure::usage(format!("workspace {}: {e}", workspace.display())))?;
+    let workspace = std::fs::canonicalize(&workspace).map_err(|e| Failure::usage(format!("workspace {}: {e}", workspace.display())))?;
     if !workspace.is_dir() {
         return Err(Failure::usage(format!("workspace {} is not a directory", workspace.display())));
     }
@@ -184,49 +245,44 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
         Some(g) => g.clone(),
         None => config.as_ref().map(|c| c.listen.to_string()).unwrap_or_else(|| airlock_gateway::config::DEFAULT_LISTEN.to_owned()),
     };
-    let gateway_port = gateway_addr
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .ok_or_else(|| Failure::usage(format!("--gateway {gateway_addr:?} must be HOST:PORT")))?;
-    // The URL the agent is told: --gateway wins, else the configured public URL.
-    let gateway_url = match (&a.gateway, &config) {
-        (None, Some(c)) => c.public_url.trim_end_matches('/').to_owned(),
-        _ => format!("http://{gateway_addr}"),
-    };
-
     let state = ctx.checked_state()?;
-    // ---- 4a. sandbox plan (validated before anything is scanned or started) ----
-    let plan = if a.no_sandbox {
+
+    // ---- sandbox plan (validated before anything is scanned or started) ----
+    let exe = std::env::current_exe().map_err(|e| Failure::internal(format!("cannot locate the airlock binary: {e}")))?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut temp_dirs = vec![PathBuf::from("/tmp")];
+    if let Some(t) = std::env::var_os("TMPDIR").filter(|t| !t.is_empty()) {
+        temp_dirs.push(PathBuf::from(t));
+    }
+    let prepared = if a.no_sandbox {
         None
     } else {
-        let support = sandbox::probe();
-        let Some(abi) = support.abi else {
-            let why = if support.disabled { "Landlock is built into this kernel but not enabled at boot (add `landlock` to the lsm= kernel parameter)" } else { "this kernel has no Landlock support (Linux 5.13 or newer is needed)" };
-            return Err(Failure::new(exit::FAILED, "no_sandbox", format!("cannot sandbox the agent: {why}"))
-                .hint("pass --no-sandbox to run without a sandbox (audited): the agent will be able to read your credential files"));
-        };
-        if a.network == Network::GatewayOnly && abi < 4 {
-            return Err(Failure::new(exit::FAILED, "no_sandbox", format!("--network gateway-only needs Landlock ABI 4 (Linux 6.7); this kernel has ABI {abi}")));
-        }
-        let home = std::env::var_os("HOME").map(PathBuf::from);
-        let mut temp_dirs = vec![PathBuf::from("/tmp")];
-        if let Some(t) = std::env::var_os("TMPDIR").filter(|t| !t.is_empty()) {
-            temp_dirs.push(PathBuf::from(t));
-        }
-        let inputs = sandbox::Inputs {
+        let req = Request {
+            agent: agent.to_string(),
             workspace: workspace.clone(),
-            temp_dirs,
+            cwd: if cwd.starts_with(&workspace) { cwd.clone() } else { workspace.clone() },
+            command: a.command.clone(),
+            path_var: std::env::var_os("PATH"),
+            user_home: home.clone(),
+            state: state.root().to_path_buf(),
             allow_read: a.allow_read.clone(),
-            system: sandbox::SYSTEM_PATHS.iter().map(PathBuf::from).collect(),
-            protected: sandbox::protected_paths(home.as_deref(), state.root()),
-            connect_tcp: (a.network == Network::GatewayOnly).then(|| vec![gateway_port]),
+            allow_write: a.allow_write.clone(),
+            agent_home: a.agent_home.clone(),
+            network,
+            isolation: match a.isolation {
+                IsolationArg::Auto => IsolationMode::Auto,
+                IsolationArg::Namespaces => IsolationMode::Namespaces,
+                IsolationArg::Landlock => IsolationMode::Landlock,
+            },
+            gateway_addr: gateway_addr.clone(),
+            temp_dirs,
         };
-        Some(sandbox::plan(&inputs, abi).map_err(|e| Failure::usage(e.to_string()))?)
+        Some(launch::prepare(&req, &exe).map_err(|e| Failure::new(exit::USAGE, "sandbox", e.to_string()))?)
     };
 
     let store = ctx.store(&state).await?;
 
-    // ---- 1+2. scrubbed environment and preflight ----
+    // ---- scrubbed environment and preflight ----
     // The same engine and rules as `airlock scan`, so the `--fix` command printed on a
     // refusal cleans exactly what was refused.
     let detector = ScanDetector::new(&[]).map_err(|e| Failure::internal(e.to_string()))?;
@@ -285,44 +341,64 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
         audit(&*store, "run.allow_findings", &workspace.to_string_lossy(), "override", None, finding_detail()).await?;
     }
 
-    // ---- 4b. sandbox set-up ----
-    let mut private_tmp: Option<tempfile::TempDir> = None;
-    let mut spec = match plan {
+    // ---- the sandbox, as planned ----
+    let mut spec = match &prepared {
         None => {
-            say("WARNING: --no-sandbox: the agent can read every file you can (state directory, ~/.aws, ~/.ssh …)");
+            say("WARNING: --no-sandbox: the agent can read every file you can (state directory, ~/.aws, ~/.ssh …) and reach every host");
             audit(&*store, "run.no_sandbox", &workspace.to_string_lossy(), "override", None, serde_json::json!({ "landlock_abi": sandbox::probe().abi })).await?;
             None
         }
-        Some(mut plan) => {
-            for n in &plan.notes {
-                say(n);
+        Some(p) => {
+            for w in &p.warnings {
+                say(format!("WARNING: {w}"));
             }
-            if let Some(why) = &plan.private_tmp {
-                let dir = tempfile::Builder::new()
-                    .prefix("airlock-run-")
-                    .tempdir()
-                    .map_err(|e| Failure::internal(format!("cannot create a private temp dir: {e}")))?;
-                say(format!("the agent gets a private TMPDIR {} instead of the shared temp dir ({why})", dir.path().display()));
-                plan.spec.allow(std::fs::canonicalize(dir.path()).unwrap_or_else(|_| dir.path().to_path_buf()), Access::ReadWrite);
-                private_tmp = Some(dir);
+            for o in &p.opened {
+                say(format!("opened {o}"));
             }
-            let granted: Vec<String> = plan.spec.rules.iter().filter(|r| r.access == Access::ReadWrite).map(|r| r.path.display().to_string()).collect();
+            for f in &p.filtered {
+                say(format!("agent home: left out {f}"));
+            }
+            let rw: Vec<String> = p.spec.rules.iter().filter(|r| r.access == Access::ReadWrite).map(|r| r.path.display().to_string()).collect();
             say(format!(
-                "sandbox: Landlock ABI {}; read-write: {}; read-only: system paths{}; everything else is hidden{}",
-                plan.spec.abi,
-                granted.join(", "),
+                "sandbox: {} (Landlock ABI {}); read-write: {}; read-only: system paths{}; everything else is hidden; network: {}",
+                p.isolation_used,
+                p.spec.abi,
+                rw.join(", "),
                 if a.allow_read.is_empty() { String::new() } else { format!(" and {}", a.allow_read.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")) },
-                if a.network == Network::GatewayOnly { format!("; network: TCP connect to port {gateway_port} only") } else { String::new() },
+                match network {
+                    Network::GatewayOnly => format!("the gateway only ({gateway_addr})"),
+                    Network::None => "none".into(),
+                    Network::Open => "open (every host)".into(),
+                },
             ));
-            Some(plan.spec)
+            say(format!("agent home: {}", p.agent_home.display()));
+            Some(p.spec.clone())
         }
     };
+    if network == Network::Open {
+        say("WARNING: --network open: the agent can reach every host directly, including cloud APIs with any credential it finds");
+        audit(&*store, "run.network_open", &workspace.to_string_lossy(), "override", None, serde_json::json!({ "sandbox": !a.no_sandbox })).await?;
+    }
 
-    // ---- 4c. forward-proxy trust (`[gateway] forward_proxy`) ----
+    // ---- the gateway must answer before the agent starts ----
+    if network == Network::GatewayOnly
+        && let Err(why) = launch::check_gateway(&gateway_addr, Duration::from_secs(2)).await
+    {
+        return Err(Failure::new(exit::FAILED, "gateway_unreachable", format!("the gateway at {gateway_addr} does not answer: {why}")).hint(
+            "start it first with `airlock serve` (another terminal or a service; --config names its airlock.toml), or pass --gateway HOST:PORT; an agent that needs no upstream can run with --network none",
+        ));
+    }
+
+    // ---- forward-proxy trust (`[gateway] forward_proxy`) ----
     // The agent gets HTTPS_PROXY and the CA trust variables. The certificates live in the
     // state directory, which stays unreadable: the agent reads copies in a directory of
     // its own (read-only in the sandbox). The CA key is never copied.
-    let proxy_ca = match config.as_ref().filter(|c| c.forward_proxy) {
+    let gateway_url = match (&prepared, &a.gateway, &config) {
+        (Some(p), _, _) if p.spec.isolation.relay.is_some() => p.gateway_url.clone().unwrap_or_default(),
+        (_, None, Some(c)) => c.public_url.trim_end_matches('/').to_owned(),
+        _ => format!("http://{gateway_addr}"),
+    };
+    let proxy_ca = match config.as_ref().filter(|c| c.forward_proxy && network != Network::None) {
         None => None,
         Some(_) => {
             let dir = proxy_ca_copies(&state)?;
@@ -334,7 +410,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
         }
     };
 
-    // ---- 3. task token ----
+    // ---- task token ----
     // Handlers first: from here on an interrupt must reach the supervisor, not kill airlock.
     let mut signals = Signals::install().map_err(|e| Failure::internal(e.to_string()))?;
     let req = StartTask { agent, environment, grants: grants.clone(), ttl, purpose: a.purpose.clone(), actor: actor() };
@@ -343,13 +419,35 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
     say(format!("started task {} for agent {} in {} (token in AIRLOCK_TOKEN)", task.id, task.agent, task.environment));
 
     // Everything after the task started ends in end_task, whatever happens.
-    let outcome = launch(&a, &store, &task, &token, &scrubbed.kept, spec.as_ref(), private_tmp.as_ref(), proxy_ca.as_ref().map(|d| d.path()), config.as_ref(), &gateway_url, &workspace, &cwd, scan_ms, &mut signals).await;
+    let mut env: Vec<(OsString, OsString)> = scrubbed.kept.clone();
+    if let Some(p) = &prepared {
+        for (k, v) in &p.env {
+            env.retain(|(n, _)| n != k.as_str());
+            env.push((k.into(), v.into()));
+        }
+    }
+    let launch_ctx = LaunchCtx {
+        store: &store,
+        task: &task,
+        token: &token,
+        env,
+        spec: spec.as_ref(),
+        proxy_ca: proxy_ca.as_ref().map(|d| d.path()),
+        config: config.as_ref(),
+        gateway_url: (network != Network::None).then_some(gateway_url.as_str()),
+        workspace: &workspace,
+        cwd: &cwd,
+        scan_ms,
+        isolation: prepared.as_ref().map(|p| p.isolation_used),
+        network,
+    };
+    let outcome = launch_agent(&a, launch_ctx, &mut signals).await;
     let reason = match &outcome {
         Ok(e) => format!("airlock run: agent {}", e.describe()),
         Err(f) => format!("airlock run: failed: {}", f.message),
     };
     let ended = end_task_retrying(&*store, &task.id, &reason).await;
-    drop(private_tmp);
+    drop(prepared);
     drop(proxy_ca);
     let elapsed = started.elapsed();
     let summary = store
@@ -394,66 +492,73 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
         }
         Err(e) => say(format!("cannot read the audit log for the summary: {e}")),
     }
+    if exit.exit_code() != 0 && spec.is_some() {
+        say(launch::denied_hint(network, &[]));
+    }
     Ok(ExitCode::from(exit.exit_code()))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn launch(
-    a: &RunArgs,
-    store: &Arc<dyn Store>,
-    task: &TaskRecord,
-    token: &str,
-    kept_env: &[(OsString, OsString)],
-    spec: Option<&Spec>,
-    private_tmp: Option<&tempfile::TempDir>,
-    proxy_ca: Option<&Path>,
-    config: Option<&airlock_gateway::config::Config>,
-    gateway_url: &str,
-    workspace: &Path,
-    cwd: &Path,
+/// What [`launch_agent`] needs besides the flags.
+struct LaunchCtx<'a> {
+    store: &'a Arc<dyn Store>,
+    task: &'a TaskRecord,
+    token: &'a str,
+    env: Vec<(OsString, OsString)>,
+    spec: Option<&'a Spec>,
+    proxy_ca: Option<&'a Path>,
+    config: Option<&'a airlock_gateway::config::Config>,
+    gateway_url: Option<&'a str>,
+    workspace: &'a Path,
+    cwd: &'a Path,
     scan_ms: u128,
-    signals: &mut Signals,
-) -> Result<supervise::Exit, Failure> {
-    let granted: Vec<String> = task.grants.iter().filter_map(|g| g.split_once(':').map(|(u, _)| u.to_owned())).collect();
-    let mut env: Vec<(OsString, OsString)> = kept_env.to_vec();
+    isolation: Option<&'static str>,
+    network: Network,
+}
+
+async fn launch_agent(a: &RunArgs, l: LaunchCtx<'_>, signals: &mut Signals) -> Result<supervise::Exit, Failure> {
+    let granted: Vec<String> = l.task.grants.iter().filter_map(|g| g.split_once(':').map(|(u, _)| u.to_owned())).collect();
+    let mut env = l.env;
     let mut set = |k: &str, v: &str| {
         env.retain(|(n, _)| n != k);
         env.push((k.into(), v.into()));
     };
-    if let Some(t) = private_tmp {
-        set("TMPDIR", &t.path().to_string_lossy());
-    }
-    set("AIRLOCK_TOKEN", token);
-    set("AIRLOCK_TASK_ID", &task.id);
-    set("AIRLOCK_GATEWAY", gateway_url);
-    let mut exports = upstream_exports(config, &granted, gateway_url, token);
-    if let (Some(dir), Some(c)) = (proxy_ca, config) {
-        let mut c = c.clone();
-        c.public_url = gateway_url.to_owned();
-        exports.extend(airlock_gateway::env::proxy_exports(&c, &dir.join(airlock_gateway::ca::CERT_FILE), &dir.join(airlock_gateway::ca::BUNDLE_FILE)));
-    }
-    let exported: Vec<String> = exports.iter().map(|(k, _)| k.clone()).collect();
-    for (k, v) in &exports {
-        set(k, v);
+    set("AIRLOCK_TOKEN", l.token);
+    set("AIRLOCK_TASK_ID", &l.task.id);
+    let mut exported = Vec::new();
+    if let Some(gateway_url) = l.gateway_url {
+        set("AIRLOCK_GATEWAY", gateway_url);
+        let mut exports = upstream_exports(l.config, &granted, gateway_url, l.token);
+        if let (Some(dir), Some(c)) = (l.proxy_ca, l.config) {
+            let mut c = c.clone();
+            c.public_url = gateway_url.to_owned();
+            exports.extend(airlock_gateway::env::proxy_exports(&c, &dir.join(airlock_gateway::ca::CERT_FILE), &dir.join(airlock_gateway::ca::BUNDLE_FILE)));
+        }
+        exported = exports.iter().map(|(k, _)| k.clone()).collect();
+        for (k, v) in &exports {
+            set(k, v);
+        }
     }
 
     let exe = std::env::current_exe().map_err(|e| Failure::internal(format!("cannot locate the airlock binary: {e}")))?;
     let mut cmd = tokio::process::Command::new(&exe);
     cmd.arg(supervise::TRAMPOLINE_SUBCOMMAND).arg("--supervisor").arg(std::process::id().to_string());
-    match spec {
+    match l.spec {
         Some(s) => cmd.arg("--spec").arg(s.to_json()),
         None => cmd.arg("--no-sandbox"),
     };
-    cmd.arg("--").args(&a.command).env_clear().envs(env).current_dir(if cwd.starts_with(workspace) { cwd } else { workspace });
+    cmd.arg("--").args(&a.command).env_clear().envs(env).current_dir(if l.cwd.starts_with(l.workspace) { l.cwd } else { l.workspace });
 
-    audit(&**store, "run.start", &task.id, "ok", Some(&task.id), serde_json::json!({
-        "workspace": workspace,
+    audit(&**l.store, "run.start", &l.task.id, "ok", Some(&l.task.id), serde_json::json!({
+        "workspace": l.workspace,
         "program": Path::new(&a.command[0]).file_name().map(|s| s.to_string_lossy().into_owned()),
         "argc": a.command.len(),
-        "sandbox": spec.map(|s| serde_json::json!({ "landlock_abi": s.abi, "rules": s.rules, "connect_tcp": s.connect_tcp })),
+        "sandbox": l.spec.map(|s| serde_json::json!({ "landlock_abi": s.abi, "rules": s.rules, "connect_tcp": s.connect_tcp, "isolation": s.isolation })),
+        "isolation": l.isolation,
+        "network": l.network,
         "env_exported": exported,
         "allow_read": a.allow_read,
-        "preflight_ms": scan_ms as u64,
+        "allow_write": a.allow_write,
+        "preflight_ms": l.scan_ms as u64,
     }))
     .await?;
     supervise::supervise(cmd, signals).await.map_err(|e| Failure::internal(e.to_string()))

@@ -7,6 +7,7 @@ mod run;
 mod scan;
 mod serve;
 mod upstream;
+mod ways_out;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,8 @@
-//! Issue 6: `airlock run` against real children — sandbox, scrubbed environment,
-//! revocation on every way out, exit codes, preflight, network restriction.
+//! `airlock run` against real children — sandbox, scrubbed environment, revocation on
+//! every way out, exit codes, preflight, network restriction (issues 6 and 10).
+//!
+//! Unless a test asks for another `--network`, the agent runs with `--network none` (no
+//! gateway is started here); `ways_out.rs` covers the gateway-only default.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,12 +14,12 @@ const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzAWSSECRET";
 const DOTENV_TOKEN: &str = "3f1c9a7e52b44d0e9a61c8e2f0b7d4a9";
 
 /// An initialised installation with a fake `$HOME` holding credential files.
-struct Agent {
-    s: Sandbox,
+pub(crate) struct Agent {
+    pub(crate) s: Sandbox,
 }
 
 impl Agent {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let s = Sandbox::new();
         s.init();
         let home = s.dir.path().join("home");
@@ -27,31 +30,35 @@ impl Agent {
         std::fs::write(home.join(".netrc"), "machine example.com login me password pw\n").unwrap();
         Self { s }
     }
-    fn home(&self) -> PathBuf {
+    pub(crate) fn home(&self) -> PathBuf {
         self.s.dir.path().join("home")
     }
-    /// `airlock run --env staging --grant github:read [extra] -- sh -c SCRIPT`.
-    fn cmd(&self, extra: &[&str], script: &str) -> Command {
+    /// `airlock run --env staging --grant github:read [extra] -- sh -c SCRIPT`, with
+    /// `--network none` (or `open` with `--no-sandbox`) unless `extra` names a network.
+    pub(crate) fn cmd(&self, extra: &[&str], script: &str) -> Command {
         let mut args = vec!["run", "--env", "staging", "--grant", "github:read"];
+        if !extra.contains(&"--network") {
+            args.extend_from_slice(&["--network", if extra.contains(&"--no-sandbox") { "open" } else { "none" }]);
+        }
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--", "sh", "-c", script]);
         let mut c = self.s.cmd(&args);
         c.env("HOME", self.home());
         c
     }
-    fn run(&self, extra: &[&str], script: &str) -> Run {
+    pub(crate) fn run(&self, extra: &[&str], script: &str) -> Run {
         self.s.run_with(self.cmd(extra, script), None)
     }
-    fn token_file(&self) -> PathBuf {
+    pub(crate) fn token_file(&self) -> PathBuf {
         self.s.work().join("token")
     }
     /// `airlock token verify` on the token the child saved.
-    fn verify_saved_token(&self) -> Run {
+    pub(crate) fn verify_saved_token(&self) -> Run {
         let tok = std::fs::read_to_string(self.token_file()).expect("the child saved its token");
         assert!(tok.trim().starts_with("alk_"), "not a task token: {tok:?}");
         self.s.run_stdin(&["token", "verify"], &tok)
     }
-    fn assert_revoked(&self) {
+    pub(crate) fn assert_revoked(&self) {
         self.verify_saved_token().fails(4, "revoked");
     }
 }
@@ -64,6 +71,28 @@ fn wait_for(path: &Path) {
     }
 }
 
+/// The host pid of the process whose command line is `sleep MARKER`.
+pub(crate) fn host_pid_of(marker: &str) -> u32 {
+    let t = Instant::now();
+    loop {
+        if let Some(pid) = find_pid(marker) {
+            return pid;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no process `sleep {marker}`");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub(crate) fn find_pid(marker: &str) -> Option<u32> {
+    let want = format!("sleep\0{marker}\0");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let zombie = std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')));
+        (cmd == want.as_bytes() && !zombie).then_some(pid)
+    })
+}
+
 fn kill(sig: &str, pid: u32) {
     let st = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
     assert!(st.success(), "kill {sig} {pid}");
@@ -74,18 +103,20 @@ fn credential_files_and_state_dir_are_unreadable_but_workspace_is_writable() {
     let a = Agent::new();
     let state = a.s.home();
     let script = format!(
-        r#"cat "$HOME/.aws/credentials"; echo "aws=$?"
-cat "$HOME/.ssh/id_ed25519"; echo "ssh=$?"
-cat "$HOME/.netrc"; echo "netrc=$?"
-ls "$HOME"; echo "home=$?"
+        r#"cat "{home}/.aws/credentials"; echo "aws=$?"
+cat "{home}/.ssh/id_ed25519"; echo "ssh=$?"
+cat "{home}/.netrc"; echo "netrc=$?"
+ls "{home}"; echo "home=$?"
 ls "{state}"; echo "statedir=$?"
 cat "{state}/token.key"; echo "tokenkey=$?"
 cat "{state}/airlock.db" > /dev/null; echo "db=$?"
 ls -l /proc/self/fd/
 echo written > out.txt && cat out.txt
 echo tmp > "${{TMPDIR:-/tmp}}/t" && cat "${{TMPDIR:-/tmp}}/t"
+echo agent-home > "$HOME/note" && cat "$HOME/note" && echo "agenthome=$HOME"
 "#,
-        state = state.display()
+        state = state.display(),
+        home = a.home().display()
     );
     let r = a.run(&[], &script).ok();
     for probe in ["aws=1", "ssh=1", "netrc=1", "home=2", "statedir=2", "tokenkey=1", "db=1"] {
@@ -95,10 +126,15 @@ echo tmp > "${{TMPDIR:-/tmp}}/t" && cat "${{TMPDIR:-/tmp}}/t"
     assert!(!r.stdout.contains(AWS_SECRET) && !r.stderr.contains(AWS_SECRET));
     assert!(!r.stdout.contains("PRIVATE KEY"));
     // No inherited descriptor leads into the state directory.
-    assert!(!r.stdout.contains(&state.display().to_string()), "{}", r.stdout);
+    let fds: String = r.stdout.lines().filter(|l| !l.starts_with("agenthome=")).collect();
+    assert!(!fds.contains(&state.display().to_string()), "{}", r.stdout);
     assert!(r.stdout.contains("written\n") && r.stdout.contains("tmp\n"), "{}", r.stdout);
     assert_eq!(std::fs::read_to_string(a.s.work().join("out.txt")).unwrap(), "written\n");
     assert!(r.stderr.contains("Landlock ABI"), "{}", r.stderr);
+    // The agent's home is its own, in the state directory's agents/ part, and writable.
+    let agent_home = state.join("agents/sh/home");
+    assert!(r.stdout.contains(&format!("agenthome={}", std::fs::canonicalize(&agent_home).unwrap().display())), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(agent_home.join("note")).unwrap(), "agent-home\n");
     // The supervisor itself is not sandboxed: it still reads the state dir afterwards.
     a.s.run(&["audit", "verify"]).ok();
 }
@@ -123,7 +159,7 @@ fn scrubbed_variables_are_absent_and_ordinary_ones_remain() {
         assert!(!vars.contains(&gone), "{gone} reached the agent\n{}", r.stdout);
         assert!(r.stderr.contains(gone), "{gone} not reported as removed\n{}", r.stderr);
     }
-    for kept in ["ORDINARY_SETTING=kept-value", "LANG=C.UTF-8", "NPM_TOKEN=npm-kept-on-purpose", "AIRLOCK_GATEWAY=http://127.0.0.1:7700"] {
+    for kept in ["ORDINARY_SETTING=kept-value", "LANG=C.UTF-8", "NPM_TOKEN=npm-kept-on-purpose"] {
         assert!(r.stdout.lines().any(|l| l == kept), "{kept} missing\n{}", r.stdout);
     }
     assert!(r.stdout.lines().any(|l| l.starts_with("AIRLOCK_TOKEN=alk_")), "{}", r.stdout);
@@ -156,13 +192,14 @@ fn exit_code_passes_through_and_token_is_revoked_after_normal_exit() {
 fn token_is_revoked_after_the_child_is_killed() {
     let a = Agent::new();
     let pidfile = a.s.work().join("pid");
-    let mut c = a.cmd(&[], r#"echo "$AIRLOCK_TOKEN" > token; echo $$ > pid; exec sleep 30"#);
+    let mut c = a.cmd(&[], r#"echo "$AIRLOCK_TOKEN" > token; echo $$ > pid; exec sleep 30.101"#);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c.spawn().unwrap();
     wait_for(&pidfile);
     wait_for(&a.token_file());
     a.verify_saved_token().ok();
-    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // In its own PID namespace the agent's $$ is not the host's pid: find it by its command line.
+    let pid = host_pid_of("30.101");
     kill("-9", pid);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -204,9 +241,23 @@ fn sigint_and_sighup_to_airlock_are_forwarded_too() {
 #[test]
 fn the_agent_cannot_signal_its_supervisor() {
     let a = Agent::new();
-    let r = a.run(&[], r#"echo "$AIRLOCK_TOKEN" > token; kill -KILL $PPID; echo "kill=$?""#).ok();
-    assert!(r.stdout.contains("kill=1"), "{}\n{}", r.stdout, r.stderr);
-    a.assert_revoked();
+    // With namespaces the supervisor has no pid the agent could name; its sandbox's init
+    // (pid 1) ignores what the agent sends. The agent is told the supervisor's host pid.
+    // Without namespaces Landlock's signal scope refuses it; its parent (the sandbox's init,
+    // outside the Landlock domain too) is refused the same way in both modes.
+    let sup = a.s.work().join("sup");
+    for extra in [&[][..], &["--isolation", "landlock"][..]] {
+        let _ = std::fs::remove_file(&sup);
+        let mut c = a.cmd(extra, r#"echo "$AIRLOCK_TOKEN" > token; while [ ! -s sup ]; do sleep 0.01; done; kill -KILL "$(cat sup)"; echo "kill=$?"; kill -KILL $PPID; echo "parent=$?"; sleep 0.2; echo survived"#);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = c.spawn().unwrap();
+        std::fs::write(&sup, child.id().to_string()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("kill=1") && stdout.contains("parent=1") && stdout.contains("survived"), "{extra:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{extra:?}");
+        a.assert_revoked();
+    }
 }
 
 #[test]
@@ -238,10 +289,27 @@ fn a_kept_variable_with_a_credential_value_is_a_finding() {
     assert!(!r.stderr.contains("ghp_0123456789"));
 }
 
+/// A listener that answers every connection with an HTTP 404, as the gateway would.
+pub(crate) fn fake_gateway(ip: &str) -> std::net::TcpListener {
+    use std::io::{Read as _, Write as _};
+    let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let c = l.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for mut s in c.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut b = [0u8; 512];
+                let _ = s.read(&mut b);
+                let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+            });
+        }
+    });
+    l
+}
+
 #[test]
-fn gateway_only_network_blocks_other_ports() {
+fn gateway_only_network_reaches_the_gateway_and_nothing_else() {
     let a = Agent::new();
-    let gateway = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gateway = fake_gateway("127.0.0.1");
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (gp, op) = (gateway.local_addr().unwrap().port(), other.local_addr().unwrap().port());
     let script = format!(
@@ -249,13 +317,33 @@ fn gateway_only_network_blocks_other_ports() {
 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{op}' || echo other=blocked"#
     );
     let gw = format!("127.0.0.1:{gp}");
+    // The default: the agent's own network namespace with the gateway relayed in.
     let r = a.run(&["--network", "gateway-only", "--gateway", &gw], &script).ok();
     assert!(r.stdout.contains("gateway=ok"), "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("other=blocked"), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("network+pid+mount namespaces"), "{}", r.stderr);
+    // Without namespaces: Landlock's port rule refuses it.
+    let r = a.run(&["--network", "gateway-only", "--isolation", "landlock", "--gateway", &gw], &script).ok();
+    assert!(r.stdout.contains("gateway=ok") && r.stdout.contains("other=blocked"), "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
-    // Without the flag the same connection works.
-    let r = a.run(&[], &script).ok();
+    assert!(r.stderr.contains("not covered without namespaces"), "{}", r.stderr);
+    // With --network open the same connection works, and the opt-out is audited.
+    let r = a.run(&["--network", "open"], &script).ok();
     assert!(!r.stdout.contains("other=blocked"), "{}", r.stdout);
+    assert!(r.stderr.contains("--network open"), "{}", r.stderr);
+    let audit = a.s.run(&["audit", "list", "--action", "run.network_open", "--json"]).ok();
+    assert!(audit.stdout.contains("run.network_open"), "{}", audit.stdout);
+}
+
+#[test]
+fn a_gateway_that_does_not_answer_refuses_the_run_with_the_command_that_starts_it() {
+    let a = Agent::new();
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let r = a.run(&["--network", "gateway-only", "--gateway", &gone], "echo agent-ran").fails(1, "does not answer");
+    assert!(r.stderr.contains("airlock serve") && r.stderr.contains("--network none"), "{}", r.stderr);
+    assert!(!r.stdout.contains("agent-ran"));
+    let tasks = a.s.run(&["task", "list", "--all", "--json"]).ok();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&tasks.stdout).unwrap().as_array().unwrap().len(), 0, "no task when the gateway is down");
 }
 
 #[test]
@@ -265,7 +353,10 @@ fn unsafe_workspaces_and_grants_are_refused() {
     a.run(&["--workspace", home.to_str().unwrap()], "true").fails(2, "home directory");
     a.run(&["--workspace", a.s.home().to_str().unwrap()], "true").fails(2, "state directory");
     a.run(&["--allow-read", home.join(".ssh").to_str().unwrap()], "true").fails(2, "~/.ssh");
-    a.run(&["--no-sandbox", "--network", "gateway-only"], "true").fails(2, "gateway-only");
+    a.run(&["--no-sandbox", "--network", "gateway-only"], "true").fails(2, "--network open");
+    a.run(&["--allow-write", home.to_str().unwrap()], "true").fails(2, "--allow-write");
+    a.run(&["--allow-write", a.s.home().to_str().unwrap()], "true").fails(2, "--allow-write");
+    a.run(&["--agent-home", home.join(".ssh").to_str().unwrap()], "true").fails(2, "--agent-home");
     let tasks = a.s.run(&["task", "list", "--all", "--json"]).ok();
     assert_eq!(serde_json::from_str::<serde_json::Value>(&tasks.stdout).unwrap().as_array().unwrap().len(), 0);
 }
@@ -289,7 +380,7 @@ fn the_trampoline_refuses_to_run_outside_a_supervisor() {
 #[test]
 fn a_missing_program_is_reported_and_the_task_still_ends() {
     let a = Agent::new();
-    let mut c = a.s.cmd(&["run", "--env", "staging", "--grant", "github:read", "--", "/nonexistent/agent"]);
+    let mut c = a.s.cmd(&["run", "--env", "staging", "--grant", "github:read", "--network", "none", "--", "/nonexistent/agent"]);
     c.env("HOME", a.home());
     let r = a.s.run_with(c, None);
     assert_eq!(r.code, 127, "{}", r.stderr);
@@ -304,11 +395,11 @@ fn the_agent_dies_with_a_killed_supervisor() {
     // TTL); what it can do is make sure the agent does not run on unsupervised.
     let a = Agent::new();
     let pidfile = a.s.work().join("pid");
-    let mut c = a.cmd(&[], "echo $$ > pid; exec sleep 30");
+    let mut c = a.cmd(&[], "echo $$ > pid; exec sleep 30.202");
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     wait_for(&pidfile);
-    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid = host_pid_of("30.202");
     let running = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
     };
@@ -318,6 +409,20 @@ fn the_agent_dies_with_a_killed_supervisor() {
     let t = Instant::now();
     while running(pid) {
         assert!(t.elapsed() < Duration::from_secs(5), "the agent outlived its supervisor");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_daemon_the_agent_forks_dies_with_the_task() {
+    let a = Agent::new();
+    // The agent starts a detached daemon and exits at once.
+    let r = a.run(&[], r#"echo "$AIRLOCK_TOKEN" > token; setsid sleep 30.303 < /dev/null > /dev/null 2>&1 & sleep 0.2; echo started"#).ok();
+    assert!(r.stdout.contains("started"), "{}", r.stderr);
+    a.assert_revoked();
+    let t = Instant::now();
+    while find_pid("30.303").is_some() {
+        assert!(t.elapsed() < Duration::from_secs(5), "the daemon outlived its task");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
