@@ -1,5 +1,7 @@
 //! Minimal driver for benchmarking the engine without the CLI:
-//! `cargo run --release -p airlock-scan --example scan -- [--rules FILE]… [--json] PATH…`
+//! `cargo run --release -p airlock-scan --example scan -- [--rules FILE]… [--json] [--workspace] PATH…`
+//! (`--workspace`: files plus the git history of every repository inside, as `airlock run`'s
+//! preflight scans them; one PATH)
 //! Prints the summary line (and JSON findings with `--json`); exit 0 clean, 1 findings, 2 error.
 
 use std::path::PathBuf;
@@ -9,11 +11,13 @@ fn main() -> ExitCode {
     let mut rules = Vec::new();
     let mut paths = Vec::new();
     let mut json = false;
+    let mut workspace = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rules" => rules.push(PathBuf::from(args.next().unwrap_or_default())),
             "--json" => json = true,
+            "--workspace" => workspace = true,
             _ => paths.push(PathBuf::from(a)),
         }
     }
@@ -27,7 +31,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = match scanner.scan_paths(&paths, &airlock_scan::ScanOptions::default()) {
+    let opts = airlock_scan::ScanOptions::default();
+    let result = if workspace { scanner.scan_workspace(&paths[0], &opts) } else { scanner.scan_paths(&paths, &opts) };
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

@@ -255,11 +255,15 @@ fn unique_blobs(r: &gix::Repository, commits: &[(ObjectId, GitReach)]) -> Result
             let t = r.find_tree(tid)?;
             let decoded = t.decode()?;
             for e in &decoded.entries {
-                let name = format!("{prefix}{}", e.filename);
+                // Names are built only for trees and blobs not seen yet: most entries of a
+                // changed tree are unchanged.
                 if e.mode.is_tree() {
-                    stack.push((e.oid.to_owned(), format!("{name}/")));
+                    if !seen_trees.contains(e.oid) {
+                        stack.push((e.oid.to_owned(), format!("{prefix}{}/", e.filename)));
+                    }
                 } else if e.mode.is_blob() && seen_blobs.insert(e.oid.to_owned()) {
-                    out.push(BlobEntry { id: e.oid.to_owned(), path: name, commit: cid, reach, order });
+                    let path = format!("{prefix}{}", e.filename);
+                    out.push(BlobEntry { id: e.oid.to_owned(), path, commit: cid, reach, order });
                 }
             }
         }
