@@ -237,10 +237,9 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
     if !workspace.is_dir() {
         return Err(Failure::usage(format!("workspace {} is not a directory", workspace.display())));
     }
-    let config = match ctx.config_path()? {
-        Some(p) => Some(airlock_gateway::config::Config::load(&p).map_err(|e| Failure::usage(e.to_string()))?),
-        None => None,
-    };
+    let config = ctx.config()?;
+    // Grants must name configured upstreams and capabilities ("did you mean …").
+    ctx.check_grants(&grants)?;
     let gateway_addr = match &a.gateway {
         Some(g) => g.clone(),
         None => config.as_ref().map(|c| c.listen.to_string()).unwrap_or_else(|| airlock_gateway::config::DEFAULT_LISTEN.to_owned()),
@@ -279,6 +278,13 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
         };
         Some(launch::prepare(&req, &exe).map_err(|e| Failure::new(exit::USAGE, "sandbox", e.to_string()))?)
     };
+
+    // The rules live where the agent cannot write: refuse a config or policy file inside
+    // the workspace or any path the sandbox makes writable.
+    if let (Some(c), Some(p)) = (&config, &prepared) {
+        let writable: Vec<PathBuf> = p.spec.rules.iter().filter(|r| r.access == Access::ReadWrite).map(|r| r.path.clone()).collect();
+        airlock_gateway::placement::refuse_in_writable(&c.rule_files(), &writable).map_err(|e| Failure::new(exit::USAGE, "config_writable", e.to_string()))?;
+    }
 
     let store = ctx.store(&state).await?;
 

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `airlock` binary in temporary state directories.
 #![allow(missing_docs)]
 
+mod agents;
 mod broker;
 mod demo;
 mod run;

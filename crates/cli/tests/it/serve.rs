@@ -12,18 +12,18 @@ use crate::Sandbox;
 
 const UPSTREAM_TOKEN: &str = "fixture-api-token-REAL-0123456789";
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-struct Gateway {
+pub(crate) struct Gateway {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Gateway {
     /// `airlock serve --config cfg` in the background, once its agent port (`listen`) accepts.
-    fn start(s: &Sandbox, cfg: &std::path::Path, listen: u16) -> Self {
+    pub(crate) fn start(s: &Sandbox, cfg: &std::path::Path, listen: u16) -> Self {
         let mut c = s.cmd(&["serve", "--config", cfg.to_str().unwrap()]);
         c.stdout(Stdio::null()).stderr(Stdio::null());
         let gw = Gateway { child: c.spawn().unwrap(), addr: format!("127.0.0.1:{listen}").parse().unwrap() };
