@@ -86,6 +86,9 @@ pub struct RunArgs {
     /// Start even though the preflight scan found secrets the agent could read (audited).
     #[arg(long)]
     allow_findings: bool,
+    /// Suppress preflight findings listed in this baseline (`airlock scan --write-baseline`).
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
     /// Run without any sandbox (audited). Needed on kernels without Landlock.
     #[arg(long)]
     no_sandbox: bool,
@@ -291,7 +294,10 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
     // ---- scrubbed environment and preflight ----
     // The same engine and rules as `airlock scan`, so the `--fix` command printed on a
     // refusal cleans exactly what was refused.
-    let detector = ScanDetector::new(&[]).map_err(|e| Failure::internal(e.to_string()))?;
+    let mut detector = ScanDetector::new(&[]).map_err(|e| Failure::internal(e.to_string()))?;
+    if let Some(b) = &a.baseline {
+        detector = detector.with_baseline(b).map_err(|e| Failure::usage(format!("--baseline {}: {e}", b.display())))?;
+    }
     let scrubbed = scrub::scrub(std::env::vars_os(), &a.keep_env, |n, v| detector.flag_value(n, v.as_encoded_bytes()));
     for name in &a.keep_env {
         if !scrubbed.kept.iter().any(|(k, _)| k == name.as_str()) {
@@ -307,7 +313,20 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
         audit(&*store, "run.keep_env", &k.name, "kept", None, serde_json::json!({ "rule": k.reason.to_string(), "workspace": workspace })).await?;
     }
     let scan_started = Instant::now();
-    let mut findings = detector.scan_workspace(&workspace).map_err(|e| Failure::internal(e.to_string()))?;
+    let scan = detector.preflight(&workspace).map_err(|e| Failure::internal(e.to_string()))?;
+    if !scan.listed.is_empty() {
+        say(format!("preflight lists {} finding(s) that do not refuse the run:", scan.listed.len()));
+        for l in scan.listed.iter().take(20) {
+            eprintln!("  {:<40} {} ({})", l.finding.location.to_string(), l.finding.detector, l.reason);
+        }
+        if scan.listed.len() > 20 {
+            eprintln!("  … and {} more (`airlock scan {}` lists them all)", scan.listed.len() - 20, workspace.display());
+        }
+    }
+    if scan.baselined > 0 {
+        say(format!("preflight: {} finding(s) suppressed by the baseline", scan.baselined));
+    }
+    let mut findings = scan.refused;
     // Deliberately kept variables are passed on: a flagged value is a finding.
     for k in &scrubbed.kept_deliberately {
         let value = scrubbed.kept.iter().find(|(n, _)| n == k.name.as_str()).map(|(_, v)| v.as_encoded_bytes());
@@ -331,6 +350,12 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
         if !a.allow_findings {
             say(format!("preflight found {} secret(s) the agent could read:", findings.len()));
             print_findings(&findings);
+            // Secrets in git history cannot be moved into the vault by `scan --fix`.
+            let mut remedies: Vec<String> = findings.iter().filter_map(|f| f.location.remedy()).collect();
+            remedies.dedup();
+            for r in &remedies {
+                say(format!("in git history: {r}"));
+            }
             audit(&*store, "run.refused", &workspace.to_string_lossy(), "findings", None, finding_detail()).await?;
             return Err(Failure::new(
                 exit::PREFLIGHT,

@@ -426,3 +426,80 @@ fn a_daemon_the_agent_forks_dies_with_the_task() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn git(dir: &Path, args: &[&str]) {
+    let st = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "git {args:?}");
+}
+
+#[test]
+fn a_secret_only_in_git_history_refuses_the_run_with_the_way_to_remove_it() {
+    let a = Agent::new();
+    let w = a.s.work();
+    git(&w, &["init", "-q"]);
+    std::fs::write(w.join(".env"), format!("RAILWAY_TOKEN={DOTENV_TOKEN}\n")).unwrap();
+    git(&w, &["add", ".env"]);
+    git(&w, &["commit", "-q", "-m", "oops"]);
+    git(&w, &["rm", "-q", ".env"]);
+    git(&w, &["commit", "-q", "-m", "remove it"]);
+    assert!(!w.join(".env").exists());
+    let r = a.run(&[], "git log -p | grep -c RAILWAY_TOKEN; echo agent-ran").fails(5, "git history");
+    assert!(!r.stdout.contains("agent-ran"), "the agent must not start");
+    assert!(r.stderr.contains("filter-repo") && r.stderr.contains("rotate"), "{}", r.stderr);
+    assert!(!r.stderr.contains(DOTENV_TOKEN));
+}
+
+#[test]
+fn the_incidents_token_shape_under_any_credential_name_refuses_the_run() {
+    let a = Agent::new();
+    for (name, value) in [("CLOUD_TOKEN", "6f1c9a7e-52b4-4d0e-9a61-c8e2f0b7d4a9"), ("API_TOKEN", "0b5e6c1d-3a2f-4e8b-9c7d-1f2e3a4b5c6d")] {
+        std::fs::write(a.s.work().join(".env"), format!("{name}={value}\n")).unwrap();
+        let r = a.run(&[], "echo agent-ran").fails(5, ".env:1");
+        assert!(!r.stdout.contains("agent-ran") && !r.stderr.contains(value), "{name}: {}", r.stderr);
+    }
+    // A placeholder or a reference is not a secret.
+    std::fs::write(a.s.work().join(".env"), "CLOUD_TOKEN=${CLOUD_TOKEN}\nAPI_TOKEN=<your-token>\n").unwrap();
+    a.run(&[], "echo agent-ran").ok();
+}
+
+#[test]
+fn vendored_findings_are_listed_but_do_not_refuse() {
+    let a = Agent::new();
+    let dir = a.s.work().join("node_modules/some-pkg/test");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("fixture.env"), format!("RAILWAY_TOKEN={DOTENV_TOKEN}\n")).unwrap();
+    let r = a.run(&[], "echo agent-ran").ok();
+    assert!(r.stdout.contains("agent-ran"), "{}", r.stderr);
+    assert!(r.stderr.contains("do not refuse") && r.stderr.contains("node_modules"), "{}", r.stderr);
+    assert!(!r.stderr.contains(DOTENV_TOKEN));
+}
+
+#[test]
+fn rules_inside_the_workspace_and_unknown_grants_are_refused() {
+    let a = Agent::new();
+    // A config the agent could rewrite (it sits in its workspace).
+    let cfg = a.s.work().join("airlock.toml");
+    std::fs::write(&cfg, "[[upstream]]\nname = \"github\"\nbase_url = \"https://api.github.com\"\nenvironment = \"staging\"\nsecret = \"gh\"\ninject = { header = \"Authorization\", format = \"token {secret}\" }\n").unwrap();
+    let mut c = a.cmd(&[], "echo agent-ran");
+    c.env("AIRLOCK_CONFIG", &cfg);
+    let r = a.s.run_with(c, None).fails(2, "could rewrite its own rules");
+    assert!(!r.stdout.contains("agent-ran"));
+    // The same config outside the workspace: grants are checked against it.
+    let etc = a.s.dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::rename(&cfg, etc.join("airlock.toml")).unwrap();
+    for (grant, suggestion) in [("githb:read", "github:read"), ("github:reed", "github:read")] {
+        let mut c = a.s.cmd(&["run", "--env", "staging", "--grant", grant, "--network", "none", "--", "true"]);
+        c.env("HOME", a.home()).env("AIRLOCK_CONFIG", etc.join("airlock.toml"));
+        let r = a.s.run_with(c, None).fails(2, "unknown_grant");
+        assert!(r.stderr.contains(suggestion), "{grant}: {}", r.stderr);
+    }
+    let tasks = a.s.run(&["task", "list", "--all", "--json"]).ok();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&tasks.stdout).unwrap().as_array().unwrap().len(), 0);
+}
