@@ -61,6 +61,14 @@ pub enum NsError {
     /// `/proc` could not be mounted.
     #[error("cannot mount a private /proc: {0}")]
     Proc(io::Error),
+    /// The private `/tmp`/`/dev/shm` could not be set up.
+    #[error("cannot give the agent a private /tmp ({what}: {source})")]
+    Tmp {
+        /// The step that failed.
+        what: String,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// Enter new network, PID (for children) and mount namespaces, plus a user namespace when
@@ -153,6 +161,46 @@ pub fn remount_proc() -> Result<(), NsError> {
     use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
     mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC).map_err(|e| NsError::Proc(e.into()))?;
     mount("proc", "/proc", "proc", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, None).map_err(|e| NsError::Proc(e.into()))
+}
+
+/// In a mount namespace of this process's own, put a fresh tmpfs on each of `dirs` and
+/// bind-mount back every path of `keep` that lies beneath one (the workspace, the agent's
+/// temp dir…), so nothing else the host has there is visible. Call while single-threaded,
+/// with `CAP_SYS_ADMIN`.
+pub fn private_mounts(dirs: &[&str], keep: &[std::path::PathBuf]) -> Result<(), NsError> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_bind, mount_change};
+    use std::path::Path;
+    let err = |what: String, e: io::Error| NsError::Tmp { what, source: e };
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| err("a mount namespace".into(), io::Error::from_raw_os_error(e as i32)))?;
+    mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC).map_err(|e| err("private mounts".into(), e.into()))?;
+    for dir in dirs {
+        let d = Path::new(dir);
+        if !d.is_dir() {
+            continue;
+        }
+        // Hold every kept path open first: the tmpfs is about to cover them.
+        let mut held = Vec::new();
+        for k in keep.iter().filter(|k| k.starts_with(d) && k.as_path() != d) {
+            let fd = rustix::fs::open(k, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(|e| err(format!("open {}", k.display()), e.into()))?;
+            let is_dir = std::fs::metadata(k).map(|m| m.is_dir()).unwrap_or(false);
+            held.push((k.clone(), fd, is_dir));
+        }
+        mount("tmpfs", d, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, c"mode=1777").map_err(|e| err(format!("a tmpfs on {dir}"), e.into()))?;
+        // Shallow paths first, so a nested kept path is mounted inside its parent's bind.
+        held.sort_by_key(|(k, _, _)| k.components().count());
+        for (k, fd, is_dir) in held {
+            let made = if is_dir {
+                std::fs::create_dir_all(&k)
+            } else {
+                k.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&k).map(drop))
+            };
+            made.map_err(|e| err(format!("recreate {}", k.display()), e))?;
+            let src = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+            mount_bind(src.as_str(), &k).map_err(|e| err(format!("bind {} back", k.display()), e.into()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Drop every capability from every set, bounding set first, so neither this process nor

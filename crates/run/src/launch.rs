@@ -155,7 +155,7 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
     let gateway_port = port_of(&req.gateway_addr)?;
 
     // The network, by mode and by what the kernel gave us.
-    let mut iso = Isolation { seccomp: true, pid_ns: ns, ..Default::default() };
+    let mut iso = Isolation { seccomp: true, pid_ns: ns, private_tmp: ns, ..Default::default() };
     let mut connect_tcp = None;
     match (req.network, ns) {
         (Network::None, true) => iso.net_ns = true,
@@ -277,6 +277,7 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
         allow_write: req.allow_write.clone(),
         exec_roots,
         agent_home: Some(agent_home.clone()),
+        fresh_tmp: ns,
     };
     let mut plan = sandbox::plan(&inputs, abi)?;
     warnings.append(&mut plan.notes);

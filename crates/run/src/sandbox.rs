@@ -77,6 +77,11 @@ pub struct Isolation {
     pub seccomp: bool,
     /// Let IP datagram sockets through the filter (`--network open` only: DNS).
     pub allow_udp: bool,
+    /// With `pid_ns`: a private tmpfs on each of [`FRESH_MOUNTS`], the rule paths beneath
+    /// them bind-mounted back (another process's files in `/tmp` — a Kerberos ticket cache,
+    /// a tool's temp files — are not there).
+    #[serde(default)]
+    pub private_tmp: bool,
 }
 
 /// The gateway as the agent sees it inside its network namespace.
@@ -141,7 +146,14 @@ pub struct Inputs {
     /// The agent's private home (read + write). It may lie inside the state directory, but
     /// only under [`AGENT_HOMES`] there.
     pub agent_home: Option<PathBuf>,
+    /// Whether `/tmp` and `/dev/shm` will be fresh, private tmpfs mounts (namespace mode):
+    /// then they are granted even when they hold a protected path today.
+    pub fresh_tmp: bool,
 }
+
+/// The shared directories that get a private tmpfs in the agent's mount namespace (every
+/// rule path beneath them is bind-mounted back; nothing else the host keeps there is seen).
+pub const FRESH_MOUNTS: &[&str] = &["/tmp", "/dev/shm"];
 
 /// The one part of the state directory an agent may see: `agents/<name>/home`.
 pub const AGENT_HOMES: &str = "agents";
@@ -270,7 +282,10 @@ pub fn plan(inputs: &Inputs, abi: u8) -> Result<Plan, Error> {
     let mut temps = Vec::new();
     for t in &inputs.temp_dirs {
         let Ok(t) = std::fs::canonicalize(t) else { continue };
-        if let Some(p) = exposes(&t, protected) {
+        // A temp dir that becomes a fresh tmpfs in the agent's mount namespace shows none of
+        // what is in it now: granting it exposes nothing.
+        let fresh = FRESH_MOUNTS.iter().any(|f| t == Path::new(f)) && inputs.fresh_tmp;
+        if let Some(p) = exposes(&t, protected).filter(|_| !fresh) {
             private_tmp = Some(format!("{} contains {} ({})", t.display(), p.what, p.path.display()));
             temps.clear();
             break;

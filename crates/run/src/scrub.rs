@@ -224,7 +224,7 @@ mod tests {
     fn ordinary_names_are_kept() {
         for n in [
             "PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "SHELL", "PWD", "OLDPWD", "EDITOR", "TMPDIR", "KEYBOARD_LAYOUT",
-            "KEY_VAULT_NAME", "TOKENIZERS_PARALLELISM", "PASSAGE", "XDG_RUNTIME_DIR", "CARGO_HOME", "RUST_LOG", "MONKEY",
+            "KEY_VAULT_NAME", "TOKENIZERS_PARALLELISM", "PASSAGE", "XDG_DATA_HOME", "CARGO_HOME", "RUST_LOG", "MONKEY",
             "HOTKEY_MODE", "SECRETARY",
         ] {
             assert_eq!(credential_name(n), None, "{n} should be kept");

@@ -331,6 +331,13 @@ pub fn init(spec: &Spec, argv: &[OsString]) -> (u8, Option<Error>) {
         if !pid1 {
             return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox("the sandbox's init is not the first process of its PID namespace".into())));
         }
+        if spec.isolation.private_tmp {
+            // Every rule path under /tmp or /dev/shm comes back; nothing else does.
+            let keep: Vec<std::path::PathBuf> = spec.rules.iter().map(|r| r.path.clone()).collect();
+            if let Err(e) = crate::isolate::private_mounts(sandbox::FRESH_MOUNTS, &keep) {
+                return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(e.to_string())));
+            }
+        }
         if let Err(e) = crate::isolate::remount_proc() {
             return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(e.to_string())));
         }

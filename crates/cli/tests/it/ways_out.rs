@@ -154,3 +154,27 @@ fn the_agent_holds_no_capability_even_as_root() {
     let n: u32 = r.stdout.trim().parse().unwrap();
     assert!(n <= 4, "the agent sees {n} processes");
 }
+
+#[test]
+fn other_processes_files_in_the_shared_temp_dirs_are_not_there() {
+    let a = Agent::new();
+    // A Kerberos-style ticket cache and a shared-memory segment another program left behind.
+    let ticket = std::path::PathBuf::from(format!("/tmp/krb5cc_airlock_test_{}", std::process::id()));
+    let shm = std::path::PathBuf::from(format!("/dev/shm/airlock-test-{}", std::process::id()));
+    for p in [&ticket, &shm] {
+        std::fs::write(p, "TICKET-SECRET-5521").unwrap();
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    let script = format!("cat {} {}; echo rc=$?; echo scratch > /tmp/agent-scratch-{} && echo tmp=writable", ticket.display(), shm.display(), std::process::id());
+    let control = a.run(CONTROL, &script).ok();
+    assert_eq!(control.stdout.matches("TICKET-SECRET-5521").count(), 2, "control: {}", control.stdout);
+    let _ = std::fs::remove_file(format!("/tmp/agent-scratch-{}", std::process::id()));
+    let r = a.run(&[], &script).ok();
+    assert!(!r.stdout.contains("TICKET-SECRET"), "{}", r.stdout);
+    assert!(r.stdout.contains("tmp=writable"), "{}\n{}", r.stdout, r.stderr);
+    // What the agent writes to its /tmp stays in its own tmpfs.
+    assert!(!std::path::Path::new(&format!("/tmp/agent-scratch-{}", std::process::id())).exists());
+    for p in [&ticket, &shm] {
+        std::fs::remove_file(p).unwrap();
+    }
+}
