@@ -13,25 +13,29 @@ use crate::{Run, Sandbox};
 const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzAWSSECRET";
 const DOTENV_TOKEN: &str = "3f1c9a7e52b44d0e9a61c8e2f0b7d4a9";
 
-/// An initialised installation with a fake `$HOME` holding credential files.
+/// An initialised installation with a fake `$HOME` holding credential files. The home is
+/// under /var/tmp, not /tmp, as a real one is outside the temp dirs: in the agent's private
+/// /tmp a home under /tmp would be hidden by the tmpfs before Landlock is even asked.
 pub(crate) struct Agent {
     pub(crate) s: Sandbox,
+    home: tempfile::TempDir,
 }
 
 impl Agent {
     pub(crate) fn new() -> Self {
         let s = Sandbox::new();
         s.init();
-        let home = s.dir.path().join("home");
+        let home_dir = tempfile::Builder::new().prefix("airlock-test-home-").tempdir_in("/var/tmp").unwrap();
+        let home = home_dir.path().join("home");
         std::fs::create_dir_all(home.join(".aws")).unwrap();
         std::fs::create_dir_all(home.join(".ssh")).unwrap();
         std::fs::write(home.join(".aws/credentials"), format!("[default]\naws_secret_access_key = {AWS_SECRET}\n")).unwrap();
         std::fs::write(home.join(".ssh/id_ed25519"), "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
         std::fs::write(home.join(".netrc"), "machine example.com login me password pw\n").unwrap();
-        Self { s }
+        Self { s, home: home_dir }
     }
     pub(crate) fn home(&self) -> PathBuf {
-        self.s.dir.path().join("home")
+        self.home.path().join("home")
     }
     /// `airlock run --env staging --grant github:read [extra] -- sh -c SCRIPT`, with
     /// `--network none` (or `open` with `--no-sandbox`) unless `extra` names a network.
@@ -123,6 +127,10 @@ echo agent-home > "$HOME/note" && cat "$HOME/note" && echo "agenthome=$HOME"
         assert!(r.stdout.contains(probe), "{probe} missing\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
     }
     assert!(r.stderr.matches("Permission denied").count() >= 4, "{}", r.stderr);
+    // Without the private /tmp, Landlock alone refuses the state directory too.
+    let l = a.run(&["--isolation", "landlock"], &script).ok();
+    assert!(l.stdout.contains("statedir=2") && l.stdout.contains("tokenkey=1"), "{}", l.stdout);
+    assert!(l.stderr.matches("Permission denied").count() >= 7, "{}", l.stderr);
     // The state directory (here under /tmp) is either unreadable or, in the agent's private
     // /tmp, only the path down to its agent home: no key, no database.
     for f in ["token.key", "master.key", "airlock.db", "admin.token"] {
