@@ -516,3 +516,17 @@ fn rules_inside_the_workspace_and_unknown_grants_are_refused() {
     let tasks = a.s.run(&["task", "list", "--all", "--json"]).ok();
     assert_eq!(serde_json::from_str::<serde_json::Value>(&tasks.stdout).unwrap().as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn a_program_symlinked_into_a_credential_store_is_refused_not_opened() {
+    let a = Agent::new();
+    let tool = a.home().join(".ssh/tool");
+    std::fs::write(&tool, "#!/bin/sh\necho tool-ran\n").unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(&tool, a.s.work().join("tool")).unwrap();
+    let mut c = a.s.cmd(&["run", "--env", "staging", "--grant", "github:read", "--network", "none", "--", "./tool"]);
+    c.env("HOME", a.home());
+    let r = a.s.run_with(c, None).fails(2, "~/.ssh");
+    assert!(!r.stdout.contains("tool-ran"));
+    assert!(r.stderr.contains("the agent's program needs"), "{}", r.stderr);
+}
