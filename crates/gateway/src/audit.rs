@@ -108,24 +108,51 @@ impl GroupCommit {
                 events.extend(batch.iter_mut().map(|p| std::mem::replace(&mut p.event, placeholder())));
                 let result = store.append_audit_events(&events).await;
                 let n = events.len() as u64;
-                events.clear();
-                let outcome = match result {
+                match result {
                     Ok(_) => {
                         st.committed.fetch_add(n, Ordering::Relaxed);
                         st.batches.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
+                        for p in batch.drain(..) {
+                            if let Some(ack) = p.ack {
+                                let _ = ack.send(Ok(()));
+                            }
+                        }
+                    }
+                    Err(e) if events.len() > 1 => {
+                        // A failed transaction wrote nothing (the chain is unchanged): commit
+                        // the records one by one, so a record the store rejects (a duplicate
+                        // id, say) cannot take the others down with it.
+                        tracing::warn!(error = %e, records = n, "audit batch failed; committing its records one by one");
+                        for (p, ev) in batch.drain(..).zip(events.iter()) {
+                            let one = store.append_audit_events(std::slice::from_ref(ev)).await;
+                            let r = match one {
+                                Ok(_) => {
+                                    st.committed.fetch_add(1, Ordering::Relaxed);
+                                    st.batches.fetch_add(1, Ordering::Relaxed);
+                                    Ok(())
+                                }
+                                Err(e) => {
+                                    st.failed.fetch_add(1, Ordering::Relaxed);
+                                    tracing::error!(error = %e, id = %ev.id, action = %ev.action, "audit record rejected by the store");
+                                    Err(AuditError(e.to_string()))
+                                }
+                            };
+                            if let Some(ack) = p.ack {
+                                let _ = ack.send(r);
+                            }
+                        }
                     }
                     Err(e) => {
                         st.failed.fetch_add(n, Ordering::Relaxed);
-                        tracing::error!(error = %e, records = n, "audit batch failed; requests waiting on it are refused");
-                        Err(AuditError(e.to_string()))
-                    }
-                };
-                for p in batch.drain(..) {
-                    if let Some(ack) = p.ack {
-                        let _ = ack.send(outcome.clone());
+                        tracing::error!(error = %e, records = n, "audit record failed; the request waiting on it is refused");
+                        for p in batch.drain(..) {
+                            if let Some(ack) = p.ack {
+                                let _ = ack.send(Err(AuditError(e.to_string())));
+                            }
+                        }
                     }
                 }
+                events.clear();
             }
         });
         (Self { tx, stats }, handle)
@@ -179,6 +206,43 @@ impl AuditSink for GroupCommit {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn ev(id: &str) -> AuditEvent {
+        AuditEvent { id: id.into(), ts_ms: 1, actor: "t".into(), action: "test".into(), subject: "s".into(), outcome: "ok".into(), task_id: None, detail: serde_json::json!({}) }
+    }
+
+    /// A record the store rejects (here: a second record under an existing id) fails alone;
+    /// the records batched with it are committed and acknowledged.
+    #[tokio::test]
+    async fn a_rejected_record_does_not_take_its_batch_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(airlock_store::SqliteStore::open(&dir.path().join("a.db")).await.unwrap());
+        let (gc, _writer) = GroupCommit::start(store.clone(), 64);
+        let gc = Arc::new(gc);
+        gc.record(ev("dup")).await.unwrap();
+        let mut waits = Vec::new();
+        for i in 0..20 {
+            let gc = gc.clone();
+            let id = if i == 7 { "dup".to_owned() } else { format!("r{i}") };
+            waits.push(tokio::spawn(async move { gc.record(ev(&id)).await }));
+        }
+        let results: Vec<_> = futures_join(waits).await;
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1, "{results:?}");
+        assert!(results[7].is_err());
+        let all = store.list_audit(&airlock_store::AuditFilter::default()).await.unwrap();
+        assert_eq!(all.len(), 20, "19 new records and the first");
+        assert_eq!(gc.stats().failed.load(Ordering::Relaxed), 1);
+    }
+
+    async fn futures_join(v: Vec<JoinHandle<Result<(), AuditError>>>) -> Vec<Result<(), AuditError>> {
+        let mut out = Vec::new();
+        for h in v {
+            out.push(h.await.unwrap());
+        }
+        out
+    }
+
     #[test]
     fn ids_are_distinct_v7_uuids() {
         let a = super::new_id();

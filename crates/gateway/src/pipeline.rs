@@ -359,16 +359,20 @@ impl Gateway {
             return answer(&request_id, &with_context(r, &admitted));
         }
 
+        // From here on the request's decision record is durable: a refusal is its outcome
+        // (one `gateway.response` record pointing at the request id), never a second
+        // decision record under the same id.
+
         // 9. Fetch the secret and prepare injection and redaction.
         let prepared = match self.prepare(&rt).await {
             Ok(p) => p,
-            Err(r) => return self.refuse(&request_id, &parts, with_context(r, &admitted)),
+            Err(r) => return self.refuse_admitted(&request_id, &admitted, started, r),
         };
 
         // 10. Build the upstream request: fixed host, cleaned headers, injected credential.
         let outbound = match build_upstream_request(up, &parts, &admitted.rest, &prepared, &request_id, body) {
             Ok(r) => r,
-            Err(r) => return self.refuse(&request_id, &parts, with_context(r, &admitted)),
+            Err(r) => return self.refuse_admitted(&request_id, &admitted, started, r),
         };
 
         // 11. Forward (pooled client, never follows redirects), bounded by the request timeout.
@@ -890,6 +894,12 @@ impl Gateway {
             }),
         });
         answer(request_id, &r)
+    }
+
+    /// A refusal after the decision record was written: recorded as the request's outcome.
+    fn refuse_admitted(&self, request_id: &str, a: &Admitted, started: Instant, r: Refusal) -> Response<ResBody> {
+        self.outcome(request_id, a, r.status.as_u16(), 0, started, r.code, 0);
+        answer(request_id, &with_context(r, a))
     }
 
     fn request_event(&self, request_id: &str, parts: &request::Parts, a: &Admitted) -> AuditEvent {

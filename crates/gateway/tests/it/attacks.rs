@@ -459,3 +459,57 @@ async fn a_stalled_rest_body_times_out() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
     assert!(h.records().is_empty(), "{:?}", h.records());
 }
+
+/// Issue 11: a refusal after the durable decision record (here `secret_unusable`: a vault
+/// value that cannot be put in a header) used to
+/// be written again under the same request id, failing the whole group-commit batch: every
+/// record in it was lost and requests waiting on it got 503. Now it is the request's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_admission_refusals_among_concurrent_requests_lose_no_record() {
+    let h = std::sync::Arc::new(Harness::start().await);
+    let (token, task) = h.token("staging", &["stg:read", "crlf:read"], 600);
+    let bearer = format!("Bearer {token}");
+    let mut joins = Vec::new();
+    for i in 0..300 {
+        let (h, bearer) = (h.clone(), bearer.clone());
+        joins.push(tokio::spawn(async move {
+            let target = if i % 5 == 0 { "/crlf/v1/things" } else { "/stg/v1/things" };
+            let r = h.send("GET", target, &[("Authorization", &bearer)], b"").await;
+            (i % 5 == 0, r.status, r.code())
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for j in joins {
+        let (is_gone, status, code) = j.await.unwrap();
+        if is_gone {
+            assert_eq!(code, "secret_unusable", "{status}");
+            refused += 1;
+        } else {
+            assert_eq!(status, 200, "{code}");
+            ok += 1;
+        }
+    }
+    assert_eq!((ok, refused), (240, 60));
+    // Every request has exactly one decision record and one outcome record; the refused
+    // ones say why in their outcome.
+    let log = h
+        .audit_until(|es| es.iter().filter(|e| e.event.task_id.as_deref() == Some(task.as_str()) && e.event.action == "gateway.response").count() >= 300)
+        .await;
+    let mine: Vec<_> = log.iter().filter(|e| e.event.task_id.as_deref() == Some(task.as_str())).collect();
+    let decisions: Vec<_> = mine.iter().filter(|e| e.event.action == "gateway.request").collect();
+    let outcomes: Vec<_> = mine.iter().filter(|e| e.event.action == "gateway.response").collect();
+    assert_eq!(decisions.len(), 300, "decision records");
+    assert_eq!(outcomes.len(), 300, "outcome records");
+    assert_eq!(outcomes.iter().filter(|e| e.event.outcome == "secret_unusable").count(), 60);
+    let mut ids: Vec<&str> = decisions.iter().map(|e| e.event.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 300, "one decision record per request id");
+    for o in &outcomes {
+        let rid = o.event.detail["request_id"].as_str().unwrap();
+        assert!(ids.binary_search(&rid).is_ok(), "outcome for an unknown request {rid}");
+    }
+    assert_eq!(h.records().iter().filter(|r| r.uri.contains("/things")).count(), 240, "the refused requests reached nothing");
+    let all = h.store.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(airlock_store::chain::verify(airlock_store::chain::GENESIS.into(), 0, &all), Ok(all.len()), "the chain verifies");
+}
