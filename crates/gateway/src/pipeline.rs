@@ -1078,6 +1078,18 @@ where
         .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", "the request path or query cannot be forwarded"))?;
 
     let mut headers = forwarded_headers(&parts.headers, &up.injection);
+    // A task token anywhere in what would be forwarded (another header, a cookie, the query,
+    // percent-encoded or not) is refused: it is accepted only where the gateway takes it
+    // from, and never reaches an upstream.
+    if let Some(place) = query.iter().find(|kv| carries_task_token(kv)).map(|_| "the query".to_owned()).or_else(|| {
+        headers.iter().find(|(_, v)| carries_task_token(&String::from_utf8_lossy(v.as_bytes()))).map(|(n, _)| format!("the {n} header"))
+    }) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "token_misplaced",
+            format!("a task token appears in {place}; send it only in X-Airlock-Token or in the upstream's credential header, where the gateway replaces it"),
+        ));
+    }
     if let Some((name, value)) = &prepared.header {
         headers.insert(name.clone(), value.clone());
     }
@@ -1187,6 +1199,26 @@ fn find_token(headers: &HeaderMap, query: Option<&str>, injection: &Injection) -
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
     })
+}
+
+/// Whether `s`, or its percent-decoding, holds something shaped like a task token: `alk_`
+/// at the start of a word followed by at least 32 token characters.
+fn carries_task_token(s: &str) -> bool {
+    fn scan(s: &str) -> bool {
+        let b = s.as_bytes();
+        let mut from = 0;
+        while let Some(i) = s[from..].find("alk_").map(|i| i + from) {
+            let starts_word = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
+            let run = b[i + 4..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_' || **c == b'-' || **c == b'=').count();
+            if starts_word && run >= 32 {
+                return true;
+            }
+            from = i + 4;
+        }
+        false
+    }
+    let lower = s.to_ascii_lowercase();
+    scan(&lower) || (lower.contains('%') && scan(&percent_decode_str(&lower).decode_utf8_lossy()))
 }
 
 /// The decoded name of a `name=value` query pair.
@@ -1440,6 +1472,17 @@ fn unix_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn task_tokens_are_found_in_any_spelling_and_words_are_not() {
+        let t = format!("alk_{}", "Ab3-_x".repeat(10));
+        for hit in [t.clone(), format!("session={t}; other=1"), format!("Bearer {t}"), t.replace('_', "%5F"), t.to_uppercase(), format!("q={}", t.replace("alk_", "alk%5f"))] {
+            assert!(super::carries_task_token(&hit), "{hit}");
+        }
+        for miss in ["walk_the_dog_with_a_very_long_identifier_name_here_ok", "alk_short", "talk_abcdefghijklmnopqrstuvwxyz0123456789", ""] {
+            assert!(!super::carries_task_token(miss), "{miss}");
+        }
+    }
+
     use super::*;
 
     fn hm(pairs: &[(&str, &str)]) -> HeaderMap {

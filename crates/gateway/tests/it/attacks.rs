@@ -513,3 +513,29 @@ async fn post_admission_refusals_among_concurrent_requests_lose_no_record() {
     let all = h.store.list_audit(&AuditFilter::default()).await.unwrap();
     assert_eq!(airlock_store::chain::verify(airlock_store::chain::GENESIS.into(), 0, &all), Ok(all.len()), "the chain verifies");
 }
+
+/// Issue 11: the task token never reaches an upstream, wherever the agent puts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_token_is_refused_wherever_else_it_is_carried() {
+    let h = Harness::start().await;
+    let (token, _) = h.token("staging", &["stg:read"], 600);
+    let encoded = token.replace('_', "%5F");
+    let cookie = format!("session={token}");
+    let other = format!("Bearer {token}");
+    let q1 = format!("/stg/v1/things?api_token={token}");
+    let q2 = format!("/stg/v1/things?t={encoded}");
+    let cases: Vec<(String, Vec<(&str, &str)>)> = vec![
+        ("/stg/v1/things".into(), vec![("X-Airlock-Token", token.as_str()), ("Cookie", cookie.as_str())]),
+        ("/stg/v1/things".into(), vec![("X-Airlock-Token", token.as_str()), ("X-Upstream-Auth", other.as_str())]),
+        (q1, vec![("X-Airlock-Token", token.as_str())]),
+        (q2, vec![("X-Airlock-Token", token.as_str())]),
+    ];
+    for (target, headers) in &cases {
+        let r = h.send("GET", target, headers, b"").await;
+        assert_eq!((r.status, r.code().as_str()), (400, "token_misplaced"), "{target} {headers:?}");
+    }
+    assert!(h.records().is_empty(), "a request carrying the task token reached the upstream");
+    // The same request without the extra copy passes.
+    let r = h.send("GET", "/stg/v1/things", &[("X-Airlock-Token", &token)], b"").await;
+    assert_eq!(r.status, 200);
+}
