@@ -140,6 +140,48 @@ impl Classifier {
         self.body.is_some()
     }
 
+    /// Refuse what airlock and the upstream could read as different operations (issue 11's
+    /// "one operation, one meaning"), before anything is classified:
+    /// * a method override in a header (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+    ///   `X-Method-Override`) or a query parameter (`_method`, and the header names) — the
+    ///   upstream may act on the overriding method while airlock classified the real one;
+    /// * for GraphQL, anything but `POST`, and a document or its parts in the URL
+    ///   (`query`, `operationName`, `variables`, `extensions`, `documentId`, `queryId`) next
+    ///   to the body — two documents, one classified;
+    /// * for MCP, anything but `POST` (`GET` streams and `DELETE` session ends carry no
+    ///   classifiable operation; the MCP spec lets a server answer them 405).
+    pub fn one_meaning(&self, method: &Method, headers: &http::HeaderMap, query: Option<&str>) -> Result<(), Ambiguity> {
+        const OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+        if let Some(h) = OVERRIDE_HEADERS.iter().find(|h| headers.contains_key(**h)) {
+            return Err(Ambiguity::Override(format!("the {h} header")));
+        }
+        let names: Vec<String> = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| percent_encoding::percent_decode_str(kv.split_once('=').map_or(kv, |(n, _)| n)).decode_utf8_lossy().to_ascii_lowercase())
+            .collect();
+        if let Some(n) = names.iter().find(|n| n.as_str() == "_method" || OVERRIDE_HEADERS.contains(&n.as_str())) {
+            return Err(Ambiguity::Override(format!("the {n} query parameter")));
+        }
+        match &self.body {
+            Some(BodyClassifier::Graphql(_)) => {
+                if *method != Method::POST {
+                    return Err(Ambiguity::Method { protocol: "GraphQL", method: method.to_string() });
+                }
+                const DOC: [&str; 6] = ["query", "operationname", "variables", "extensions", "documentid", "queryid"];
+                if let Some(n) = names.iter().find(|n| DOC.contains(&n.as_str())) {
+                    return Err(Ambiguity::SecondDocument(n.clone()));
+                }
+            }
+            Some(BodyClassifier::Mcp(_)) if *method != Method::POST => {
+                return Err(Ambiguity::Method { protocol: "MCP", method: method.to_string() });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The MCP classifier, when this upstream speaks MCP.
     pub fn as_mcp(&self) -> Option<&McpClassifier> {
         match &self.body {
@@ -206,6 +248,26 @@ impl Classifier {
         }
         Operation { name, capability, tier: Tier::Primary, resource_id: None, declared: false, arguments: None }
     }
+}
+
+/// A request airlock and the upstream could read differently (refused, never guessed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Ambiguity {
+    /// A method override (where it was found).
+    #[error("a method override in {0} is refused: the upstream could act on another method than the one classified; send the real method")]
+    Override(String),
+    /// A method the protocol's operations are not carried by.
+    #[error("{protocol} requests must be POST (got {method}): only a POST body carries an operation airlock can classify")]
+    Method {
+        /// `GraphQL` or `MCP`.
+        protocol: &'static str,
+        /// The method sent.
+        method: String,
+    },
+    /// A GraphQL document (or part of one) in the URL next to the body.
+    #[error("a GraphQL {0:?} parameter in the URL next to the body is refused: the upstream could run a different document than the one classified")]
+    SecondDocument(String),
 }
 
 /// Rank of a capability for "most dangerous wins": read 1, write 2, destroy 3, anything
@@ -302,6 +364,26 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rest_method_overrides_are_ambiguous_in_any_spelling() {
+        let c = super::Classifier::new(vec![]);
+        let h = |k: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), http::HeaderValue::from_static("DELETE"));
+            m
+        };
+        let get = http::Method::GET;
+        for name in ["X-HTTP-Method-Override", "x-http-method", "X-Method-Override"] {
+            assert!(matches!(c.one_meaning(&get, &h(name), None), Err(super::Ambiguity::Override(_))), "{name}");
+        }
+        for q in ["_method=DELETE", "a=1&_METHOD=delete", "%5Fmethod=DELETE", "x-http-method-override=DELETE"] {
+            assert!(c.one_meaning(&get, &http::HeaderMap::new(), Some(q)).is_err(), "{q}");
+        }
+        assert!(c.one_meaning(&get, &http::HeaderMap::new(), Some("method=fast&page=2")).is_ok());
+        // REST is classified by its method: any method is fine without an override.
+        assert!(c.one_meaning(&http::Method::DELETE, &http::HeaderMap::new(), None).is_ok());
+    }
+
     use super::*;
 
     fn segs(p: &str) -> Vec<String> {

@@ -281,6 +281,14 @@ impl Gateway {
         let rt = auth.rt.clone();
         let up = &rt.cfg;
 
+        // One request, one meaning: no method override, no second GraphQL document in the
+        // URL, no MCP request that is not a POST.
+        if let Err(a) = up.classifier.one_meaning(&parts.method, &parts.headers, parts.uri.query()) {
+            let status = if matches!(a, crate::classify::Ambiguity::Method { .. }) { StatusCode::METHOD_NOT_ALLOWED } else { StatusCode::BAD_REQUEST };
+            let code = if status == StatusCode::METHOD_NOT_ALLOWED { "method_not_allowed" } else { "ambiguous_request" };
+            return self.refuse(&request_id, &parts, with_auth(Refusal::new(status, code, a.to_string()), &auth));
+        }
+
         // Body cap: refuse up front when the declared length is already too big.
         if let Some(len) = content_length(&parts.headers)
             && len > up.max_body

@@ -1028,3 +1028,41 @@ async fn lookup_config_errors_name_file_and_line() {
     add("cloud-stg-readonly".into(), "staging", "cloud-stg").await;
     check(vault.clone()).await.unwrap();
 }
+
+/// Issue 11, one operation one meaning: a method override, a GraphQL document in the URL,
+/// a GraphQL GET, and an MCP request that is not a POST are refused before anything is
+/// classified, and reach nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_two_possible_meanings_are_refused() {
+    let d = Depth::start().await;
+    let t = d.token("staging", &["cloud-stg:read", "mcp-stg:read"]);
+    let bearer = format!("Bearer {t}");
+    let harmless = json!({ "query": "{ me { name } }" }).to_string();
+    let destroy_in_url = "/cloud-stg/graphql?query=mutation%7BvolumeDelete(volumeId%3A%22vol-prod-db%22)%7Bid%7D%7D";
+    let cases: Vec<(&str, String, Vec<(&str, &str)>, u16, &str)> = vec![
+        // A GraphQL document in the URL next to a harmless body, in two spellings.
+        ("POST", destroy_in_url.into(), vec![], 400, "ambiguous_request"),
+        ("POST", "/cloud-stg/graphql?operationName=X&Query=1".into(), vec![], 400, "ambiguous_request"),
+        // GraphQL over GET (the document is in the URL only).
+        ("GET", destroy_in_url.into(), vec![], 405, "method_not_allowed"),
+        // Method overrides, as a header and as a parameter.
+        ("POST", "/cloud-stg/graphql".into(), vec![("X-HTTP-Method-Override", "DELETE")], 400, "ambiguous_request"),
+        ("POST", "/cloud-stg/graphql?_method=DELETE".into(), vec![], 400, "ambiguous_request"),
+        ("POST", "/cloud-stg/graphql".into(), vec![("x-method-override", "PUT")], 400, "ambiguous_request"),
+        // MCP: a DELETE (ends a session) or GET with a harmless body.
+        ("DELETE", "/mcp-stg/graphql".into(), vec![("Mcp-Session-Id", "another-tasks-session")], 405, "method_not_allowed"),
+        ("GET", "/mcp-stg/graphql".into(), vec![], 405, "method_not_allowed"),
+    ];
+    let before = (d.cloud.world.requests().len(), d.mcp.seen().len());
+    for (method, target, extra, status, code) in &cases {
+        let mut headers: Vec<(&str, &str)> = vec![("Authorization", bearer.as_str()), ("Content-Type", "application/json")];
+        headers.extend(extra.iter().copied());
+        let r = parse(&raw(d.gateway, &request(method, target, &headers, harmless.as_bytes())).await);
+        assert_eq!((r.status, r.code().as_str()), (*status, *code), "{method} {target} {extra:?}: {}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!((d.cloud.world.requests().len(), d.mcp.seen().len()), before, "an ambiguous request reached an upstream");
+    assert!(d.cloud.world.destroyed().is_empty());
+    // The plain request still passes.
+    let r = d.gql("cloud-stg", &t, &json!({ "query": "{ me { name } }" })).await;
+    assert_eq!(r.status, 200);
+}
