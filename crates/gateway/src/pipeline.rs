@@ -597,9 +597,15 @@ impl Gateway {
     }
 
     async fn buffer_inner(&self, parts: &request::Parts, body: ReqBody, up: &Upstream) -> Result<Bytes, Refusal> {
-        let limit = self.classify_limit.min(usize::try_from(up.max_body).unwrap_or(usize::MAX));
+        let max_body = usize::try_from(up.max_body).unwrap_or(usize::MAX);
+        let limit = self.classify_limit.min(max_body);
+        // Name the limit that binds: the upstream's body cap, or the classification cap.
         let too_big = || {
-            Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "classify_limit", format!("the request body must be read to classify it (or to approve it), and it exceeds the {limit}-byte classification limit ([gateway] classify_limit)"))
+            if max_body <= self.classify_limit {
+                Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds this upstream's limit of {max_body} bytes; nothing was forwarded"))
+            } else {
+                Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "classify_limit", format!("the request body must be read to classify it (or to approve it), and it exceeds the {limit}-byte classification limit ([gateway] classify_limit)"))
+            }
         };
         if content_length(&parts.headers).is_some_and(|l| l > limit as u64) {
             return Err(too_big());
@@ -614,9 +620,19 @@ impl Gateway {
 
     /// The first `classify_limit` bytes of a streamed body (at most `max_body`), within the
     /// request timeout, and the body to forward ([`crate::prefix`]).
+    ///
+    /// When `max_body` is within the prefix window, one byte more than `max_body` is read, so
+    /// a body over the cap is refused here, before anything is forwarded, instead of being
+    /// cut off mid-stream (an upstream could act on the truncated body).
     async fn read_head(&self, body: ReqBody, up: &Upstream) -> Result<crate::prefix::Prefix, Refusal> {
-        let limit = self.classify_limit.min(usize::try_from(up.max_body).unwrap_or(usize::MAX));
+        let max_body = usize::try_from(up.max_body).unwrap_or(usize::MAX);
+        let limit = self.classify_limit.min(max_body.saturating_add(1));
         match tokio::time::timeout(up.request_timeout, crate::prefix::read_prefix(body, limit)).await {
+            Ok(Ok(p)) if p.head.len() > max_body => Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds this upstream's limit of {} bytes; nothing was forwarded", up.max_body),
+            )),
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(Refusal::new(StatusCode::BAD_REQUEST, "body_read_error", "the request body could not be read")),
             Err(_) => Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout))),
