@@ -193,13 +193,7 @@ impl Ctx {
             );
             return Ok(());
         };
-        config.check_grants(grants).map_err(|e| {
-            let f = Failure::new(exit::USAGE, "unknown_grant", e.to_string());
-            match e.suggested_grant() {
-                Some(g) => f.hint(format!("use --grant {g}")),
-                None => f.hint("`airlock upstream list` shows the configured upstreams and their capabilities"),
-            }
-        })
+        config.check_grants(grants).map_err(unknown_grant)
     }
 
     /// The maximum task lifetime: `[broker] max_ttl` in airlock.toml, default 8h.
@@ -236,6 +230,15 @@ impl Ctx {
     pub async fn vault(&self, state: &StateDir, store: Arc<dyn Store>) -> Result<Vault, Failure> {
         let key = airlock_vault::open_master_key(state, &*store, read_passphrase).await?;
         Ok(Vault::new(store, key))
+    }
+}
+
+/// A grant the configuration does not define, with the near miss as the hint.
+pub fn unknown_grant(e: airlock_gateway::grants::GrantError) -> Failure {
+    let f = Failure::new(exit::USAGE, "unknown_grant", e.to_string());
+    match e.suggested_grant() {
+        Some(g) => f.hint(format!("use --grant {g}")),
+        None => f.hint("`airlock upstream list` shows the configured upstreams and their capabilities"),
     }
 }
 

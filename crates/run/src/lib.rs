@@ -14,15 +14,20 @@
 //! * [`home`] — the agent's private home and the harmless config copied into it;
 //! * [`launch`] — from the flags and the kernel to the exact sandbox, the gateway check, the closing hint;
 //! * [`supervise`] — the two-stage trampoline, signal forwarding and exit pass-through;
-//! * [`summary`] — the closing per-upstream counts from the audit log.
+//! * [`summary`] — the closing per-upstream counts from the audit log;
+//! * [`orchestrate`] — the whole launch in order ([`orchestrate::Launch::run`]): checks, plan,
+//!   scrub and preflight, gateway check, task token, supervision, ending the task on every
+//!   way out, the audit records and the closing summary.
 //!
-//! Minting and revoking the task token, auditing and printing are the caller's (the
-//! CLI's) job. Nothing here ever prints, logs or returns a secret value: findings and
-//! removed variables carry names and places only.
+//! Opening the store, the state directory and the configuration, and printing, are the
+//! caller's (the CLI's) job: [`orchestrate::Report`] is told what to say. Nothing here ever
+//! prints, logs or returns a secret value: findings and removed variables carry names and
+//! places only.
 
 pub mod exe;
 pub mod home;
 pub mod launch;
+pub mod orchestrate;
 pub mod isolate;
 pub mod preflight;
 pub mod relay;
