@@ -171,6 +171,12 @@ pub struct Unfilterable(pub String);
 /// Filter a `tools/list` answer: keep only tools for which `may_call(name)` holds. Handles
 /// a JSON answer (one message or a batch) and a `text/event-stream` answer (each event's
 /// `data` is a JSON-RPC message). Messages without `result.tools` pass unchanged.
+///
+/// An event stream is parsed as the HTML standard's event-stream parser does (a leading
+/// BOM; CRLF, LF or a bare CR as line ends; comments; `field:value` with one optional space;
+/// a field name without a colon; an unterminated last event, which clients discard) and
+/// written out again from what was parsed: the agent's client can only see what airlock
+/// parsed and filtered, never a line airlock read differently.
 pub fn filter_tools_list(body: &[u8], event_stream: bool, may_call: &dyn Fn(&str) -> bool) -> Result<Vec<u8>, Unfilterable> {
     if !event_stream {
         let mut v = parse_json_strict(body).map_err(|e| Unfilterable(e.0))?;
@@ -178,29 +184,17 @@ pub fn filter_tools_list(body: &[u8], event_stream: bool, may_call: &dyn Fn(&str
         return Ok(v.to_string().into_bytes());
     }
     let text = std::str::from_utf8(body).map_err(|_| Unfilterable("the event stream is not UTF-8".into()))?;
-    let text = text.replace("\r\n", "\n");
     let mut out = String::with_capacity(text.len());
-    for event in text.split("\n\n") {
-        if event.trim().is_empty() {
-            continue;
-        }
-        let mut data = String::new();
-        let mut other = Vec::new();
-        for line in event.lines() {
-            if let Some(d) = line.strip_prefix("data:") {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(d.strip_prefix(' ').unwrap_or(d));
-            } else {
-                other.push(line);
+    for ev in parse_event_stream(text) {
+        for (name, value) in [("event", &ev.event), ("id", &ev.id), ("retry", &ev.retry)] {
+            if let Some(v) = value {
+                out.push_str(name);
+                out.push_str(": ");
+                out.push_str(v);
+                out.push('\n');
             }
         }
-        for l in other {
-            out.push_str(l);
-            out.push('\n');
-        }
-        if !data.is_empty() {
+        if let Some(data) = &ev.data {
             let mut v = parse_json_strict(data.as_bytes()).map_err(|e| Unfilterable(e.0))?;
             filter_value(&mut v, may_call);
             out.push_str("data: ");
@@ -210,6 +204,67 @@ pub fn filter_tools_list(body: &[u8], event_stream: bool, may_call: &dyn Fn(&str
         out.push('\n');
     }
     Ok(out.into_bytes())
+}
+
+/// One event as a client would dispatch it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SseEvent {
+    event: Option<String>,
+    id: Option<String>,
+    retry: Option<String>,
+    /// The data buffer (lines joined with LF, the trailing LF removed); `None` when empty.
+    data: Option<String>,
+}
+
+/// The events of an event stream, per the HTML standard's parsing rules. Fields other than
+/// `event`, `data`, `id` and `retry` are ignored, as clients ignore them; a `retry` that is
+/// not all digits is ignored too; an `id` containing NUL is ignored.
+fn parse_event_stream(text: &str) -> Vec<SseEvent> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut events = Vec::new();
+    let mut cur = SseEvent::default();
+    let mut data = String::new();
+    let mut has_data = false;
+    let mut rest = text;
+    loop {
+        // The next line and whether it was terminated (CRLF, LF or CR).
+        let Some(end) = rest.find(['\r', '\n']) else {
+            break; // an unterminated line (and its event) is not dispatched
+        };
+        let line = &rest[..end];
+        let skip = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
+        rest = &rest[end + skip..];
+        if line.is_empty() {
+            if has_data || cur.event.is_some() || cur.id.is_some() || cur.retry.is_some() {
+                if has_data {
+                    cur.data = Some(data.strip_suffix('\n').unwrap_or(&data).to_owned());
+                }
+                events.push(std::mem::take(&mut cur));
+            }
+            data.clear();
+            has_data = false;
+            continue;
+        }
+        if line.starts_with(':') {
+            continue; // a comment
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match field {
+            "data" => {
+                data.push_str(value);
+                data.push('\n');
+                has_data = true;
+            }
+            "event" => cur.event = Some(value.to_owned()),
+            "id" if !value.contains('\0') => cur.id = Some(value.to_owned()),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => cur.retry = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    events
 }
 
 fn filter_value(v: &mut Value, may_call: &dyn Fn(&str) -> bool) {
@@ -228,6 +283,34 @@ fn filter_value(v: &mut Value, may_call: &dyn Fn(&str) -> bool) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Every spelling of an event stream the standard allows is parsed, and filtered, the
+    /// way a client reads it: a BOM, bare CR line ends, a `data` field without a space or
+    /// without a colon, comments, unknown fields.
+    #[test]
+    fn event_streams_are_filtered_as_clients_parse_them() {
+        let list = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_it"},{"name":"delete_it"}]}}"#;
+        let may = |n: &str| n == "read_it";
+        for stream in [
+            format!("\u{feff}data: {list}\n\n"),
+            format!("event: message\rdata: {list}\r\r"),
+            format!("data:{list}\r\n\r\n"),
+            format!(": comment\nfoo: bar\nid: 3\ndata: {list}\n\n"),
+            format!("data\ndata: {list}\n\n"),
+        ] {
+            let out = String::from_utf8(filter_tools_list(stream.as_bytes(), true, &may).unwrap()).unwrap();
+            assert!(out.contains("read_it") && !out.contains("delete_it"), "{stream:?} -> {out:?}");
+        }
+        // A JSON document split over two data lines is one message: joined, then filtered.
+        let split = list.replacen(",", "\ndata: ,", 1).replace(": ,", ":,");
+        let stream = format!("data: {split}\n\n");
+        assert!(filter_tools_list(stream.as_bytes(), true, &may).is_ok_and(|o| !String::from_utf8_lossy(&o).contains("delete_it")));
+        // An unterminated last event is not dispatched by clients, nor passed on here.
+        let out = filter_tools_list(format!("data: {list}").as_bytes(), true, &may).unwrap();
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        // Data that is not JSON is withheld, whatever line ending carries it.
+        assert!(filter_tools_list(b"data: {oops\r\r", true, &may).is_err());
+    }
 
     fn classifier() -> McpClassifier {
         let mut m = McpClassifier::new();

@@ -398,8 +398,20 @@ impl Gateway {
             }
         };
 
-        // 12. Redact echoes of the secret from headers and (streaming) body.
+        // 12. Redact echoes of the secret from headers and (streaming) body. What cannot be
+        //     inspected is withheld: a transfer-coding other than chunked (the body would
+        //     reach the agent still encoded, its TE header gone with the hop-by-hop ones).
+        //     A non-canonical reason phrase is dropped: the status line is not redacted.
         let (mut head, incoming) = response.into_parts();
+        head.extensions.remove::<hyper::ext::ReasonPhrase>();
+        let other_coding = head.headers.get_all(header::TRANSFER_ENCODING).iter().any(|v| {
+            v.to_str().map_or(true, |s| s.split(',').map(str::trim).any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked")))
+        });
+        if other_coding {
+            let r = Refusal::new(StatusCode::BAD_GATEWAY, "upstream_encoded_response", "the upstream sent a transfer-coding other than chunked; the body cannot be checked for secret echoes, so it is withheld");
+            self.outcome(&request_id, &admitted, 502, 0, started, r.code, 0);
+            return answer(&request_id, &with_context(r, &admitted));
+        }
         strip_hop_by_hop(&mut head.headers);
         let mut redactions = 0;
         if let Some(n) = &prepared.needles {
@@ -1048,8 +1060,9 @@ fn prepare_injection(up: &Upstream, secret: Arc<Secret>) -> Result<Prepared, Ref
     let injected = inject(&up.injection, raw).map_err(|()| {
         Refusal::new(StatusCode::BAD_GATEWAY, "secret_unusable", format!("the credential for upstream {} contains bytes that cannot be sent in a header; fix the vault value", up.name))
     })?;
-    let mut needles = vec![Zeroizing::new(raw.to_vec())];
-    needles.push(Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw).into_bytes()));
+    // Every form an echo can take (raw, base64 at any alignment, hex, percent, JSON), and
+    // the exact encoded form that was sent (Basic credentials, a query value).
+    let mut needles = crate::redact::echo_forms(raw);
     needles.extend(injected.encoded);
     Ok(Prepared { needles: Needles::new(needles), secret, header: injected.header, query: injected.query })
 }

@@ -23,6 +23,118 @@ use zeroize::Zeroizing;
 /// What a header value containing a secret is replaced with.
 pub const REDACTED_HEADER: &str = "[redacted by airlock]";
 
+/// Every form an echo of `secret` can take in a response, for [`Needles::new`]: the raw
+/// bytes; base64 (standard and URL-safe, padded or not) at each of the three alignments the
+/// secret can have inside a longer encoded blob (only the characters that depend on the
+/// secret alone); hex (lower and upper case); percent-encoding of every byte but the
+/// unreserved ones (upper- and lower-case hex digits) and of every byte; a JSON string body
+/// (with `/` escaped and not, and with every non-alphanumeric byte as `\u00XX`).
+///
+/// Forms shorter than 8 bytes are left out: they would mask ordinary text.
+pub fn echo_forms(secret: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    use base64::Engine as _;
+    let mut out: Vec<Zeroizing<Vec<u8>>> = vec![Zeroizing::new(secret.to_vec())];
+    let engines = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    for shift in 0..3usize {
+        let mut shifted = Zeroizing::new(vec![0u8; shift]);
+        shifted.extend_from_slice(secret);
+        // Characters fed only by the secret's bytes: skip those mixing in the shift bytes at
+        // the start, and the last group when it is not full (it depends on what follows).
+        let skip = (shift * 8).div_ceil(6);
+        let full = shifted.len() / 3 * 4;
+        for e in engines {
+            let enc = Zeroizing::new(e.encode(&*shifted));
+            if shift == 0 {
+                out.push(Zeroizing::new(enc.as_bytes().to_vec()));
+            }
+            if full > skip {
+                out.push(Zeroizing::new(enc.as_bytes()[skip..full].to_vec()));
+            }
+        }
+    }
+    let hex_lower = Zeroizing::new(hex::encode(secret));
+    out.push(Zeroizing::new(hex_lower.as_bytes().to_vec()));
+    out.push(Zeroizing::new(hex_lower.to_ascii_uppercase().into_bytes()));
+    // Percent-encoders differ in which bytes they leave alone, and JSON encoders in which
+    // they escape (`\/`, `\u003c`…), but each treats a given byte the same way everywhere:
+    // one form per choice of spelling for each distinct byte of the secret.
+    let hex_escape = |b: u8, upper: bool| if upper { format!("%{b:02X}").into_bytes() } else { format!("%{b:02x}").into_bytes() };
+    for upper in [true, false] {
+        out.extend(spellings(secret, |b| {
+            if b.is_ascii_alphanumeric() {
+                vec![vec![b]]
+            } else if b == b' ' {
+                vec![vec![b], hex_escape(b, upper), b"+".to_vec()]
+            } else {
+                vec![vec![b], hex_escape(b, upper)]
+            }
+        }));
+        // Every byte encoded, letters and digits too.
+        out.push(Zeroizing::new(secret.iter().flat_map(|b| hex_escape(*b, upper)).collect()));
+    }
+    let unicode = |b: u8, upper: bool| if upper { format!("\\u{b:04X}").into_bytes() } else { format!("\\u{b:04x}").into_bytes() };
+    for upper in [false, true] {
+        out.extend(spellings(secret, |b| match b {
+            b'"' => vec![b"\\\"".to_vec(), unicode(b, upper)],
+            b'\\' => vec![b"\\\\".to_vec(), unicode(b, upper)],
+            b'/' => vec![vec![b], b"\\/".to_vec(), unicode(b, upper)],
+            b'\n' => vec![b"\\n".to_vec(), unicode(b, upper)],
+            b'\r' => vec![b"\\r".to_vec(), unicode(b, upper)],
+            b'\t' => vec![b"\\t".to_vec(), unicode(b, upper)],
+            b'\x08' => vec![b"\\b".to_vec(), unicode(b, upper)],
+            b'\x0c' => vec![b"\\f".to_vec(), unicode(b, upper)],
+            _ if b < 0x20 => vec![unicode(b, upper)],
+            _ if b.is_ascii_alphanumeric() || b >= 0x80 => vec![vec![b]],
+            _ => vec![vec![b], unicode(b, upper)],
+        }));
+    }
+    out.retain(|f| f.len() >= 8);
+    out
+}
+
+/// Every spelling of `secret` where each distinct byte is written one of the ways
+/// `options(byte)` lists (the first being the plain one), the same way at each of its
+/// occurrences. Above 256 combinations only the all-first, all-second and all-last
+/// spellings are produced.
+fn spellings(secret: &[u8], options: impl Fn(u8) -> Vec<Vec<u8>>) -> Vec<Zeroizing<Vec<u8>>> {
+    let mut distinct: Vec<u8> = secret.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let opts: Vec<Vec<Vec<u8>>> = distinct.iter().map(|b| options(*b)).collect();
+    let combos = opts.iter().try_fold(1usize, |acc, o| acc.checked_mul(o.len().max(1))).unwrap_or(usize::MAX);
+    let picks: Vec<Vec<usize>> = if combos <= 256 {
+        (0..combos)
+            .map(|mut n| {
+                opts.iter()
+                    .map(|o| {
+                        let c = n % o.len().max(1);
+                        n /= o.len().max(1);
+                        c
+                    })
+                    .collect()
+            })
+            .collect()
+    } else {
+        vec![vec![0; opts.len()], opts.iter().map(|o| 1.min(o.len() - 1)).collect(), opts.iter().map(|o| o.len() - 1).collect()]
+    };
+    picks
+        .into_iter()
+        .map(|pick| {
+            let mut f = Zeroizing::new(Vec::with_capacity(secret.len() * 3));
+            for &b in secret {
+                let i = distinct.binary_search(&b).expect("every byte is in distinct");
+                f.extend_from_slice(&opts[i][pick[i]]);
+            }
+            f
+        })
+        .collect()
+}
+
 /// The byte patterns that must never reach the agent.
 pub struct Needles {
     ac: AhoCorasick,
@@ -172,6 +284,38 @@ where
 
 #[cfg(test)]
 mod tests {
+    /// An echo of the secret is masked in every encoding `echo_forms` claims to cover,
+    /// including base64 at each alignment inside a longer blob.
+    #[test]
+    fn echoes_are_found_in_every_encoding_claimed() {
+        use base64::Engine as _;
+        let secret = b"sk-live/Secret+Value=0123456789\"quote";
+        let n = Needles::new(echo_forms(secret)).unwrap();
+        let b64 = |e: &base64::engine::GeneralPurpose, prefix: &[u8]| {
+            let mut v = prefix.to_vec();
+            v.extend_from_slice(secret);
+            v.extend_from_slice(b"trailing bytes");
+            e.encode(v).into_bytes()
+        };
+        let mut forms: Vec<(String, Vec<u8>)> = vec![("raw".into(), secret.to_vec())];
+        for prefix in [&b""[..], b"x", b"xy", b"xyz", b"{\"token\":\""] {
+            forms.push((format!("base64 after {prefix:?}"), b64(&base64::engine::general_purpose::STANDARD, prefix)));
+            forms.push((format!("base64url after {prefix:?}"), b64(&base64::engine::general_purpose::URL_SAFE_NO_PAD, prefix)));
+        }
+        forms.push(("hex".into(), hex::encode(secret).into_bytes()));
+        forms.push(("HEX".into(), hex::encode_upper(secret).into_bytes()));
+        forms.push(("percent".into(), percent_encoding::utf8_percent_encode(std::str::from_utf8(secret).unwrap(), percent_encoding::NON_ALPHANUMERIC).to_string().into_bytes()));
+        forms.push(("json".into(), serde_json::to_string(std::str::from_utf8(secret).unwrap()).unwrap().into_bytes()));
+        for (what, form) in forms {
+            let mut hay = b"answer: ".to_vec();
+            hay.extend_from_slice(&form);
+            hay.extend_from_slice(b" end");
+            assert!(n.found_in(&hay), "{what} not found");
+        }
+        // Ordinary text is not masked.
+        assert!(!n.found_in(b"an ordinary answer with base64 aGVsbG8gd29ybGQ= and hex 0123abcd"));
+    }
+
     use super::*;
     use http_body_util::BodyExt;
     use std::collections::VecDeque;

@@ -92,6 +92,35 @@ async fn secret_echoed_by_the_upstream_is_redacted() {
     assert!(redacted(&h.audit_until(redacted).await));
 }
 
+/// Issue 11: an echo of the secret in another encoding (base64 at another alignment, inside
+/// base64 JSON, percent-encoded, JSON-escaped, `\u`-escaped, hex) or in the status line's
+/// reason phrase never reaches the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_echoes_and_the_reason_phrase_are_redacted() {
+    let h = Harness::start().await;
+    let (token, _) = h.token("staging", &["stg:read"], 600);
+    let r = h.send("GET", "/stg/v1/echo-encoded", &[("X-Airlock-Token", &token)], b"").await;
+    assert_eq!(r.status, 200);
+    let status_line = String::from_utf8_lossy(&r.raw[..r.raw.iter().position(|b| *b == b'\r').unwrap()]).into_owned();
+    assert_eq!(status_line, "HTTP/1.1 200 OK", "a non-canonical reason phrase passed");
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.len(), 6, "{body}");
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.contains("****"), "form {i} not masked: {l}");
+    }
+    // Masking keeps lengths: nothing of the secret in any of its forms is left.
+    let s = secret("stg");
+    use base64::Engine as _;
+    for form in [s.to_owned(), hex::encode(s), percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()] {
+        assert!(!body.contains(&form), "{form} in {body}");
+    }
+    let mut shifted = b"x".to_vec();
+    shifted.extend_from_slice(s.as_bytes());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&shifted);
+    assert!(!body.contains(&b64[4..b64.len() - 4]), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_to_another_host_is_passed_back_not_followed() {
     let h = Harness::start().await;

@@ -187,6 +187,26 @@ async fn upstream_answer(
         if let Ok(v) = hyper::header::HeaderValue::from_bytes(&auth) {
             resp.headers_mut().insert("x-echo-auth", v);
         }
+    } else if path.ends_with("/echo-encoded") {
+        // The bearer credential it received, in the encodings an echo can take, and in the
+        // status line's reason phrase.
+        use base64::Engine as _;
+        let cred = auth.strip_prefix(b"Bearer ").unwrap_or(&auth).to_vec();
+        let text = String::from_utf8_lossy(&cred).into_owned();
+        let mut shifted = b"x".to_vec();
+        shifted.extend_from_slice(&cred);
+        let forms = [
+            base64::engine::general_purpose::STANDARD.encode(&shifted),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{{\"key\":\"{text}\"}}")),
+            percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC).to_string(),
+            serde_json::to_string(&text).unwrap(),
+            text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("\\u{:04x}", c as u32) }).collect(),
+            hex::encode(&cred),
+        ];
+        resp = hyper::Response::new(full(&forms.join("\n")));
+        if let Ok(r) = hyper::ext::ReasonPhrase::try_from(cred.clone()) {
+            resp.extensions_mut().insert(r);
+        }
     } else if path.ends_with("/redirect") {
         *resp.status_mut() = hyper::StatusCode::FOUND;
         resp.headers_mut().insert("location", "https://evil.example/steal".parse().unwrap());
