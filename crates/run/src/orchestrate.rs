@@ -633,10 +633,13 @@ fn list_findings(findings: &[Finding], out: &mut dyn Report) {
 }
 
 /// The rules live where the agent cannot write: refuse a config or policy file inside the
-/// workspace or any path the sandbox makes writable.
+/// workspace or any path the sandbox makes writable. A private `/tmp` or `/dev/shm` (a fresh
+/// tmpfs in the agent's mount namespace) is not the real one: only the rule paths beneath it
+/// are bind-mounted back, and those stay in the list.
 fn refuse_writable_rules(config: Option<&Config>, prepared: Option<&Prepared>) -> Result<(), LaunchError> {
     let (Some(c), Some(p)) = (config, prepared) else { return Ok(()) };
-    let writable: Vec<PathBuf> = p.spec.rules.iter().filter(|r| r.access == Access::ReadWrite).map(|r| r.path.clone()).collect();
+    let fresh = |path: &Path| p.spec.isolation.private_tmp && sandbox::FRESH_MOUNTS.iter().any(|m| path == Path::new(m));
+    let writable: Vec<PathBuf> = p.spec.rules.iter().filter(|r| r.access == Access::ReadWrite && !fresh(&r.path)).map(|r| r.path.clone()).collect();
     airlock_gateway::placement::refuse_in_writable(&c.rule_files(), &writable).map_err(LaunchError::ConfigWritable)
 }
 

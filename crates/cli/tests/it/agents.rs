@@ -27,6 +27,7 @@ struct Setup {
     model: Threaded,
     _gw: Gateway,
     home: PathBuf,
+    _home_dir: tempfile::TempDir,
 }
 
 fn setup() -> Setup {
@@ -46,11 +47,13 @@ fn setup() -> Setup {
     std::fs::write(&cfg, text).unwrap();
     s.run_stdin(&["secret", "add", "anthropic-key", "--env", "staging", "--upstream", "anthropic"], KEY).ok();
     let gw = Gateway::start(&s, &cfg, listen);
-    let home = s.dir.path().join("home");
+    // Under /var/tmp like a real home, outside the agent's private /tmp (which would hide it).
+    let home_dir = tempfile::Builder::new().prefix("airlock-test-home-").tempdir_in("/var/tmp").unwrap();
+    let home = home_dir.path().join("home");
     std::fs::create_dir_all(home.join(".aws")).unwrap();
     std::fs::write(home.join(".aws/credentials"), "[default]\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzAGENTSSECRET\n").unwrap();
     std::fs::write(home.join(".gitconfig"), "[user]\n\tname = Dev Eloper\n\temail = dev@example.com\n[credential]\n\thelper = store\n").unwrap();
-    Setup { s, cfg, model, _gw: gw, home }
+    Setup { s, cfg, model, _gw: gw, home, _home_dir: home_dir }
 }
 
 impl Setup {
