@@ -113,9 +113,82 @@ impl crate::pipeline::RawCredentialCheck for ScannerDetector {
             };
             return Some(Finding { kind, location });
         }
-        let body = sanitise(body?);
-        self.find(&body).map(|(kind, _)| Finding { kind, location: "body".into() })
+        let body = body?;
+        std::iter::once(sanitise(body))
+            .chain(decoded_views(body).iter().map(|v| sanitise(v)))
+            .find_map(|b| self.find(&b))
+            .map(|(kind, _)| Finding { kind, location: "body".into() })
     }
+}
+
+/// What the upstream would decode `bytes` to, when it holds an encoding: URL
+/// percent-decoding (query strings, form bodies, `+` as space) and JSON string escapes
+/// (`\uXXXX`, `\/`…). A credential spelled `ghp%5F…` or `\u0067hp_…` is the same
+/// credential to the upstream, so it is checked in that form too. Empty when there is
+/// nothing to decode (the common case costs one `memchr` per encoding).
+pub(crate) fn decoded_views(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    if memchr::memchr(b'%', bytes).is_some() {
+        let plus: Vec<u8> = bytes.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+        out.push(percent_encoding::percent_decode(bytes).collect());
+        out.push(percent_encoding::percent_decode(&plus).collect());
+    }
+    if memchr::memchr(b'\\', bytes).is_some() {
+        out.push(json_unescape(bytes));
+    }
+    out
+}
+
+/// JSON string escapes resolved wherever they appear (surrogate pairs joined; an invalid
+/// escape is kept as written).
+fn json_unescape(bytes: &[u8]) -> Vec<u8> {
+    let hex4 = |s: &[u8]| -> Option<u32> { std::str::from_utf8(s.get(..4)?).ok().and_then(|h| u32::from_str_radix(h, 16).ok()) };
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' || i + 1 >= bytes.len() {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let simple = match bytes[i + 1] {
+            b'"' => Some(b'"'),
+            b'\\' => Some(b'\\'),
+            b'/' => Some(b'/'),
+            b'n' => Some(b'\n'),
+            b't' => Some(b'\t'),
+            b'r' => Some(b'\r'),
+            b'b' => Some(0x08),
+            b'f' => Some(0x0c),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            out.push(c);
+            i += 2;
+            continue;
+        }
+        if bytes[i + 1] == b'u'
+            && let Some(mut cp) = hex4(&bytes[i + 2..])
+        {
+            let mut used = 6;
+            if (0xD800..0xDC00).contains(&cp)
+                && bytes.get(i + 6..i + 8) == Some(b"\\u")
+                && let Some(lo) = hex4(&bytes[i + 8..]).filter(|lo| (0xDC00..0xE000).contains(lo))
+            {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                used = 12;
+            }
+            if let Some(c) = char::from_u32(cp) {
+                let mut b = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+                i += used;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
 }
 
 /// Where a line of the head buffer came from: the index of a header (in `HeaderMap`
@@ -139,8 +212,14 @@ fn head_buffer(headers: &HeaderMap, target: &str) -> (Vec<u8>, Vec<(std::ops::Ra
         if let Some(decoded) = basic_credentials(v) {
             push(&mut buf, &decoded, Some(i));
         }
+        for d in decoded_views(v) {
+            push(&mut buf, &d, Some(i));
+        }
     }
     push(&mut buf, target.as_bytes(), None);
+    for d in decoded_views(target.as_bytes()) {
+        push(&mut buf, &d, None);
+    }
     (buf, places)
 }
 
@@ -387,6 +466,31 @@ mod tests {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GH_VALID}"));
         let f = d.check(&headers(&[("authorization", &format!("Basic {basic}"))]), "/", None).unwrap();
         assert_eq!(f.location, "header:authorization");
+    }
+
+    /// Issue 11: a credential the upstream would decode (percent- or JSON-escaped) is the
+    /// same credential.
+    #[test]
+    fn encoded_credentials_are_found_as_the_upstream_would_decode_them() {
+        let d = scanner();
+        let pct: String = GH_VALID.bytes().map(|b| format!("%{b:02X}")).collect();
+        let partial = GH_VALID.replacen('_', "%5f", 1);
+        let uni: String = GH_VALID.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+        let first = format!("\\u0067{}", &GH_VALID[1..]);
+        for (what, target, body) in [
+            ("percent target", format!("/stg/x?k={pct}"), None),
+            ("partly percent target", format!("/stg/x?k={partial}"), None),
+            ("form body", "/stg/x".to_owned(), Some(format!("a=1&token={pct}"))),
+            ("json \\u body", "/stg/x".to_owned(), Some(format!("{{\"t\":\"{uni}\"}}"))),
+            ("json one escape", "/stg/x".to_owned(), Some(format!("{{\"t\":\"{first}\"}}"))),
+        ] {
+            assert!(d.check(&HeaderMap::new(), &target, body.as_deref().map(str::as_bytes)).is_some(), "{what}");
+        }
+        let f = d.check(&headers(&[("x-k", &partial)]), "/", None).unwrap();
+        assert_eq!(f.location, "header:x-k");
+        // Decoding finds nothing in ordinary encoded text.
+        assert!(d.check(&HeaderMap::new(), "/stg/search?q=hello%20world", Some(b"{\"a\":\"caf\\u00e9\"}")).is_none());
+        assert_eq!(json_unescape(br#"\ud83d\ude00 \/ \q"#), "\u{1F600} / \\q".as_bytes());
     }
 
     #[test]
