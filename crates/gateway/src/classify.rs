@@ -250,6 +250,31 @@ impl Classifier {
     }
 }
 
+/// The one canonical form of a resource id taken from a JSON value, as the upstream reads
+/// it: a string as it is; a number that is a whole value as its integer (`1001`, `1001.0`,
+/// `1.001e3` and `"1001"` are all `1001`); any other number as JSON writes it, unless it is
+/// not exactly representable (beyond 2^53 as a float), which names no resource. Anything
+/// else names no resource, so it cannot be attributed (a destroy of it counts as production).
+pub fn resource_id(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                return Some(i.to_string());
+            }
+            if let Some(u) = n.as_u64() {
+                return Some(u.to_string());
+            }
+            let f = n.as_f64()?;
+            if !f.is_finite() || f.abs() >= 9_007_199_254_740_992.0 {
+                return None;
+            }
+            if f.fract() == 0.0 { Some(format!("{}", f as i64)) } else { Some(n.to_string()) }
+        }
+        _ => None,
+    }
+}
+
 /// A request airlock and the upstream could read differently (refused, never guessed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -364,6 +389,20 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn resource_ids_have_one_canonical_form() {
+        use serde_json::json;
+        for v in [json!(1001), json!(1001.0), json!(1.001e3), json!("1001"), serde_json::from_str("1001.000").unwrap(), serde_json::from_str("10010e-1").unwrap()] {
+            assert_eq!(super::resource_id(&v).as_deref(), Some("1001"), "{v}");
+        }
+        assert_eq!(super::resource_id(&json!(12.5)).as_deref(), Some("12.5"));
+        assert_eq!(super::resource_id(&json!(1e300)), None);
+        assert_eq!(super::resource_id(&json!(9.1e15)), None);
+        assert_eq!(super::resource_id(&json!(true)), None);
+        assert_eq!(super::resource_id(&json!("")), None);
+        assert_eq!(super::resource_id(&json!("vol-1")).as_deref(), Some("vol-1"));
+    }
+
     #[test]
     fn rest_method_overrides_are_ambiguous_in_any_spelling() {
         let c = super::Classifier::new(vec![]);

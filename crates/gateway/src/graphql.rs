@@ -431,7 +431,11 @@ impl<'a> Walk<'a> {
     fn declared(&self, name: &str, rule: &GraphqlRule, args: Iter<'a, Argument<'a>>, out: &mut Out) -> Result<(), Unparsable> {
         let mut resolved = serde_json::Map::new();
         for a in args {
-            resolved.insert(a.name().to_owned(), self.resolve(a.value(), 0)?);
+            if resolved.insert(a.name().to_owned(), self.resolve(a.value(), 0)?).is_some() {
+                // GraphQL requires unique argument names; an upstream that keeps the first
+                // could act on another resource than the one classified.
+                return Err(Unparsable(format!("argument {:?} of {name} is given twice, which GraphQL forbids; airlock and the upstream could read different values", truncate(a.name()))));
+            }
         }
         let mut ids = Vec::new();
         if let Some(path) = &rule.resource {
@@ -480,7 +484,9 @@ impl<'a> Walk<'a> {
             GqlValue::Object(o) => {
                 let mut m = serde_json::Map::new();
                 for f in o.fields() {
-                    m.insert(f.name().to_owned(), self.resolve(f.value(), depth + 1)?);
+                    if m.insert(f.name().to_owned(), self.resolve(f.value(), depth + 1)?).is_some() {
+                        return Err(Unparsable(format!("input field {:?} is given twice, which GraphQL forbids; airlock and the upstream could read different values", truncate(f.name()))));
+                    }
                 }
                 Value::Object(m)
             }
@@ -488,14 +494,9 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// A resource id from a JSON value: strings as they are, numbers as written; anything
-/// else names no resource (and so cannot be attributed).
+/// A resource id from a JSON value, in its one canonical form ([`crate::classify::resource_id`]).
 fn id_of(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    crate::classify::resource_id(v)
 }
 
 fn truncate(s: &str) -> String {
@@ -565,6 +566,24 @@ mod tests {
     fn fragment_cycles_end() {
         let o = ops(json!({ "query": "mutation { ...A } fragment A on Mutation { ...B volumeDelete(volumeId: \"v\") } fragment B on Mutation { ...A }" }));
         assert_eq!(names(&o), [("volumeDelete", Some("v"))]);
+    }
+
+    #[test]
+    fn repeated_arguments_are_refused_and_numeric_ids_are_canonical() {
+        let g = classifier();
+        for doc in [
+            r#"mutation { volumeDelete(volumeId: "vol-staging-db", volumeId: "vol-prod-db") { id } }"#,
+            r#"mutation { volumeUpdate(input: { id: "a", id: "b" }) { id } }"#,
+        ] {
+            let body = serde_json::json!({ "query": doc }).to_string();
+            assert!(g.classify(body.as_bytes(), Some("application/json")).is_err(), "{doc}");
+        }
+        for (lit, vars) in [("1001.0", serde_json::json!({})), ("1.001e3", serde_json::json!({})), ("$v", serde_json::json!({ "v": 1001.0 }))] {
+            let q = if lit == "$v" { "mutation($v: Float) { volumeDelete(volumeId: $v) { id } }".to_owned() } else { format!("mutation {{ volumeDelete(volumeId: {lit}) {{ id }} }}") };
+            let body = serde_json::json!({ "query": q, "variables": vars }).to_string();
+            let ops = g.classify(body.as_bytes(), Some("application/json")).unwrap();
+            assert_eq!(ops[0].resource_id.as_deref(), Some("1001"), "{lit}");
+        }
     }
 
     #[test]

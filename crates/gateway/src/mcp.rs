@@ -138,11 +138,7 @@ impl McpClassifier {
             let name: String = tool.chars().take(128).collect();
             return Ok(match self.tools.get(tool) {
                 Some(rule) => {
-                    let resource_id = rule.resource.as_deref().and_then(|p| arguments.pointer(p)).and_then(|v| match v {
-                        Value::String(s) if !s.is_empty() => Some(s.clone()),
-                        Value::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    });
+                    let resource_id = rule.resource.as_deref().and_then(|p| arguments.pointer(p)).and_then(crate::classify::resource_id);
                     Operation { name, capability: rule.capability.clone(), tier: rule.tier, resource_id, declared: true, arguments: Some(arguments) }
                 }
                 None => Operation { name, capability: Capability::Destroy, tier: Tier::Primary, resource_id: None, declared: false, arguments: Some(arguments) },
