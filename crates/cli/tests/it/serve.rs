@@ -392,7 +392,8 @@ fn serve_model_preset_streams_through_with_the_task_token() {
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains("event: message_stop") && STREAMED_TEXT.iter().all(|t| answer.contains(t)), "{answer}");
     assert!(!answer.contains(KEY), "the real key reached the agent");
-    assert!(answer.contains(&"*".repeat(KEY.len())), "the echoed key is masked: {answer}");
+    // Masked in place (the mask may straddle two chunks of the chunked answer).
+    assert!(answer.matches('*').count() >= KEY.len(), "the echoed key is masked: {answer}");
     assert!(model.requests().iter().all(|r| r.headers.iter().any(|(k, v)| k == "x-api-key" && v == KEY)));
     // The model grant is not a write grant.
     let (status, _) = http(
