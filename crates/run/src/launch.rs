@@ -336,24 +336,44 @@ pub async fn check_gateway(addr: &str, timeout: Duration) -> Result<(), String> 
 }
 
 /// The last line to print when the agent failed: what the sandbox refuses and the flag that
-/// allows each, first the kinds that match what the agent printed (`denied`: lines it wrote
-/// to stderr that mention a refused access, when those were captured).
+/// allows it. `denied` are the lines the agent wrote to stderr that mention a refused
+/// access (when they could be seen): then the hint names the kind it saw — and the path,
+/// when a line names one — first; without them it lists every kind.
 pub fn denied_hint(network: Network, denied: &[String]) -> String {
-    let mut kinds = Vec::new();
     let text = denied.join("\n").to_ascii_lowercase();
-    let net_hit = text.contains("connection refused") || text.contains("network is unreachable") || text.contains("could not resolve") || text.contains("name resolution");
-    let fs_hit = text.contains("permission denied") || text.contains("eacces") || text.contains("permissionerror") || text.contains("operation not permitted");
+    let net_hit = ["connection refused", "network is unreachable", "could not resolve", "name resolution"].iter().any(|w| text.contains(w));
+    let fs_hit = ["permission denied", "eacces", "permissionerror", "operation not permitted", "read-only file system"].iter().any(|w| text.contains(w));
+    let path = denied.iter().find_map(|l| refused_path(l));
+    let mut kinds = Vec::new();
     if fs_hit || denied.is_empty() {
-        kinds.push("files outside the workspace, system paths and the agent home: --allow-read PATH (read, run) or --allow-write DIR (caches)");
-    }
-    if net_hit || denied.is_empty() {
-        kinds.push(match network {
-            Network::None => "the network: --network gateway-only reaches upstreams through the gateway",
-            Network::GatewayOnly => "hosts other than the gateway: add an upstream, list the host in [gateway] pass_through, or --network open (audited)",
-            Network::Open => "Unix sockets (ssh-agent, Docker) stay closed in every mode",
+        kinds.push(match &path {
+            Some(p) => format!("it was refused {p}: --allow-read {p} lets it read and run it, --allow-write DIR write a cache there (never a credential store)"),
+            None => "files outside the workspace, system paths and the agent home: --allow-read PATH (read, run) or --allow-write DIR (caches)".to_owned(),
         });
     }
-    format!("if the agent failed on something the sandbox refused — {}", kinds.join("; "))
+    if net_hit || denied.is_empty() {
+        kinds.push(
+            match network {
+                Network::None => "the network: --network gateway-only reaches upstreams through the gateway",
+                Network::GatewayOnly => "hosts other than the gateway: add an upstream, list the host in [gateway] pass_through, or --network open (audited)",
+                Network::Open => "Unix sockets (ssh-agent, Docker) stay closed in every mode",
+            }
+            .to_owned(),
+        );
+    }
+    if kinds.is_empty() {
+        kinds.push("see the agent's own messages above; the sandbox's rules are in docs/agents.md".to_owned());
+    }
+    let lead = if denied.is_empty() { "if the agent failed on something the sandbox refused" } else { "the agent reported a refused access" };
+    format!("{lead} — {}", kinds.join("; "))
+}
+
+/// The absolute path a `… /some/path …: Permission denied` line names, if any.
+fn refused_path(line: &str) -> Option<String> {
+    line.split([' ', ':', '\'', '"', '`', '(', ')', ','])
+        .filter(|w| w.starts_with('/') && w.len() > 1)
+        .map(|w| w.trim_end_matches(['.', ';']).to_owned())
+        .next()
 }
 
 #[cfg(test)]
@@ -363,7 +383,9 @@ mod tests {
     #[test]
     fn hint_names_the_flag_for_what_was_refused() {
         let h = denied_hint(Network::GatewayOnly, &["cat: /home/u/.nvm/x: Permission denied".into()]);
-        assert!(h.contains("--allow-read") && !h.contains("--network open"), "{h}");
+        assert!(h.contains("--allow-read /home/u/.nvm/x") && !h.contains("--network open"), "{h}");
+        let h = denied_hint(Network::GatewayOnly, &["PermissionError: [Errno 13] Permission denied: '/opt/tool/cfg'".into()]);
+        assert!(h.contains("/opt/tool/cfg"), "{h}");
         let h = denied_hint(Network::GatewayOnly, &["curl: (7) Failed to connect: Connection refused".into()]);
         assert!(h.contains("--network open") && !h.contains("--allow-read"), "{h}");
         let h = denied_hint(Network::None, &[]);

@@ -353,7 +353,7 @@ impl Launch {
         out.say(&format!("agent {} after {:.1}s; task {} ended, its token is revoked", exit.describe(), elapsed.as_secs_f64(), task.id));
         let (summary, usage) = summarize(&*store, &task, out).await;
         if exit.exit_code() != 0 && spec.is_some() {
-            out.say(&launch::denied_hint(self.network, &[]));
+            out.say(&launch::denied_hint(self.network, &exit.denied));
         }
         Ok(Outcome { exit, task_id: task.id, elapsed, summary, usage })
     }

@@ -27,6 +27,16 @@ use crate::sandbox::{self, Spec};
 /// How long the agent gets to exit after airlock forwards SIGTERM or SIGHUP before it is killed.
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
 
+/// Most stderr lines about refused accesses kept for the closing hint.
+pub const MAX_DENIED_LINES: usize = 20;
+
+/// Whether a line the agent printed reports a refused access.
+pub fn mentions_refusal(line: &str) -> bool {
+    const WORDS: [&str; 8] = ["permission denied", "operation not permitted", "eacces", "eperm", "permissionerror", "connection refused", "network is unreachable", "read-only file system"];
+    let l = line.to_ascii_lowercase();
+    WORDS.iter().any(|w| l.contains(w))
+}
+
 /// The hidden subcommand the supervisor re-executes itself with.
 pub const TRAMPOLINE_SUBCOMMAND: &str = "__sandbox-exec";
 
@@ -64,6 +74,10 @@ pub struct Exit {
     pub received: Vec<i32>,
     /// Whether airlock killed the agent after [`KILL_GRACE`].
     pub killed_after_grace: bool,
+    /// Lines the agent wrote to stderr that mention a refused access (`Permission denied`,
+    /// `Operation not permitted`, `Connection refused`…), when its stderr was not a
+    /// terminal and so could be passed through airlock (at most [`MAX_DENIED_LINES`]).
+    pub denied: Vec<String>,
 }
 
 impl Exit {
@@ -118,7 +132,15 @@ fn send(pid: Pid, sig: Signal) {
 pub async fn supervise(mut cmd: tokio::process::Command, signals: &mut Signals) -> Result<Exit, Error> {
     let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     cmd.kill_on_drop(true);
+    // When airlock's stderr is not a terminal, the agent's stderr passes through airlock,
+    // which keeps the lines about refused accesses for the closing hint. On a terminal it
+    // is left alone: the agent must see a terminal where it would have seen one.
+    let tee = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if tee {
+        cmd.stderr(std::process::Stdio::piped());
+    }
     let mut child = cmd.spawn().map_err(|source| Error::Spawn { program, source })?;
+    let denied_lines = child.stderr.take().map(|err| tokio::spawn(pass_stderr(err)));
     let pid = child.id().and_then(|id| Pid::from_raw(id as i32)).ok_or_else(|| Error::Signal("the agent has no process id".into()))?;
     let mut received = Vec::new();
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -155,7 +177,40 @@ pub async fn supervise(mut cmd: tokio::process::Command, signals: &mut Signals) 
             }
         }
     };
-    Ok(Exit { code: status.code(), signal: status.signal(), received, killed_after_grace })
+    let denied = match denied_lines {
+        Some(h) => tokio::time::timeout(Duration::from_secs(2), h).await.ok().and_then(Result::ok).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Ok(Exit { code: status.code(), signal: status.signal(), received, killed_after_grace, denied })
+}
+
+/// Copy the agent's stderr to airlock's, keeping the lines that report a refused access.
+async fn pass_stderr(mut err: tokio::process::ChildStderr) -> Vec<String> {
+    use std::io::Write as _;
+    use tokio::io::AsyncReadExt as _;
+    let mut kept = Vec::new();
+    let mut line = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match err.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Small writes to airlock's own stderr (a pipe or file: it is not a terminal here).
+        let _ = std::io::stderr().lock().write_all(&buf[..n]);
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                let l = String::from_utf8_lossy(&line).into_owned();
+                if kept.len() < MAX_DENIED_LINES && mentions_refusal(&l) {
+                    kept.push(l.chars().take(300).collect());
+                }
+                line.clear();
+            } else if line.len() < 4096 {
+                line.push(b);
+            }
+        }
+    }
+    kept
 }
 
 /// How a child ended, as an exit code for the stage above it: its code, or 128 + signal.
@@ -410,7 +465,7 @@ mod tests {
 
     #[test]
     fn exit_codes_pass_through() {
-        let e = |code, signal| Exit { code, signal, received: vec![], killed_after_grace: false };
+        let e = |code, signal| Exit { code, signal, received: vec![], killed_after_grace: false, denied: vec![] };
         assert_eq!(e(Some(0), None).exit_code(), 0);
         assert_eq!(e(Some(3), None).exit_code(), 3);
         assert_eq!(e(Some(255), None).exit_code(), 255);

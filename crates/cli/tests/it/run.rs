@@ -530,3 +530,19 @@ fn a_program_symlinked_into_a_credential_store_is_refused_not_opened() {
     assert!(!r.stdout.contains("tool-ran"));
     assert!(r.stderr.contains("the agent's program needs"), "{}", r.stderr);
 }
+
+#[test]
+fn an_agent_that_fails_on_a_refused_path_is_told_the_flag_that_allows_it() {
+    let a = Agent::new();
+    let tool = a.home().join(".local-tool");
+    std::fs::create_dir_all(&tool).unwrap();
+    std::fs::write(tool.join("config"), "x\n").unwrap();
+    let r = a.run(&[], &format!("cat {}/config", tool.display()));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    // The agent's own message passes through, and airlock's last line names the path and flag.
+    assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
+    let last = r.stderr.lines().last().unwrap();
+    assert!(last.contains(&format!("--allow-read {}/config", tool.display())), "{last}");
+    // With the flag the same command works.
+    a.run(&["--allow-read", tool.to_str().unwrap()], &format!("cat {}/config", tool.display())).ok();
+}
