@@ -7,4 +7,5 @@ mod e2e;
 mod forward;
 mod harness;
 mod models;
+mod props;
 mod startup;
