@@ -715,8 +715,10 @@ impl Gateway {
                     task_id: task_id.clone(),
                     agent: a.task.agent.to_string(),
                     upstream: a.upstream.clone(),
-                    operation: a.operation.name.clone(),
-                    resource: a.operation.resource_id.clone(),
+                    // The approver sees every operation the approval releases, not only
+                    // the one that asked for it: the approval covers this exact request.
+                    operation: operations_shown(&a.operations),
+                    resource: resources_shown(&a.operations).or_else(|| a.operation.resource_id.clone()),
                     environment: a.attribution.environment.to_string(),
                     request_hash: hash.clone(),
                     reason: pending.reason.clone(),
@@ -1235,6 +1237,38 @@ fn find_token(headers: &HeaderMap, query: Option<&str>, injection: &Injection) -
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
+    })
+}
+
+/// What an approval record names as its operation: the one operation, or every operation
+/// of a batch in order (`volumeDelete + backupDelete`), within 512 characters.
+fn operations_shown(ops: &[crate::classify::Operation]) -> String {
+    let mut names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
+    if names.len() > 1 {
+        let total = names.len();
+        let mut s = String::new();
+        for (i, n) in names.drain(..).enumerate() {
+            let sep = if i == 0 { "" } else { " + " };
+            if s.len() + sep.len() + n.len() > 480 {
+                s.push_str(&format!(" + {} more", total - i));
+                break;
+            }
+            s.push_str(sep);
+            s.push_str(n);
+        }
+        return s;
+    }
+    names.first().map(|n| (*n).to_owned()).unwrap_or_default()
+}
+
+/// The resources of a batch's operations, in order (`vol-prod-db, bkp-prod-db-1`); `None`
+/// when none names one.
+fn resources_shown(ops: &[crate::classify::Operation]) -> Option<String> {
+    let ids: Vec<&str> = ops.iter().filter_map(|o| o.resource_id.as_deref()).collect();
+    (!ids.is_empty()).then(|| {
+        let mut s = ids.join(", ");
+        s.truncate(s.char_indices().nth(480).map_or(s.len(), |(i, _)| i));
+        s
     })
 }
 

@@ -338,6 +338,17 @@ async fn approval_reject_mode_passes_exactly_once() {
     let r = d.gql("cloud-prod", &t, &json!({ "query": "mutation { volumeDelete(volumeId: \"vol-prod-db\") backupDelete(backupId: \"bkp-prod-db-1\") }" })).await;
     assert_eq!(r.status, 403);
     assert_eq!(d.forwarded(), 0);
+    // An approval request for a batch shows the approver every operation it would release.
+    let t2 = d.token("production", &["cloud-prod:destroy"]);
+    let batch = json!({ "query": "mutation { a: volumeDelete(volumeId: \"vol-prod-db\") b: volumeDelete(volumeId: \"vol-prod-logs\") }" });
+    let r = d.gql("cloud-prod", &t2, &batch).await;
+    assert_eq!(r.code(), "approval_required", "{}", String::from_utf8_lossy(&r.body));
+    let bid = r.json()["approval_id"].as_str().unwrap().to_owned();
+    let list = d.admin("GET", "/v1/approvals?status=pending", Some(ADMIN), None).await.json();
+    let rec = list.as_array().unwrap().iter().find(|x| x["id"] == bid.as_str()).unwrap().clone();
+    assert_eq!(rec["operation"], "volumeDelete + volumeDelete", "{rec}");
+    assert_eq!(rec["resource"], "vol-prod-db, vol-prod-logs", "{rec}");
+    assert_eq!(d.admin("POST", &format!("/v1/approvals/{bid}/deny"), Some(ADMIN), Some(json!({ "reason": "test" }))).await.status, 200);
     // The same request passes once...
     let r = d.gql("cloud-prod", &t, &delete("vol-prod-db")).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
