@@ -32,7 +32,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_store::AuditEvent;
 use airlock_types::Environment;
-use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -41,7 +40,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use percent_encoding::percent_decode_str;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde_json::json;
@@ -52,7 +50,7 @@ use crate::ca::{LEAF_LIFETIME, LocalCa};
 use crate::client::BoxError;
 use crate::config::{Config, Injection, upstream_host_port};
 use crate::error::Error;
-use crate::pipeline::{Gateway, REQUEST_ID_HEADER, ResBody, TOKEN_HEADER};
+use crate::pipeline::{Gateway, REQUEST_ID_HEADER, ResBody};
 use crate::ports::TokenVerifier;
 
 /// A minted leaf is replaced when less than this much of its lifetime is left.
@@ -372,7 +370,8 @@ impl ForwardProxy {
         candidates: &[&'a HostUpstream],
         target: &str,
     ) -> Result<&'a HostUpstream, (StatusCode, &'static str, String)> {
-        let Some(task) = find_token(headers, query, candidates).and_then(|t| self.verifier.verify(&t).ok()) else {
+        let injections: Vec<&Injection> = candidates.iter().map(|c| &c.injection).collect();
+        let Some(task) = crate::token_place::find_token(headers, query, &injections).and_then(|t| self.verifier.verify(&t).ok()) else {
             return Ok(candidates[0]);
         };
         if let Some(u) = candidates.iter().find(|u| u.environment == task.environment) {
@@ -481,39 +480,6 @@ fn host_matches(value: &str, host: &str, port: u16) -> Option<bool> {
         }
     };
     Some(h == host && p == port)
-}
-
-/// Find a task token the way the pipeline does, across the candidates' injection points.
-fn find_token(headers: &HeaderMap, query: Option<&str>, candidates: &[&HostUpstream]) -> Option<String> {
-    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty());
-    if let Some(t) = get(TOKEN_HEADER) {
-        return Some(t.to_owned());
-    }
-    for c in candidates {
-        let found = match &c.injection {
-            Injection::Header { name, prefix, suffix } => get(name.as_str()).and_then(|v| {
-                let v = if v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix) { &v[prefix.len()..] } else { return None };
-                Some(v.strip_suffix(suffix.as_str()).unwrap_or(v).trim().to_owned())
-            }),
-            Injection::Basic { .. } => get("authorization").and_then(|v| {
-                let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
-                let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
-                let s = String::from_utf8(raw).ok()?;
-                let (user, pass) = s.split_once(':').unwrap_or((&s, ""));
-                Some(if pass.is_empty() { user.to_owned() } else { pass.to_owned() })
-            }),
-            Injection::Query { param } => query.and_then(|q| {
-                q.split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .find(|(k, _)| percent_decode_str(k).decode_utf8_lossy() == param.as_str())
-                    .map(|(_, v)| percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
-            }),
-        };
-        if let Some(t) = found.filter(|t| !t.is_empty()) {
-            return Some(t);
-        }
-    }
-    get("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(|t| t.trim().to_owned())
 }
 
 /// `s` with anything but printable ASCII replaced, at most 255 characters (for logs and audit).

@@ -40,6 +40,7 @@ pub mod rawcred;
 pub mod redact;
 pub mod route;
 pub mod server;
+pub mod token_place;
 
 pub use error::Error;
 pub use pipeline::{Admitted, Gateway, RawCredentialCheck, Refusal};

@@ -47,6 +47,7 @@ use crate::error::Error;
 use crate::ports::{Secret, SecretCache, SecretSource, TaskIdentity, TokenVerifier};
 use crate::redact::{Needles, RedactBody};
 use crate::route::{RouteError, route};
+use crate::token_place::query_name;
 
 /// The body of every answer the gateway gives.
 pub type ResBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -496,7 +497,7 @@ impl Gateway {
         };
 
         // 2. Authenticate: the task token from X-Airlock-Token or where the upstream's credential goes.
-        let token = find_token(&parts.headers, route.query, &up.injection)
+        let token = crate::token_place::find_token(&parts.headers, route.query, &[&up.injection])
             .ok_or_else(|| with_upstream(Refusal::new(StatusCode::UNAUTHORIZED, "missing_token", format!("no task token: send it in {TOKEN_HEADER} or where {}'s API key goes", up.name))))?;
         let task = self
             .verifier
@@ -1200,46 +1201,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Find the task token: `X-Airlock-Token`, else where the upstream's credential goes
-/// (phantom token), else `Authorization: Bearer`.
-fn find_token(headers: &HeaderMap, query: Option<&str>, injection: &Injection) -> Option<String> {
-    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty());
-    if let Some(t) = header_str(TOKEN_HEADER) {
-        return Some(t.to_owned());
-    }
-    let from_injection = match injection {
-        Injection::Header { name, prefix, suffix } => header_str(name.as_str()).and_then(|v| {
-            let v = if prefix.is_empty() {
-                v
-            } else if v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix) {
-                &v[prefix.len()..]
-            } else {
-                return None;
-            };
-            Some(v.strip_suffix(suffix.as_str()).unwrap_or(v).trim().to_owned())
-        }),
-        Injection::Basic { .. } => header_str("authorization").and_then(|v| {
-            let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
-            let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
-            let s = String::from_utf8(raw).ok()?;
-            let (user, pass) = s.split_once(':').unwrap_or((&s, ""));
-            Some(if pass.is_empty() { user.to_owned() } else { pass.to_owned() })
-        }),
-        Injection::Query { param } => query.and_then(|q| {
-            q.split('&')
-                .find(|kv| query_name(kv) == param.as_str())
-                .and_then(|kv| kv.split_once('=').map(|(_, v)| v))
-                .map(|v| percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
-        }),
-    };
-    from_injection.filter(|t| !t.is_empty()).or_else(|| {
-        header_str("authorization")
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-    })
-}
-
 /// What an approval record names as its operation: the one operation, or every operation
 /// of a batch in order (`volumeDelete + backupDelete`), within 512 characters.
 fn operations_shown(ops: &[crate::classify::Operation]) -> String {
@@ -1292,11 +1253,6 @@ fn carries_task_token(s: &str) -> bool {
     scan(&lower) || (lower.contains('%') && scan(&percent_decode_str(&lower).decode_utf8_lossy()))
 }
 
-/// The decoded name of a `name=value` query pair.
-fn query_name(kv: &str) -> std::borrow::Cow<'_, str> {
-    let name = kv.split_once('=').map(|(n, _)| n).unwrap_or(kv);
-    percent_decode_str(name).decode_utf8_lossy()
-}
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
@@ -1588,16 +1544,16 @@ mod tests {
 
     #[test]
     fn token_sources() {
-        assert_eq!(find_token(&hm(&[("x-airlock-token", "t1"), ("authorization", "Bearer t2")]), None, &bearer()).as_deref(), Some("t1"));
-        assert_eq!(find_token(&hm(&[("authorization", "bearer t2")]), None, &bearer()).as_deref(), Some("t2"));
+        assert_eq!(crate::token_place::find_token(&hm(&[("x-airlock-token", "t1"), ("authorization", "Bearer t2")]), None, &[&bearer()]).as_deref(), Some("t1"));
+        assert_eq!(crate::token_place::find_token(&hm(&[("authorization", "bearer t2")]), None, &[&bearer()]).as_deref(), Some("t2"));
         let key = Injection::Header { name: HeaderName::from_static("x-api-key"), prefix: String::new(), suffix: String::new() };
-        assert_eq!(find_token(&hm(&[("x-api-key", "t3")]), None, &key).as_deref(), Some("t3"));
+        assert_eq!(crate::token_place::find_token(&hm(&[("x-api-key", "t3")]), None, &[&key]).as_deref(), Some("t3"));
         let q = Injection::Query { param: "key".into() };
-        assert_eq!(find_token(&HeaderMap::new(), Some("a=1&key=t%2B4"), &q).as_deref(), Some("t+4"));
+        assert_eq!(crate::token_place::find_token(&HeaderMap::new(), Some("a=1&key=t%2B4"), &[&q]).as_deref(), Some("t+4"));
         let basic = Injection::Basic { username: "u".into() };
         let b = base64::engine::general_purpose::STANDARD.encode("x:t5");
-        assert_eq!(find_token(&hm(&[("authorization", &format!("Basic {b}"))]), None, &basic).as_deref(), Some("t5"));
-        assert_eq!(find_token(&HeaderMap::new(), None, &bearer()), None);
+        assert_eq!(crate::token_place::find_token(&hm(&[("authorization", &format!("Basic {b}"))]), None, &[&basic]).as_deref(), Some("t5"));
+        assert_eq!(crate::token_place::find_token(&HeaderMap::new(), None, &[&bearer()]), None);
     }
 
     #[test]
