@@ -9,7 +9,10 @@
 //! reflogs it scans as `airlock scan --git-history` does. It owns the preflight's policy
 //! on top of the findings: below the refusing confidence, or inside a vendored or
 //! generated tree ([`VENDORED_DIRS`]), a finding is listed, not refused; a fingerprint
-//! in the baseline (the `airlock scan --write-baseline` format) drops it.
+//! in the baseline (the `airlock scan --write-baseline` format) drops it. With
+//! [`ScanDetector::with_cache`], files and git objects a previous preflight found clean
+//! are not read again (see `airlock_scan::cache` for why that is sound); the findings
+//! are the same.
 //!
 //! It must never return, print or log a matched value: findings are converted to
 //! [`Finding`]s that carry only a place and a rule id, and the scanner's zeroizing
@@ -18,14 +21,15 @@
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
-use airlock_scan::{Confidence, ScanOptions, Scanner, Source};
+use airlock_scan::{CleanCache, Confidence, ScanOptions, Scanner, Source};
 
 use crate::Error;
 use crate::preflight::{Detector, Finding, GitReach, Listed, Location, NotRefused, WorkspaceScan};
 
 /// Directory names whose trees hold third-party or generated files: a finding under one
-/// (in the workspace or in a file's path in git history) is listed, not refused. `.git`
-/// internals other than history are not walked at all.
+/// (in the workspace or in a file's path in git history) is listed, not refused. A
+/// repository's `.git` directory is walked as files (its `config` can hold a token),
+/// except the object database, which is scanned as history.
 pub const VENDORED_DIRS: &[&str] = &[
     "node_modules",
     "bower_components",
@@ -52,6 +56,7 @@ pub struct ScanDetector {
     scanner: Scanner,
     min_confidence: Confidence,
     baseline: HashSet<String>,
+    cache_dir: Option<PathBuf>,
 }
 
 impl ScanDetector {
@@ -61,13 +66,24 @@ impl ScanDetector {
     /// [`Error::Preflight`] when a rule file cannot be read or is invalid.
     pub fn new(rule_files: &[PathBuf]) -> Result<Self, Error> {
         let scanner = Scanner::with_rule_files(rule_files).map_err(|e| Error::Preflight(e.to_string()))?;
-        Ok(Self { scanner, min_confidence: Confidence::Medium, baseline: HashSet::new() })
+        Ok(Self { scanner, min_confidence: Confidence::Medium, baseline: HashSet::new(), cache_dir: None })
     }
 
     /// Change the confidence at or above which a finding refuses the start.
     #[must_use]
     pub fn with_min_confidence(mut self, c: Confidence) -> Self {
         self.min_confidence = c;
+        self
+    }
+
+    /// Keep a clean cache in `dir` (`airlock_scan::cache::CACHE_FILE`): each preflight
+    /// skips the files and git objects an earlier one found without any finding, and
+    /// records the new clean ones. `dir` must be one no agent can read or write — the
+    /// airlock state directory. A missing or corrupt cache means a full scan; failing
+    /// to write it back only costs the next preflight time.
+    #[must_use]
+    pub fn with_cache(mut self, dir: &Path) -> Self {
+        self.cache_dir = Some(dir.to_path_buf());
         self
     }
 
@@ -106,10 +122,20 @@ impl Detector for ScanDetector {
 
     fn preflight(&self, root: &Path) -> Result<WorkspaceScan, Error> {
         // Same limits as `airlock scan` (ScanOptions' defaults), so both skip the same files.
-        let report = self
-            .scanner
-            .scan_workspace(root, &ScanOptions::default())
-            .map_err(|e| Error::Preflight(format!("cannot scan {}: {e}", root.display())))?;
+        let opts = ScanOptions::default();
+        let scanned = match &self.cache_dir {
+            Some(dir) => {
+                let cache = CleanCache::open(dir, &self.scanner);
+                let r = self.scanner.scan_workspace_cached(root, &opts, &cache);
+                if r.is_ok() {
+                    // Best effort: a cache that cannot be written is a slower next start.
+                    let _ = cache.save();
+                }
+                r
+            }
+            None => self.scanner.scan_workspace(root, &opts),
+        };
+        let report = scanned.map_err(|e| Error::Preflight(format!("cannot scan {}: {e}", root.display())))?;
         let mut out = WorkspaceScan {
             repositories: usize::try_from(report.stats.repositories).unwrap_or(usize::MAX),
             ..WorkspaceScan::default()
@@ -283,6 +309,32 @@ mod tests {
             Err(Error::Preflight(m)) => assert!(m.contains("baseline.json"), "{m}"),
             other => panic!("{:?}", other.err()),
         }
+    }
+
+    #[test]
+    fn a_cached_preflight_refuses_the_same_and_a_remote_url_token_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q"]);
+        put(root, "src/main.rs", "fn main() {}\n");
+        put(root, ".env", &format!("API_TOKEN={UUID}\n"));
+        git(root, &["add", "."]);
+        git(root, &["commit", "-qm", "first"]);
+        let d = ScanDetector::new(&[]).unwrap().with_cache(state.path());
+        let first = d.preflight(root).unwrap();
+        assert!(state.path().join(airlock_scan::cache::CACHE_FILE).is_file());
+        assert_eq!(d.preflight(root).unwrap(), first, "the cache changes nothing in the answer");
+        assert_eq!(first.refused.len(), 2, "{first:?}"); // the file and its blob in history
+        // a token in the remote URL of .git/config refuses too
+        git(root, &["remote", "add", "origin", "https://x-access-token:Tq9Lm4XaWz81kdPq0Vk7rQ2mZ@git.example.com/o/r.git"]);
+        let p = d.preflight(root).unwrap();
+        assert!(
+            p.refused.iter().any(|f| matches!(&f.location, Location::File { path, .. } if path == Path::new(".git/config"))),
+            "{:?}",
+            p.refused
+        );
+        assert!(!format!("{p:?}").contains("Tq9Lm4XaWz81kdPq0Vk7rQ2mZ"));
     }
 
     #[test]

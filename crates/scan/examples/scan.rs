@@ -2,6 +2,8 @@
 //! `cargo run --release -p airlock-scan --example scan -- [--rules FILE]… [--json] [--workspace] PATH…`
 //! (`--workspace`: files plus the git history of every repository inside, as `airlock run`'s
 //! preflight scans them; one PATH)
+//! (`--cache DIR`: with `--workspace`, use and update the clean cache in DIR, as the
+//! preflight does with the state directory)
 //! Prints the summary line (and JSON findings with `--json`); exit 0 clean, 1 findings, 2 error.
 
 use std::path::PathBuf;
@@ -12,12 +14,14 @@ fn main() -> ExitCode {
     let mut paths = Vec::new();
     let mut json = false;
     let mut workspace = false;
+    let mut cache_dir: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rules" => rules.push(PathBuf::from(args.next().unwrap_or_default())),
             "--json" => json = true,
             "--workspace" => workspace = true,
+            "--cache" => cache_dir = args.next().map(PathBuf::from),
             _ => paths.push(PathBuf::from(a)),
         }
     }
@@ -32,7 +36,18 @@ fn main() -> ExitCode {
         }
     };
     let opts = airlock_scan::ScanOptions::default();
-    let result = if workspace { scanner.scan_workspace(&paths[0], &opts) } else { scanner.scan_paths(&paths, &opts) };
+    let result = match (&cache_dir, workspace) {
+        (Some(dir), true) => {
+            let cache = airlock_scan::CleanCache::open(dir, &scanner);
+            let r = scanner.scan_workspace_cached(&paths[0], &opts, &cache);
+            if let Err(e) = cache.save() {
+                eprintln!("warning: {e}");
+            }
+            r
+        }
+        (None, true) => scanner.scan_workspace(&paths[0], &opts),
+        _ => scanner.scan_paths(&paths, &opts),
+    };
     let report = match result {
         Ok(r) => r,
         Err(e) => {

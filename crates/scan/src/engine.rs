@@ -171,6 +171,11 @@ impl Scanner {
         self.rules.compile_all()
     }
 
+    /// The loaded rule set (rules and the shared stop-list).
+    pub(crate) fn rule_set(&self) -> &RuleSet {
+        &self.rules
+    }
+
     /// The loaded rules.
     #[must_use]
     pub fn rules(&self) -> &[Rule] {
@@ -311,7 +316,7 @@ impl Scanner {
                     if range.is_empty() {
                         continue;
                     }
-                    if let Some(conf) = self.accept(rule, data, &range) {
+                    if let Some(conf) = self.accept(rule, data, &range, m.range()) {
                         raw.push((ri, range, conf));
                     }
                 }
@@ -370,12 +375,16 @@ impl Scanner {
         rule: &Rule,
         data: &[u8],
         range: &std::ops::Range<usize>,
+        matched: std::ops::Range<usize>,
     ) -> Option<Confidence> {
         let secret = &data[range.clone()];
         if line_has_inline_allow(data, range.start) {
             return None;
         }
         if rule.allow.iter().any(|a| a.is_match(secret)) {
+            return None;
+        }
+        if rule.allow_match.iter().any(|a| a.is_match(&data[matched.clone()])) {
             return None;
         }
         if rule.confidence != Confidence::High

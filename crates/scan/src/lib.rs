@@ -26,6 +26,8 @@
 //! min_entropy = 3.0         # optional Shannon entropy floor (bits/byte) on the secret
 //! paths = '''(^|/)\.netrc$''' # optional regex on the path (forward slashes)
 //! allow = ['''…''']         # optional regexes on the secret that suppress
+//! allow_match = ['''…''']   # optional regexes on the whole match (key and context) that
+//!                          # suppress: a credential word inside a longer word (`BYPASS`)
 //! tags = ["scm"]          # `generic` (or an id starting `generic`): yields to a specific
 //!                          # rule on the same bytes; `generic` + `context`: also wins over
 //!                          # the other generic rules
@@ -36,6 +38,7 @@
 //! (a pattern that needs Unicode classes such as `\p{L}` falls back to Unicode mode).
 
 pub mod baseline;
+pub mod cache;
 pub mod checksum;
 pub mod engine;
 pub mod finding;
@@ -46,6 +49,7 @@ pub mod sources;
 use std::time::Duration;
 
 pub use baseline::{read_baseline, write_baseline};
+pub use cache::CleanCache;
 pub use engine::{INLINE_ALLOW, Scanner};
 pub use finding::{Finding, GitReach, Secret, Source, fingerprint, mask};
 pub use report::{write_json, write_sarif, write_summary, write_text};
@@ -116,6 +120,8 @@ pub struct ScanStats {
     pub baselined: u64,
     /// Git repositories whose history was scanned ([`Scanner::scan_workspace`]).
     pub repositories: u64,
+    /// Files or blobs not read because the [`CleanCache`] knew them clean.
+    pub cached: u64,
     /// Wall-clock time.
     pub elapsed: Duration,
 }
@@ -130,6 +136,7 @@ impl ScanStats {
         self.bytes_scanned += o.bytes_scanned;
         self.baselined += o.baselined;
         self.repositories += o.repositories;
+        self.cached += o.cached;
         self.elapsed += o.elapsed;
     }
 }

@@ -74,6 +74,9 @@ pub fn write_summary(w: &mut dyn Write, report: &ScanReport) -> io::Result<()> {
         s.skipped_large,
         s.skipped_unreadable,
     )?;
+    if s.cached > 0 {
+        write!(w, "; {} known clean (cache)", s.cached)?;
+    }
     if s.baselined > 0 {
         write!(w, "; {} suppressed by baseline", s.baselined)?;
     }

@@ -81,6 +81,8 @@ struct RuleToml {
     #[serde(default)]
     allow: Vec<String>,
     #[serde(default)]
+    allow_match: Vec<String>,
+    #[serde(default)]
     tags: Vec<String>,
     #[serde(default)]
     examples_true: Vec<String>,
@@ -115,6 +117,9 @@ pub struct Rule {
     /// The `paths` pattern source, if any.
     pub paths_pattern: Option<String>,
     pub(crate) allow: Vec<LazyRegex>,
+    /// Regexes on the whole match (the key and its context, not just the secret) that
+    /// suppress: `BYPASS=…` for a rule whose key may end in `PASS`.
+    pub(crate) allow_match: Vec<LazyRegex>,
     /// Free-form tags (`scm`, `cloud`, `generic`, …).
     pub tags: Vec<String>,
     /// Strings that must produce a finding of this rule.
@@ -175,6 +180,7 @@ const EXAMPLE_PATH_CANDIDATES: &[&str] = &[
     "home/user/.netrc",
     "home/user/_netrc",
     "home/user/.git-credentials",
+    "home/user/project/.git/config",
     "home/user/.pgpass",
     "home/user/.npmrc",
     "home/user/.pypirc",
@@ -292,6 +298,11 @@ impl LazyRegex {
     }
 
     /// Whether the (compiled) pattern matches; false if it cannot compile.
+    /// The pattern source as written.
+    pub(crate) fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
     pub(crate) fn is_match(&self, hay: &[u8]) -> bool {
         self.get().is_some_and(|c| c.re.is_match(hay))
     }
@@ -410,6 +421,10 @@ fn compile_rule(origin: &str, r: RuleToml) -> Result<Rule, Error> {
     for a in &r.allow {
         allow.push(LazyRegex::new(a).map_err(|e| err(format!("allow regex {a:?} does not compile: {e}")))?.0);
     }
+    let mut allow_match = Vec::with_capacity(r.allow_match.len());
+    for a in &r.allow_match {
+        allow_match.push(LazyRegex::new(a).map_err(|e| err(format!("allow_match regex {a:?} does not compile: {e}")))?.0);
+    }
     if let Some(m) = r.min_entropy
         && !(0.0..=8.0).contains(&m)
     {
@@ -429,6 +444,7 @@ fn compile_rule(origin: &str, r: RuleToml) -> Result<Rule, Error> {
         paths,
         paths_pattern: r.paths,
         allow,
+        allow_match,
         tags: r.tags,
         examples_true: r.examples_true,
         examples_false: r.examples_false,

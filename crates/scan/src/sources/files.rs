@@ -1,8 +1,11 @@
 //! Files under the given paths — including gitignored and hidden ones.
 //!
 //! The walk uses the `ignore` crate with every ignore rule off (an agent can read a
-//! gitignored `.env` just as well as a tracked file); only the `.git` directory's
-//! internals are skipped (history is the `--git-history` source). Symlinks to regular
+//! gitignored `.env` just as well as a tracked file). A repository's `.git` directory is
+//! walked too — `config` (a token in a remote URL, actions/checkout's persisted
+//! `http.<url>.extraheader`), hooks, `info/`, logs are files the agent can read — except
+//! its object database (`objects/` of a directory holding `HEAD` and `refs/`): history
+//! is the git source's, which reads those objects decompressed. Symlinks to regular
 //! files are scanned under the link's path; directory symlinks are not followed.
 //!
 //! Files are read into a per-thread reusable buffer rather than memory-mapped: the
@@ -20,6 +23,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use crate::cache::CleanCache;
 use crate::finding::{Finding, Source};
 use crate::sources::{BINARY_SNIFF, looks_binary};
 use crate::{Error, ScanOptions, ScanReport, ScanStats, Scanner, sort_findings};
@@ -54,7 +58,7 @@ pub fn display_path(p: &Path) -> String {
 }
 
 /// Enumerate every regular file under `roots` (hidden and ignored included, `.git`
-/// internals excluded), sorted. Returns the files and how many entries could not be
+/// directories too but not a repository's `objects/`), sorted. Returns the files and how many entries could not be
 /// read.
 pub fn walk(roots: &[PathBuf]) -> Result<(Vec<FileEntry>, u64), Error> {
     let w = walk_workspace(roots)?;
@@ -65,7 +69,8 @@ pub fn walk(roots: &[PathBuf]) -> Result<(Vec<FileEntry>, u64), Error> {
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct Walk {
-    /// Every regular file (hidden and ignored included, `.git` internals excluded), sorted.
+    /// Every regular file (hidden and ignored included, `.git` directories too but not a
+    /// repository's `objects/`), sorted.
     pub files: Vec<FileEntry>,
     /// Entries that could not be read.
     pub unreadable: u64,
@@ -95,11 +100,12 @@ pub fn walk_workspace(roots: &[PathBuf]) -> Result<Walk, Error> {
             .require_git(false)
             .follow_links(false)
             .filter_entry(move |e| {
-                let git_dir = e.file_name() == ".git" && e.file_type().is_some_and(|t| t.is_dir());
+                let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+                let git_dir = is_dir && e.file_name() == ".git";
                 if git_dir && let Some(parent) = e.path().parent() {
                     seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(parent.to_path_buf());
                 }
-                !git_dir
+                !(is_dir && e.file_name() == "objects" && e.path().parent().is_some_and(is_git_dir))
             })
             .build();
         let mut repos = Vec::new();
@@ -115,7 +121,7 @@ pub fn walk_workspace(roots: &[PathBuf]) -> Result<Walk, Error> {
                 ft.is_file()
             };
             if is_file {
-                if let Some(repo) = crate::sources::git::repository_of(entry.path(), Some(ft)) {
+                if let Some(repo) = crate::sources::git::repository_of(root, entry.path(), Some(ft)) {
                     repos.push(repo);
                 }
                 out.push(FileEntry::new(entry.into_path()));
@@ -129,6 +135,11 @@ pub fn walk_workspace(roots: &[PathBuf]) -> Result<Walk, Error> {
     repositories.sort();
     repositories.dedup();
     Ok(Walk { files: out, unreadable, repositories })
+}
+
+/// Whether `dir` looks like a git directory (`HEAD` and `refs/` in it).
+fn is_git_dir(dir: &Path) -> bool {
+    dir.join("HEAD").is_file() && dir.join("refs").is_dir()
 }
 
 thread_local! {
@@ -165,13 +176,25 @@ impl Scanner {
     /// Scan an explicit list of files, reporting them as `source`.
     #[must_use]
     pub fn scan_files(&self, files: &[FileEntry], opts: &ScanOptions, source: Source) -> ScanReport {
+        self.scan_files_cached(files, opts, source, None)
+    }
+
+    /// [`Scanner::scan_files`], skipping files `cache` knows clean and recording the new
+    /// clean ones (see [`crate::cache`]).
+    pub(crate) fn scan_files_cached(
+        &self,
+        files: &[FileEntry],
+        opts: &ScanOptions,
+        source: Source,
+        cache: Option<&CleanCache>,
+    ) -> ScanReport {
         let start = Instant::now();
         let progress = crate::report::progress_bar(opts.progress, files.len() as u64);
         let done = AtomicU64::new(0);
         let outcome = files
             .par_iter()
             .map(|f| {
-                let o = self.scan_one_file(f, opts.max_file_size, source);
+                let o = self.scan_one_file(f, opts.max_file_size, source, cache);
                 if let Some(pb) = &progress {
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if n.is_multiple_of(64) {
@@ -191,19 +214,46 @@ impl Scanner {
         ScanReport { findings, stats }
     }
 
-    fn scan_one_file(&self, f: &FileEntry, max: u64, source: Source) -> Outcome {
+    fn scan_one_file(&self, f: &FileEntry, max: u64, source: Source, cache: Option<&CleanCache>) -> Outcome {
         let mut o = Outcome::default();
+        // A hit needs only a stat; the key recorded after a scan comes from fstat of the
+        // opened file before it was read (see the soundness argument in `cache`).
+        if let Some(c) = cache
+            && let Ok(meta) = std::fs::metadata(&f.fs_path)
+            && let Some(key) = c.file_key(&f.display, &meta)
+            && c.hit(&key)
+        {
+            o.stats.cached = 1;
+            return o;
+        }
         BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
-            match read_capped(&f.fs_path, max, &mut buf) {
+            let (read, meta) = read_capped(&f.fs_path, max, &mut buf);
+            let clean = match read {
                 Read_::Ok => {
                     o.stats.files_scanned = 1;
                     o.stats.bytes_scanned = buf.len() as u64;
                     o.findings = self.scan_data(&f.display, &buf, source);
+                    o.findings.is_empty()
                 }
-                Read_::Binary => o.stats.skipped_binary = 1,
-                Read_::Large => o.stats.skipped_large = 1,
-                Read_::Unreadable => o.stats.skipped_unreadable = 1,
+                Read_::Binary => {
+                    o.stats.skipped_binary = 1;
+                    true
+                }
+                Read_::Large => {
+                    o.stats.skipped_large = 1;
+                    false
+                }
+                Read_::Unreadable => {
+                    o.stats.skipped_unreadable = 1;
+                    false
+                }
+            };
+            if clean
+                && let (Some(c), Some(meta)) = (cache, meta)
+                && let Some(key) = c.file_key(&f.display, &meta)
+            {
+                c.record(key);
             }
             // Don't let one large file pin 10 MiB per thread forever.
             if buf.capacity() > 1 << 20 {
@@ -223,11 +273,17 @@ enum Read_ {
     Unreadable,
 }
 
-/// Read `path` into `buf` unless it is binary or larger than `max`.
-fn read_capped(path: &Path, max: u64, buf: &mut Vec<u8>) -> Read_ {
+/// Read `path` into `buf` unless it is binary or larger than `max`; also the opened
+/// file's metadata, taken before reading.
+fn read_capped(path: &Path, max: u64, buf: &mut Vec<u8>) -> (Read_, Option<std::fs::Metadata>) {
     buf.clear();
-    let Ok(file) = File::open(path) else { return Read_::Unreadable };
-    let Ok(meta) = file.metadata() else { return Read_::Unreadable };
+    let Ok(file) = File::open(path) else { return (Read_::Unreadable, None) };
+    let Ok(meta) = file.metadata() else { return (Read_::Unreadable, None) };
+    let read = read_open(file, &meta, max, buf);
+    (read, Some(meta))
+}
+
+fn read_open(file: File, meta: &std::fs::Metadata, max: u64, buf: &mut Vec<u8>) -> Read_ {
     if meta.len() > max {
         return Read_::Large;
     }

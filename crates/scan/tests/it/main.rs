@@ -2,6 +2,7 @@
 //! output format, baselines and inline suppression. One test binary (`it`).
 #![allow(missing_docs)]
 
+mod cache;
 mod report;
 mod rules;
 mod sources;

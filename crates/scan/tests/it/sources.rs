@@ -22,22 +22,25 @@ fn hidden_and_gitignored_files_are_scanned() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     put(root, ".gitignore", "secrets/\n.npmrc\n*.key\n");
-    std::fs::create_dir(root.join(".git")).unwrap();
-    put(root, ".git/config", format!("token = {GH_TOKEN}\n")); // .git internals are history's job
+    // `.git/config` is read like any file; the object database is history's job
+    put(root, ".git/HEAD", "ref: refs/heads/main\n");
+    std::fs::create_dir_all(root.join(".git/refs/heads")).unwrap();
+    put(root, ".git/config", format!("[remote \"origin\"]\n\turl = https://x:{GH_TOKEN}@github.com/o/r.git\n"));
+    put(root, ".git/objects/ab/cdef0123", format!("token = {GH_TOKEN}\n"));
     put(root, "secrets/.env", "DATABASE_URL=postgres://app:Tr0ub4dor3x@db.internal:5432/app\n");
     put(root, ".npmrc", format!("//npm.pkg.github.com/:_authToken={GH_TOKEN}\n"));
     put(root, ".ssh/id_ed25519", PEM_KEY);
     put(root, "src/main.rs", "fn main() {}\n");
     let r = test_scanner().scan_paths(&[root.to_path_buf()], &ScanOptions::default()).unwrap();
     let found = rel(root, &r);
-    assert_eq!(found, vec![".npmrc", ".ssh/id_ed25519", "secrets/.env"], "{found:?}");
+    assert_eq!(found, vec![".git/config", ".npmrc", ".ssh/id_ed25519", "secrets/.env"], "{found:?}");
     let rules: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();
-    assert_eq!(rules, vec!["test-github-pat", "test-private-key", "test-postgres-url"]);
+    assert_eq!(rules, vec!["test-github-pat", "test-github-pat", "test-private-key", "test-postgres-url"]);
     assert!(r.findings.iter().all(|f| f.source == Source::File));
-    let env = &r.findings[2];
+    let env = &r.findings[3];
     assert_eq!((env.line, env.column), (1, 29));
     assert_eq!(env.secret.expose(), "Tr0ub4dor3x");
-    assert_eq!(r.stats.files_scanned, 5, "{:?}", r.stats);
+    assert_eq!(r.stats.files_scanned, 7, "{:?}", r.stats);
 }
 
 #[test]

@@ -196,3 +196,36 @@ fn no_repository_means_no_history_and_broken_or_shallow_ones_are_not_errors() {
     assert_eq!(repos, vec![Some("upstream".to_owned())], "the shallow clone holds no history of the token");
     assert_eq!(r.stats.repositories, 2);
 }
+
+#[test]
+fn credentials_in_git_config_and_a_git_credential_store_are_found() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    repo_with_readme(root);
+    // a token in a remote URL (as user:password and as the user name)
+    git(root, &["remote", "add", "origin", "https://x-access-token:Tq9Lm4XaWz81kdPq0Vk7rQ2mZ@git.example.com/o/r.git"]);
+    git(root, &["remote", "add", "mirror", "https://q7Wz2pLx9Tr0ub4dor3xVk7rQ2mZ@git.example.com/o/r.git"]);
+    // what actions/checkout persists (persist-credentials: true)
+    git(
+        root,
+        &["config", "--local", "http.https://github.com/.extraheader", "AUTHORIZATION: basic eC1hY2Nlc3MtdG9rZW46Z2hzX1hxN3ZUMmJMbTlOcFI0c1c4eVoxY0Y1aEozaw=="],
+    );
+    // `credential.helper = store --file .git/credentials`
+    put(root, ".git/credentials", "https://me:Zq8vL2pX9wK4mN7b@git.example.com\n");
+    let r = scan(root);
+    let mut got: Vec<(String, String)> = r.findings.iter().map(|f| (f.path.rsplit_once(".git/").map_or(f.path.clone(), |(_, p)| p.to_owned()), f.rule.clone())).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("config".to_owned(), "git-config-url-token".to_owned()),
+            ("config".to_owned(), "git-extraheader".to_owned()),
+            ("config".to_owned(), "url-credentials".to_owned()),
+            ("credentials".to_owned(), "git-credentials".to_owned()),
+        ],
+        "{got:?}"
+    );
+    assert_eq!(r.stats.repositories, 1, "the .git directory is not a second (bare) repository");
+    // the object database itself is left to the history scan
+    assert!(r.findings.iter().all(|f| !f.path.contains("/objects/")));
+}
