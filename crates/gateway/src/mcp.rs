@@ -222,11 +222,9 @@ fn parse_event_stream(text: &str) -> Vec<SseEvent> {
     let mut data = String::new();
     let mut has_data = false;
     let mut rest = text;
-    loop {
-        // The next line and whether it was terminated (CRLF, LF or CR).
-        let Some(end) = rest.find(['\r', '\n']) else {
-            break; // an unterminated line (and its event) is not dispatched
-        };
+    // Line by line (CRLF, LF or CR ends one); an unterminated last line, and its event, is
+    // not dispatched.
+    while let Some(end) = rest.find(['\r', '\n']) {
         let line = &rest[..end];
         let skip = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
         rest = &rest[end + skip..];

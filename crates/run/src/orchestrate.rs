@@ -293,7 +293,7 @@ impl Launch {
         let detector: &dyn Detector = match detector {
             Some(d) => d,
             None => {
-                scan_detector = self.scan_detector()?;
+                scan_detector = self.scan_detector(state)?;
                 &scan_detector
             }
         };
@@ -421,8 +421,10 @@ impl Launch {
     }
 
     /// The same engine and rules as `airlock scan`, so the `--fix` command of a refusal cleans exactly what was refused.
-    fn scan_detector(&self) -> Result<ScanDetector, LaunchError> {
-        let detector = ScanDetector::new(&[]).map_err(LaunchError::Scan)?;
+    /// What it found clean before (blobs, commits, unchanged files) is remembered in the
+    /// state directory, which the agent can neither read nor write.
+    fn scan_detector(&self, state: &StateDir) -> Result<ScanDetector, LaunchError> {
+        let detector = ScanDetector::new(&[]).map_err(LaunchError::Scan)?.with_cache(state.root());
         match &self.baseline {
             None => Ok(detector),
             Some(b) => detector.with_baseline(b).map_err(|source| LaunchError::Baseline { path: b.clone(), source }),

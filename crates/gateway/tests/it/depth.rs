@@ -1050,7 +1050,8 @@ async fn requests_with_two_possible_meanings_are_refused() {
     let bearer = format!("Bearer {t}");
     let harmless = json!({ "query": "{ me { name } }" }).to_string();
     let destroy_in_url = "/cloud-stg/graphql?query=mutation%7BvolumeDelete(volumeId%3A%22vol-prod-db%22)%7Bid%7D%7D";
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         // A GraphQL document in the URL next to a harmless body, in two spellings.
         ("POST", destroy_in_url.into(), vec![], 400, "ambiguous_request"),
         ("POST", "/cloud-stg/graphql?operationName=X&Query=1".into(), vec![], 400, "ambiguous_request"),
