@@ -79,8 +79,7 @@ impl From<airlock_store::Error> for Failure {
         match e {
             E::DuplicateSecret { .. } | E::DuplicateTask(_) => Failure::new(exit::USAGE, "duplicate", e.to_string()),
             E::NotFound { .. } => Failure::new(exit::FAILED, "not_found", e.to_string()),
-            other => Failure::new(exit::FAILED, "store", other.to_string())
-                .hint("run `airlock doctor` to check the database"),
+            other => Failure::new(exit::FAILED, "store", other.to_string()).hint("run `airlock doctor` to check the database"),
         }
     }
 }

@@ -61,18 +61,10 @@ fn decision(c: &mut Criterion) {
     let gw = Gateway::new(&config, verifier, Arc::new(NoSecrets), policy, Arc::new(NoAudit)).unwrap();
     let grants: Vec<Grant> = vec!["railway-staging:write".parse().unwrap()];
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let token = authority
-        .mint(&Claims { task_id: "t-1", agent: "agent", environment: "staging", grants: &grants, purpose: None, expires_at: now + 3600 })
-        .unwrap();
+    let token =
+        authority.mint(&Claims { task_id: "t-1", agent: "agent", environment: "staging", grants: &grants, purpose: None, expires_at: now + 3600 }).unwrap();
     let req = |method: &str, path: &str| {
-        http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {token}"))
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0
+        http::Request::builder().method(method).uri(path).header("authorization", format!("Bearer {token}")).body(()).unwrap().into_parts().0
     };
     let allow = req("GET", "/railway-staging/projects/p-1/services?first=10");
     let deny = req("DELETE", "/railway-staging/volumes/vol-9");

@@ -16,7 +16,14 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 fn task_token() -> String {
     let grants: Vec<Grant> = vec!["railway-staging:read".parse().unwrap(), "railway-staging:volumeDelete".parse().unwrap()];
     TokenAuthority::ephemeral()
-        .mint(&Claims { task_id: "0193a5f2-7c1e-7d3a-9f4b-2a1c3e5d7f90", agent: "coder", environment: "staging", grants: &grants, purpose: Some("bench"), expires_at: 4_000_000_000 })
+        .mint(&Claims {
+            task_id: "0193a5f2-7c1e-7d3a-9f4b-2a1c3e5d7f90",
+            agent: "coder",
+            environment: "staging",
+            grants: &grants,
+            purpose: Some("bench"),
+            expires_at: 4_000_000_000,
+        })
         .unwrap()
 }
 
@@ -46,7 +53,10 @@ fn body(len: usize) -> Vec<u8> {
         i += 1;
     }
     q.push('}');
-    serde_json::to_vec(&serde_json::json!({ "query": q, "variables": { "env": "staging", "after": "dm9sLXByb2QtZGI6MTcwMDAwMDAwMA==" }, "operationName": "Dashboard" })).unwrap()
+    serde_json::to_vec(
+        &serde_json::json!({ "query": q, "variables": { "env": "staging", "after": "dm9sLXByb2QtZGI6MTcwMDAwMDAwMA==" }, "operationName": "Dashboard" }),
+    )
+    .unwrap()
 }
 
 fn bench(c: &mut Criterion) {

@@ -76,7 +76,9 @@ async fn serve(listener: tokio::net::TcpListener, port: String) {
                         let out = Request::from_parts(parts, body.boxed_unsync());
                         let resp = match client.request(out).await {
                             Ok(r) => r.map(|b| b.boxed_unsync()),
-                            Err(_) => Response::builder().status(502).body(http_body_util::Empty::new().map_err(|e: Infallible| match e {}).boxed_unsync()).unwrap(),
+                            Err(_) => {
+                                Response::builder().status(502).body(http_body_util::Empty::new().map_err(|e: Infallible| match e {}).boxed_unsync()).unwrap()
+                            }
                         };
                         Ok::<_, Infallible>(resp)
                     }

@@ -81,9 +81,7 @@ async fn serve(dir: std::path::PathBuf, listen: String, port: String) {
     let gw = Arc::new(Gateway::new(&config, verifier.clone(), Arc::new(vault), Arc::new(PolicyEngine::builtin().unwrap()), audit.clone()).unwrap());
     gw.check_secrets().await.unwrap();
     let fwd = ForwardProxy::new(&config, gw.clone(), verifier, audit, ca).unwrap();
-    let running = server::start_with_forward(gw, Some(fwd), config.listen, config.admin_listen, AdminState::new(&config, Some(stats)))
-        .await
-        .unwrap();
+    let running = server::start_with_forward(gw, Some(fwd), config.listen, config.admin_listen, AdminState::new(&config, Some(stats))).await.unwrap();
     std::fs::write(dir.join("token"), &token).unwrap();
     eprintln!("bench gateway (forward + reverse) on {}", running.agent_addr);
     tokio::signal::ctrl_c().await.ok();
@@ -184,11 +182,7 @@ async fn run_conn<S: Io>(io: S, path: &str, host: &str, token: &str, deadline: I
     let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io)).await.map_err(|_| ())?;
     tokio::spawn(conn);
     while Instant::now() < deadline {
-        let req = hyper::Request::get(path)
-            .header("host", host)
-            .header("x-airlock-token", token)
-            .body(Empty::new())
-            .unwrap();
+        let req = hyper::Request::get(path).header("host", host).header("x-airlock-token", token).body(Empty::new()).unwrap();
         let t = Instant::now();
         let resp = send.send_request(req).await.map_err(|_| ())?;
         let ok = resp.status().is_success();

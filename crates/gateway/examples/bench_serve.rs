@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use airlock_gateway::Gateway;
 use airlock_gateway::audit::{AuditError, AuditSink, GroupCommit};
-use airlock_store::AuditEvent;
 use airlock_gateway::config::Config;
 use airlock_gateway::server::{self, AdminState};
 use airlock_policy::PolicyEngine;
+use airlock_store::AuditEvent;
 use airlock_store::{SqliteStore, Store};
 use airlock_token::{Claims, Revocations, TokenAuthority, Verifier, VerifierOptions};
 use airlock_types::{Grant, Name, Tier};

@@ -84,13 +84,25 @@ impl Approvals {
     pub async fn decide(&self, id: &str, approve: bool, by: &str, note: Option<&str>) -> Result<ApprovalRecord, AdminError> {
         let now = unix_now();
         let rec = self.store.get_approval(id).await.map_err(AdminError::store)?.ok_or_else(|| {
-            AdminError::new(StatusCode::NOT_FOUND, "approval_not_found", format!("no approval request with id {:?}; `airlock approvals list` shows pending ones", clip(id, 64)))
+            AdminError::new(
+                StatusCode::NOT_FOUND,
+                "approval_not_found",
+                format!("no approval request with id {:?}; `airlock approvals list` shows pending ones", clip(id, 64)),
+            )
         })?;
         if rec.status != ApprovalStatus::Pending {
-            return Err(AdminError::new(StatusCode::CONFLICT, "approval_not_pending", format!("approval {} is already {}; only pending requests can be decided", rec.id, rec.status.as_str())));
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "approval_not_pending",
+                format!("approval {} is already {}; only pending requests can be decided", rec.id, rec.status.as_str()),
+            ));
         }
         if rec.expires_at < now {
-            return Err(AdminError::new(StatusCode::CONFLICT, "approval_expired", format!("approval {} expired before a decision; the agent must ask again", rec.id)));
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "approval_expired",
+                format!("approval {} expired before a decision; the agent must ask again", rec.id),
+            ));
         }
         let valid_until = now + self.settings(&rec.upstream).ttl.as_secs() as i64;
         let rec = match self.store.decide_approval(id, approve, by, note, now, valid_until).await {
@@ -123,7 +135,11 @@ impl Approvals {
         self.notify_decided();
         if let Err(e) = self.store.append_audit(&event).await {
             tracing::error!(error = %e, approval = %rec.id, "approval decided but its audit record could not be written");
-            return Err(AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", format!("approval {} was {outcome} but the audit record failed: {e}", rec.id)));
+            return Err(AdminError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                format!("approval {} was {outcome} but the audit record failed: {e}", rec.id),
+            ));
         }
         Ok(rec)
     }
@@ -214,13 +230,19 @@ fn authorise(ctx: &AdminCtx, headers: &HeaderMap) -> Result<Arc<Approvals>, Admi
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauth("send the admin credential: Authorization: Bearer <contents of admin.token in the state directory>"))?;
     if presented.starts_with(airlock_token::TOKEN_PREFIX) {
-        return Err(AdminError::new(StatusCode::FORBIDDEN, "task_token_cannot_approve", "a task token can never approve or list approvals; use the admin credential (`airlock approve` reads it from the state directory)"));
+        return Err(AdminError::new(
+            StatusCode::FORBIDDEN,
+            "task_token_cannot_approve",
+            "a task token can never approve or list approvals; use the admin credential (`airlock approve` reads it from the state directory)",
+        ));
     }
     let token = ctx.token.as_ref().ok_or_else(|| unauth("this gateway was started without an admin credential; approvals cannot be decided here"))?;
     if !token.matches(presented) {
         return Err(unauth("the admin credential is wrong"));
     }
-    ctx.approvals.clone().ok_or_else(|| AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "approvals_unavailable", "this gateway was started without an approval store"))
+    ctx.approvals
+        .clone()
+        .ok_or_else(|| AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "approvals_unavailable", "this gateway was started without an approval store"))
 }
 
 #[derive(Deserialize)]
@@ -237,7 +259,11 @@ async fn list(State(ctx): State<AdminCtx>, headers: HeaderMap, Query(q): Query<L
         Some("denied") => Some(ApprovalStatus::Denied),
         Some("used") => Some(ApprovalStatus::Used),
         Some(other) => {
-            return Err(AdminError::new(StatusCode::BAD_REQUEST, "bad_status", format!("status {:?} is not one of pending, approved, denied, used", clip(other, 32))));
+            return Err(AdminError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_status",
+                format!("status {:?} is not one of pending, approved, denied, used", clip(other, 32)),
+            ));
         }
     };
     Ok(Json(approvals.store().list_approvals(status).await.map_err(AdminError::store)?))
@@ -247,8 +273,8 @@ fn body_field(body: &Bytes, field: &str) -> Result<Option<String>, AdminError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "bad_request", format!("the body must be a JSON object: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "bad_request", format!("the body must be a JSON object: {e}")))?;
     match v.get(field) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(clip(s.trim(), MAX_NOTE)).filter(|s| !s.is_empty())),
@@ -264,8 +290,9 @@ async fn approve(State(ctx): State<AdminCtx>, headers: HeaderMap, Path(id): Path
 
 async fn deny(State(ctx): State<AdminCtx>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Json<ApprovalRecord>, AdminError> {
     let approvals = authorise(&ctx, &headers)?;
-    let reason = body_field(&body, "reason")?
-        .ok_or_else(|| AdminError::new(StatusCode::BAD_REQUEST, "reason_required", "denying needs a reason: {\"reason\": \"…\"} (it is returned to the agent)"))?;
+    let reason = body_field(&body, "reason")?.ok_or_else(|| {
+        AdminError::new(StatusCode::BAD_REQUEST, "reason_required", "denying needs a reason: {\"reason\": \"…\"} (it is returned to the agent)")
+    })?;
     Ok(Json(approvals.decide(&id, false, "admin", Some(&reason)).await?))
 }
 

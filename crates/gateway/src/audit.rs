@@ -181,10 +181,7 @@ fn placeholder() -> AuditEvent {
 impl AuditSink for GroupCommit {
     async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Pending { event, ack: Some(ack) })
-            .await
-            .map_err(|_| AuditError("the audit writer has stopped".into()))?;
+        self.tx.send(Pending { event, ack: Some(ack) }).await.map_err(|_| AuditError("the audit writer has stopped".into()))?;
         done.await.map_err(|_| AuditError("the audit writer stopped before committing".into()))?
     }
 
@@ -209,7 +206,16 @@ mod tests {
     use super::*;
 
     fn ev(id: &str) -> AuditEvent {
-        AuditEvent { id: id.into(), ts_ms: 1, actor: "t".into(), action: "test".into(), subject: "s".into(), outcome: "ok".into(), task_id: None, detail: serde_json::json!({}) }
+        AuditEvent {
+            id: id.into(),
+            ts_ms: 1,
+            actor: "t".into(),
+            action: "test".into(),
+            subject: "s".into(),
+            outcome: "ok".into(),
+            task_id: None,
+            detail: serde_json::json!({}),
+        }
     }
 
     /// A record the store rejects (here: a second record under an existing id) fails alone;

@@ -18,10 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_state::StateDir;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
@@ -40,12 +37,7 @@ pub const LEAF_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Lifetime of the CA certificate.
 const CA_LIFETIME: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
 /// Where system root bundles usually live (first readable one wins).
-const SYSTEM_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-    "/etc/ssl/ca-bundle.pem",
-];
+const SYSTEM_BUNDLES: &[&str] = &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem", "/etc/ssl/ca-bundle.pem"];
 
 /// The local CA. Holds the signing key in memory; `Debug` shows no key material.
 pub struct LocalCa {
@@ -91,9 +83,8 @@ impl LocalCa {
                 Err(e) => return Err(ca_err(format!("cannot write {}: {e}", state.path(KEY_FILE).display()))),
             }
         }
-        let key_pem = state
-            .read_key(KEY_FILE)
-            .map_err(|e| ca_err(format!("cannot read {}: {e}; fix its mode with chmod 600", state.path(KEY_FILE).display())))?;
+        let key_pem =
+            state.read_key(KEY_FILE).map_err(|e| ca_err(format!("cannot read {}: {e}; fix its mode with chmod 600", state.path(KEY_FILE).display())))?;
         let key_pem = std::str::from_utf8(&key_pem).map_err(|_| ca_err(format!("{} is not PEM", state.path(KEY_FILE).display())))?;
         let key = KeyPair::from_pem(key_pem)
             .map_err(|_| ca_err(format!("{} is not a PKCS#8 PEM private key; move it away to generate a new CA", state.path(KEY_FILE).display())))?;
@@ -105,16 +96,12 @@ impl LocalCa {
             Some(pem) => Self::from_parts(key, pem)?,
             None => {
                 let ca = Self::self_sign(key)?;
-                state
-                    .write_public(CERT_FILE, ca.cert_pem.as_bytes())
-                    .map_err(|e| ca_err(format!("cannot write {}: {e}", cert_path.display())))?;
+                state.write_public(CERT_FILE, ca.cert_pem.as_bytes()).map_err(|e| ca_err(format!("cannot write {}: {e}", cert_path.display())))?;
                 ca
             }
         };
         let bundle = ca.bundle_text();
-        state
-            .write_public(BUNDLE_FILE, bundle.as_bytes())
-            .map_err(|e| ca_err(format!("cannot write {}: {e}", state.path(BUNDLE_FILE).display())))?;
+        state.write_public(BUNDLE_FILE, bundle.as_bytes()).map_err(|e| ca_err(format!("cannot write {}: {e}", state.path(BUNDLE_FILE).display())))?;
         ca.cert_path = Some(cert_path);
         ca.bundle_path = Some(state.path(BUNDLE_FILE));
         Ok(ca)
@@ -148,10 +135,7 @@ impl LocalCa {
     }
 
     fn from_parts(key: KeyPair, cert_pem: String) -> Result<Self, Error> {
-        let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .next()
-            .and_then(Result::ok)
-            .ok_or_else(|| ca_err("the CA certificate is not PEM"))?;
+        let der = rustls_pemfile::certs(&mut cert_pem.as_bytes()).next().and_then(Result::ok).ok_or_else(|| ca_err("the CA certificate is not PEM"))?;
         Ok(Self {
             issuer: Issuer::new(ca_params(), key),
             cert_pem,
@@ -221,11 +205,7 @@ impl LocalCa {
         let key = KeyPair::generate().map_err(|e| ca_err(format!("cannot generate a leaf key: {e}")))?;
         let cert = p.signed_by(&key, &self.issuer).map_err(|e| ca_err(format!("cannot sign a leaf for {host:?}: {e}")))?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let signer = self
-            .provider
-            .key_provider
-            .load_private_key(key_der)
-            .map_err(|e| ca_err(format!("cannot load a leaf key: {e}")))?;
+        let signer = self.provider.key_provider.load_private_key(key_der).map_err(|e| ca_err(format!("cannot load a leaf key: {e}")))?;
         Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)))
     }
 }
@@ -248,9 +228,7 @@ mod tests {
         use rustls::client::danger::ServerCertVerifier;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.cert_der().clone()).unwrap();
-        let v = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), ca.provider.clone())
-            .build()
-            .unwrap();
+        let v = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), ca.provider.clone()).build().unwrap();
         let sn = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
         v.verify_server_cert(&leaf.cert[0], &[], &sn, &[], rustls::pki_types::UnixTime::now()).map(|_| ())
     }

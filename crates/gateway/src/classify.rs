@@ -55,14 +55,7 @@ pub struct RestRule {
 impl RestRule {
     /// Build a rule from a template such as `/v1/volumes/{id}`; `resource` names the
     /// parameter holding the resource id.
-    pub fn new(
-        method: Method,
-        template: &str,
-        name: Option<String>,
-        capability: Capability,
-        tier: Tier,
-        resource: Option<&str>,
-    ) -> Result<Self, String> {
+    pub fn new(method: Method, template: &str, name: Option<String>, capability: Capability, tier: Tier, resource: Option<&str>) -> Result<Self, String> {
         if !template.starts_with('/') {
             return Err(format!("path template {template:?} must start with '/'"));
         }
@@ -193,13 +186,7 @@ impl Classifier {
     /// Classify a request: every operation it performs (at least one). REST requests are
     /// classified by method and path; GraphQL and MCP by `body` (the buffered request body,
     /// `None` when it was not read, which classifies as unparsable for those protocols).
-    pub fn classify_all(
-        &self,
-        method: &Method,
-        segments: &[String],
-        content_type: Option<&str>,
-        body: Option<&[u8]>,
-    ) -> Result<Vec<Operation>, Unparsable> {
+    pub fn classify_all(&self, method: &Method, segments: &[String], content_type: Option<&str>, body: Option<&[u8]>) -> Result<Vec<Operation>, Unparsable> {
         match &self.body {
             None => Ok(vec![self.classify(method, segments)]),
             Some(b) => {
@@ -218,14 +205,10 @@ impl Classifier {
 
     /// Classify a request by method and decoded path segments (relative to the base URL).
     pub fn classify(&self, method: &Method, segments: &[String]) -> Operation {
-        let best = self
-            .rules
-            .iter()
-            .filter(|r| r.matches(method, segments))
-            .fold(None::<&RestRule>, |best, r| match best {
-                Some(b) if class_rank(&b.capability) >= class_rank(&r.capability) => Some(b),
-                _ => Some(r),
-            });
+        let best = self.rules.iter().filter(|r| r.matches(method, segments)).fold(None::<&RestRule>, |best, r| match best {
+            Some(b) if class_rank(&b.capability) >= class_rank(&r.capability) => Some(b),
+            _ => Some(r),
+        });
         if let Some(r) = best {
             return Operation {
                 name: r.name.clone(),
@@ -392,7 +375,9 @@ mod tests {
     #[test]
     fn resource_ids_have_one_canonical_form() {
         use serde_json::json;
-        for v in [json!(1001), json!(1001.0), json!(1.001e3), json!("1001"), serde_json::from_str("1001.000").unwrap(), serde_json::from_str("10010e-1").unwrap()] {
+        for v in
+            [json!(1001), json!(1001.0), json!(1.001e3), json!("1001"), serde_json::from_str("1001.000").unwrap(), serde_json::from_str("10010e-1").unwrap()]
+        {
             assert_eq!(super::resource_id(&v).as_deref(), Some("1001"), "{v}");
         }
         assert_eq!(super::resource_id(&json!(12.5)).as_deref(), Some("12.5"));

@@ -78,11 +78,7 @@ impl AsyncWrite for UpstreamStream {
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
@@ -162,19 +158,12 @@ impl UpstreamClient {
         let port = upstream.authority.port_u16().unwrap_or(if upstream.scheme == Scheme::HTTPS { 443 } else { 80 });
         let tls = if upstream.scheme == Scheme::HTTPS {
             let cfg = tls_config(upstream)?;
-            let name = ServerName::try_from(host.clone())
-                .map_err(|e| Error::Tls(format!("upstream {}: invalid server name {host:?}: {e}", upstream.name)))?;
+            let name = ServerName::try_from(host.clone()).map_err(|e| Error::Tls(format!("upstream {}: invalid server name {host:?}: {e}", upstream.name)))?;
             Some((TlsConnector::from(Arc::new(cfg)), name))
         } else {
             None
         };
-        let connector = BoundConnector {
-            authority: upstream.authority.clone(),
-            host,
-            port,
-            tls,
-            connect_timeout: upstream.connect_timeout,
-        };
+        let connector = BoundConnector { authority: upstream.authority.clone(), host, port, tls, connect_timeout: upstream.connect_timeout };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)

@@ -521,8 +521,7 @@ pub struct Config {
 impl Config {
     /// Read and validate `path`.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| Error::ConfigRead { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 
@@ -572,16 +571,18 @@ impl Config {
                 };
                 err(Some(table_span.clone()), format!("{whose}: missing {key}: {what}"))
             };
-            let name_f = field(&u.name, preset.map(|p| p.name))
-                .ok_or_else(|| missing("name", "the route name agents call, http://<gateway>/<name>/… (or start from a preset = \"anthropic\" / \"openai\")"))?;
+            let name_f = field(&u.name, preset.map(|p| p.name)).ok_or_else(|| {
+                missing("name", "the route name agents call, http://<gateway>/<name>/… (or start from a preset = \"anthropic\" / \"openai\")")
+            })?;
             let name = Name::parse("upstream", &name_f.value).map_err(|e| err(Some(name_f.span.clone()), e.to_string()))?;
             if !seen.insert(name.clone()) {
                 return Err(err(Some(name_f.span.clone()), format!("duplicate upstream name {:?}: each [[upstream]] needs its own name", name.as_str())));
             }
-            let env_f = field(&u.environment, None).ok_or_else(|| missing("environment", "the one environment this upstream serves, e.g. environment = \"staging\""))?;
-            let environment: Environment =
-                env_f.value.parse().map_err(|e: airlock_types::Error| err(Some(env_f.span.clone()), e.to_string()))?;
-            let base_f = field(&u.base_url, preset.map(|p| p.base_url)).ok_or_else(|| missing("base_url", "where requests go, e.g. base_url = \"https://api.example.com\""))?;
+            let env_f = field(&u.environment, None)
+                .ok_or_else(|| missing("environment", "the one environment this upstream serves, e.g. environment = \"staging\""))?;
+            let environment: Environment = env_f.value.parse().map_err(|e: airlock_types::Error| err(Some(env_f.span.clone()), e.to_string()))?;
+            let base_f = field(&u.base_url, preset.map(|p| p.base_url))
+                .ok_or_else(|| missing("base_url", "where requests go, e.g. base_url = \"https://api.example.com\""))?;
             let base_err = |m: String| err(Some(base_f.span.clone()), format!("upstream {:?}: base_url {m}", name.as_str()));
             let uri: Uri = base_f.value.parse().map_err(|e| base_err(format!("is not a URL: {e}")))?;
             let scheme = uri.scheme().cloned().ok_or_else(|| base_err("needs a scheme (https://…)".into()))?;
@@ -599,16 +600,18 @@ impl Config {
                 return Err(base_err("must not contain a query string".into()));
             }
             let base_path = uri.path().trim_end_matches('/').to_owned();
-            let secret_f = field(&u.secret, None).ok_or_else(|| missing("secret", "the vault secret injected into its requests (`airlock secret add NAME --env ENV --upstream UPSTREAM`)"))?;
+            let secret_f = field(&u.secret, None)
+                .ok_or_else(|| missing("secret", "the vault secret injected into its requests (`airlock secret add NAME --env ENV --upstream UPSTREAM`)"))?;
             let secret = secret_f.value.clone();
             Name::parse("secret", &secret).map_err(|e| err(Some(secret_f.span.clone()), e.to_string()))?;
             let (inject, inject_span) = match (&u.inject, preset) {
                 (Some(i), _) => (i.get_ref().clone(), i.span()),
-                (None, Some(p)) => (
-                    InjectSection { header: Some(p.header.into()), format: Some(p.format.into()), basic: None, query: None },
-                    preset_span.clone(),
-                ),
-                (None, None) => return Err(missing("inject", "how the secret is attached, e.g. inject = { header = \"Authorization\", format = \"Bearer {secret}\" }")),
+                (None, Some(p)) => {
+                    (InjectSection { header: Some(p.header.into()), format: Some(p.format.into()), basic: None, query: None }, preset_span.clone())
+                }
+                (None, None) => {
+                    return Err(missing("inject", "how the secret is attached, e.g. inject = { header = \"Authorization\", format = \"Bearer {secret}\" }"));
+                }
             };
             let injection = injection(&inject).map_err(|m| err(Some(inject_span), format!("upstream {:?}: inject: {m}", name.as_str())))?;
             let protocol = u.protocol.as_ref().map(|p| *p.get_ref()).unwrap_or_default();
@@ -651,16 +654,15 @@ impl Config {
             if approval.ttl.is_zero() || approval.hold_timeout.is_zero() {
                 return Err(err(Some(name_f.span.clone()), format!("upstream {:?}: approval ttl and hold_timeout must be positive", name.as_str())));
             }
-            let env_vars = u.env_vars.clone().or_else(|| {
-                preset.map(|p| EnvVarsSection { base_url: Some(p.env_base_url.into()), key: Some(p.env_key.into()) })
-            });
+            let env_vars = u.env_vars.clone().or_else(|| preset.map(|p| EnvVarsSection { base_url: Some(p.env_base_url.into()), key: Some(p.env_key.into()) }));
             if let Some(vars) = &env_vars {
                 for v in [&vars.base_url, &vars.key].into_iter().flatten() {
-                    let ok = !v.is_empty()
-                        && !v.as_bytes()[0].is_ascii_digit()
-                        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                    let ok = !v.is_empty() && !v.as_bytes()[0].is_ascii_digit() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
                     if !ok {
-                        return Err(err(Some(name_f.span.clone()), format!("upstream {:?}: env_vars: {v:?} is not a valid environment variable name", name.as_str())));
+                        return Err(err(
+                            Some(name_f.span.clone()),
+                            format!("upstream {:?}: env_vars: {v:?} is not a valid environment variable name", name.as_str()),
+                        ));
                     }
                 }
             }
@@ -697,14 +699,16 @@ impl Config {
             let hp = parse_host_port(p.get_ref())
                 .ok_or_else(|| err(Some(p.span()), format!("[gateway] pass_through: {:?} must be \"host:port\" (e.g. \"pypi.org:443\")", p.get_ref())))?;
             if upstreams.iter().any(|u: &Upstream| upstream_host_port(u) == hp) {
-                return Err(err(Some(p.span()), format!("[gateway] pass_through: {:?} is an upstream's host; its requests are terminated and injected, not passed through", p.get_ref())));
+                return Err(err(
+                    Some(p.span()),
+                    format!("[gateway] pass_through: {:?} is an upstream's host; its requests are terminated and injected, not passed through", p.get_ref()),
+                ));
             }
             pass_through.push(hp);
         }
         let mut inventory = Inventory::new();
         for i in &file.inventory {
-            let environment: Environment =
-                i.environment.get_ref().parse().map_err(|e: airlock_types::Error| err(Some(i.environment.span()), e.to_string()))?;
+            let environment: Environment = i.environment.get_ref().parse().map_err(|e: airlock_types::Error| err(Some(i.environment.span()), e.to_string()))?;
             let tier = match &i.tier {
                 Some(t) => t.get_ref().parse().map_err(|e: airlock_types::Error| err(Some(t.span()), e.to_string()))?,
                 None => Tier::Primary,
@@ -715,9 +719,7 @@ impl Config {
             {
                 return Err(err(Some(u.span()), format!("[[inventory]] upstream {s:?} is not a configured upstream")));
             }
-            inventory
-                .insert(scope, i.id.get_ref(), Placement { environment, tier })
-                .map_err(|m| err(Some(i.id.span()), format!("[[inventory]]: {m}")))?;
+            inventory.insert(scope, i.id.get_ref(), Placement { environment, tier }).map_err(|m| err(Some(i.id.span()), format!("[[inventory]]: {m}")))?;
         }
         for (upstream, spec) in lookups {
             inventory.add_lookup(upstream.as_str(), spec);
@@ -803,8 +805,7 @@ fn rest_rule(op: &OperationSection) -> Result<RestRule, SpanErr> {
     };
     let m = Method::from_bytes(method.get_ref().to_ascii_uppercase().as_bytes())
         .map_err(|_| (Some(method.span()), format!("{:?} is not an HTTP method", method.get_ref())))?;
-    let capability: Capability =
-        op.capability.get_ref().parse().map_err(|e: airlock_types::Error| (Some(op.capability.span()), e.to_string()))?;
+    let capability: Capability = op.capability.get_ref().parse().map_err(|e: airlock_types::Error| (Some(op.capability.span()), e.to_string()))?;
     if !capability.is_class() {
         return Err((Some(op.capability.span()), "capability must be read, write or destroy (name the operation with name = …)".into()));
     }
@@ -817,7 +818,12 @@ fn rest_rule(op: &OperationSection) -> Result<RestRule, SpanErr> {
             // Operation names must be valid named capabilities so grants can name them.
             match n.get_ref().parse::<Capability>() {
                 Ok(Capability::Operation(s)) => Some(s),
-                _ => return Err((Some(n.span()), format!("operation name {:?} must be letters, digits, '_', '-', '.', '/' and not read/write/destroy", n.get_ref()))),
+                _ => {
+                    return Err((
+                        Some(n.span()),
+                        format!("operation name {:?} must be letters, digits, '_', '-', '.', '/' and not read/write/destroy", n.get_ref()),
+                    ));
+                }
             }
         }
         None => None,
@@ -828,8 +834,7 @@ fn rest_rule(op: &OperationSection) -> Result<RestRule, SpanErr> {
 }
 
 fn class_and_tier(op: &OperationSection) -> Result<(Capability, Tier), SpanErr> {
-    let capability: Capability =
-        op.capability.get_ref().parse().map_err(|e: airlock_types::Error| (Some(op.capability.span()), e.to_string()))?;
+    let capability: Capability = op.capability.get_ref().parse().map_err(|e: airlock_types::Error| (Some(op.capability.span()), e.to_string()))?;
     if !capability.is_class() {
         return Err((Some(op.capability.span()), "capability must be read, write or destroy".into()));
     }
@@ -846,9 +851,14 @@ fn graphql_rules(ops: &[OperationSection]) -> Result<GraphqlClassifier, SpanErr>
         let Some(fields) = &op.fields else {
             return Err((Some(op.capability.span()), "a GraphQL operation needs fields = [\"fieldName\", …]".into()));
         };
-        if let Some((what, span)) = [("method", op.method.as_ref().map(|m| m.span())), ("path", op.path.as_ref().map(|p| p.span())), ("name", op.name.as_ref().map(|n| n.span())), ("tools", op.tools.as_ref().map(|t| t.span()))]
-            .into_iter()
-            .find_map(|(w, s)| s.map(|s| (w, s)))
+        if let Some((what, span)) = [
+            ("method", op.method.as_ref().map(|m| m.span())),
+            ("path", op.path.as_ref().map(|p| p.span())),
+            ("name", op.name.as_ref().map(|n| n.span())),
+            ("tools", op.tools.as_ref().map(|t| t.span())),
+        ]
+        .into_iter()
+        .find_map(|(w, s)| s.map(|s| (w, s)))
         {
             return Err((Some(span), format!("{what} does not apply to a GraphQL operation (name fields = [...])")));
         }
@@ -883,9 +893,14 @@ fn mcp_rules(ops: &[OperationSection]) -> Result<McpClassifier, SpanErr> {
         let Some(tools) = &op.tools else {
             return Err((Some(op.capability.span()), "an MCP operation needs tools = [\"tool_name\", …]".into()));
         };
-        if let Some((what, span)) = [("method", op.method.as_ref().map(|m| m.span())), ("path", op.path.as_ref().map(|p| p.span())), ("name", op.name.as_ref().map(|n| n.span())), ("fields", op.fields.as_ref().map(|f| f.span()))]
-            .into_iter()
-            .find_map(|(w, s)| s.map(|s| (w, s)))
+        if let Some((what, span)) = [
+            ("method", op.method.as_ref().map(|m| m.span())),
+            ("path", op.path.as_ref().map(|p| p.span())),
+            ("name", op.name.as_ref().map(|n| n.span())),
+            ("fields", op.fields.as_ref().map(|f| f.span())),
+        ]
+        .into_iter()
+        .find_map(|(w, s)| s.map(|s| (w, s)))
         {
             return Err((Some(span), format!("{what} does not apply to an MCP operation (name tools = [...])")));
         }
@@ -955,9 +970,7 @@ fn lookup_spec(l: &Spanned<LookupSection>, upstream_secret: &str, name: &Name, e
         Some(m) => {
             let mut out = std::collections::BTreeMap::new();
             for (from, to) in m.get_ref() {
-                let env: Environment = to
-                    .parse()
-                    .map_err(|e: airlock_types::Error| (Some(m.span()), format!("environments: {from:?} = {to:?}: {e}")))?;
+                let env: Environment = to.parse().map_err(|e: airlock_types::Error| (Some(m.span()), format!("environments: {from:?} = {to:?}: {e}")))?;
                 if from.is_empty() {
                     return Err((Some(m.span()), "environments: an upstream environment name must not be empty".into()));
                 }
@@ -1058,8 +1071,7 @@ pub fn upstream_host_port(u: &Upstream) -> (String, u16) {
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization" | "te"
-            | "trailer" | "transfer-encoding" | "upgrade"
+        "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization" | "te" | "trailer" | "transfer-encoding" | "upgrade"
     )
 }
 
@@ -1085,9 +1097,8 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Er
     }
     match Raw::deserialize(d)? {
         Raw::Secs(s) => Ok(Duration::from_secs(s)),
-        Raw::Text(t) => parse_duration(&t).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid duration {t:?}: use seconds or a number with ms, s or m (\"500ms\", \"5s\", \"2m\")"))
-        }),
+        Raw::Text(t) => parse_duration(&t)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid duration {t:?}: use seconds or a number with ms, s or m (\"500ms\", \"5s\", \"2m\")"))),
     }
 }
 
@@ -1162,7 +1173,9 @@ resource = { path = "id" }
 
     #[test]
     fn duplicate_upstreams_rejected() {
-        let dup = format!("{GOOD}\n[[upstream]]\nname = \"openai\"\nbase_url = \"https://x\"\nenvironment = \"staging\"\nsecret = \"s\"\ninject = {{ query = \"k\" }}\n");
+        let dup = format!(
+            "{GOOD}\n[[upstream]]\nname = \"openai\"\nbase_url = \"https://x\"\nenvironment = \"staging\"\nsecret = \"s\"\ninject = {{ query = \"k\" }}\n"
+        );
         let (line, msg) = err_at(&dup);
         assert!(msg.contains("duplicate upstream"), "{msg}");
         assert_eq!(line, GOOD.lines().count() + 3);
@@ -1290,7 +1303,11 @@ resource = { path = "id" }
         let (line, msg) = err_at(&format!("{PRESET}\n{}", PRESET.replace("staging", "production")));
         assert!(msg.contains("duplicate upstream name \"anthropic\""), "{msg}");
         assert_eq!(line, 7);
-        parse(&format!("{PRESET}\n{}", PRESET.replace("staging", "production").replace("preset = \"anthropic\"", "preset = \"anthropic\"\nname = \"anthropic-prod\""))).unwrap();
+        parse(&format!(
+            "{PRESET}\n{}",
+            PRESET.replace("staging", "production").replace("preset = \"anthropic\"", "preset = \"anthropic\"\nname = \"anthropic-prod\"")
+        ))
+        .unwrap();
         // Without a preset, base_url and inject are required.
         let (_, msg) = err_at("[[upstream]]\nname = \"x\"\nenvironment = \"staging\"\nsecret = \"s\"\ninject = { query = \"k\" }\n");
         assert!(msg.contains("missing base_url"), "{msg}");

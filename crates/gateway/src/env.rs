@@ -34,10 +34,7 @@ pub fn exports(config: &Config, token: &str) -> Vec<(String, String)> {
 /// CA key is never named here.
 pub fn proxy_exports(config: &Config, ca_cert: &std::path::Path, ca_bundle: &std::path::Path) -> Vec<(String, String)> {
     let bundle = ca_bundle.display().to_string();
-    let mut out = vec![
-        ("HTTPS_PROXY".to_owned(), config.public_url.clone()),
-        ("https_proxy".to_owned(), config.public_url.clone()),
-    ];
+    let mut out = vec![("HTTPS_PROXY".to_owned(), config.public_url.clone()), ("https_proxy".to_owned(), config.public_url.clone())];
     for v in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "AWS_CA_BUNDLE"] {
         out.push((v.to_owned(), bundle.clone()));
     }

@@ -26,8 +26,8 @@
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_store::AuditEvent;
@@ -87,10 +87,7 @@ pub struct ForwardProxy {
 
 impl std::fmt::Debug for ForwardProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ForwardProxy")
-            .field("hosts", &self.hosts.keys().collect::<Vec<_>>())
-            .field("pass_through", &self.pass_through)
-            .finish_non_exhaustive()
+        f.debug_struct("ForwardProxy").field("hosts", &self.hosts.keys().collect::<Vec<_>>()).field("pass_through", &self.pass_through).finish_non_exhaustive()
     }
 }
 
@@ -180,7 +177,12 @@ impl ForwardProxy {
                 }
                 Err(_) => {
                     self.connect_event(&request_id, &target, "denied", json!({ "code": "upstream_timeout", "mode": "pass_through" }));
-                    return answer(&request_id, StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", &format!("connecting to pass-through host {target} timed out"));
+                    return answer(
+                        &request_id,
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        &format!("connecting to pass-through host {target} timed out"),
+                    );
                 }
             };
             let _ = tcp.set_nodelay(true);
@@ -206,30 +208,33 @@ impl ForwardProxy {
                     Err(_) => "incomplete",
                 };
                 let (up, down) = (agent.read, agent.written);
-                let mut ev = this.event(&crate::audit::new_id(), &target, outcome, json!({
-                    "mode": "pass_through",
-                    "request_id": request_id,
-                    "bytes_up": up,
-                    "bytes_down": down,
-                    "duration_us": crate::pipeline::duration_us(started),
-                }));
+                let mut ev = this.event(
+                    &crate::audit::new_id(),
+                    &target,
+                    outcome,
+                    json!({
+                        "mode": "pass_through",
+                        "request_id": request_id,
+                        "bytes_up": up,
+                        "bytes_down": down,
+                        "duration_us": crate::pipeline::duration_us(started),
+                    }),
+                );
                 ev.action = "gateway.tunnel_closed".into();
                 this.audit.record_later(ev);
             });
             return tunnel_ok();
         }
 
-        let port_hint = if self.hosts.keys().any(|(h, _)| *h == host) {
-            " (that host is configured, but on another port)"
-        } else {
-            ""
-        };
+        let port_hint = if self.hosts.keys().any(|(h, _)| *h == host) { " (that host is configured, but on another port)" } else { "" };
         self.connect_event(&request_id, &target, "denied", json!({ "code": "unknown_host" }));
         answer(
             &request_id,
             StatusCode::FORBIDDEN,
             "unknown_host",
-            &format!("{target} is not a configured upstream{port_hint} and not listed in [gateway] pass_through; add an [[upstream]] for it or ask an operator to pass it through"),
+            &format!(
+                "{target} is not a configured upstream{port_hint} and not listed in [gateway] pass_through; add an [[upstream]] for it or ask an operator to pass it through"
+            ),
         )
     }
 
@@ -302,13 +307,18 @@ impl ForwardProxy {
             }
             Err((status, code, msg)) => {
                 let id = crate::audit::new_id();
-                let mut ev = self.event(&id, &target, "denied", json!({
-                    "code": code,
-                    "reason": msg,
-                    "method": parts.method.as_str(),
-                    "path": parts.uri.path().chars().take(512).collect::<String>(),
-                    "mode": "forward",
-                }));
+                let mut ev = self.event(
+                    &id,
+                    &target,
+                    "denied",
+                    json!({
+                        "code": code,
+                        "reason": msg,
+                        "method": parts.method.as_str(),
+                        "path": parts.uri.path().chars().take(512).collect::<String>(),
+                        "mode": "forward",
+                    }),
+                );
                 ev.action = "gateway.request".into();
                 self.audit.record_later(ev);
                 answer(&id, status, code, &msg)
@@ -324,7 +334,11 @@ impl ForwardProxy {
         if let Some(h) = parts.headers.get(header::HOST) {
             let ok = h.to_str().ok().and_then(|h| host_matches(h, host, port)).unwrap_or(false);
             if !ok {
-                return Err((StatusCode::BAD_REQUEST, "host_mismatch", format!("the Host header does not name the CONNECT target {target}; the host is fixed when the tunnel opens")));
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "host_mismatch",
+                    format!("the Host header does not name the CONNECT target {target}; the host is fixed when the tunnel opens"),
+                ));
             }
         }
         let Some(on_host) = self.hosts.get(&(host.to_owned(), port)) else {
@@ -332,19 +346,13 @@ impl ForwardProxy {
         };
         let path = parts.uri.path();
         // The longest base path that prefixes the path at a segment boundary.
-        let fits = |u: &&HostUpstream| {
-            path.strip_prefix(u.base_path.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/'))
-        };
+        let fits = |u: &&HostUpstream| path.strip_prefix(u.base_path.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/'));
         let best = on_host.iter().filter(fits).map(|u| u.base_path.len()).max();
         let Some(best) = best else {
             return Err((StatusCode::NOT_FOUND, "unknown_upstream", format!("no upstream on {target} serves this path")));
         };
         let candidates: Vec<&HostUpstream> = on_host.iter().filter(fits).filter(|u| u.base_path.len() == best).collect();
-        let chosen = if candidates.len() == 1 {
-            candidates[0]
-        } else {
-            self.by_environment(&parts.headers, parts.uri.query(), &candidates, target)?
-        };
+        let chosen = if candidates.len() == 1 { candidates[0] } else { self.by_environment(&parts.headers, parts.uri.query(), &candidates, target)? };
         let rest = &path[chosen.base_path.len()..];
         let mut origin = String::with_capacity(1 + chosen.name.len() + rest.len() + parts.uri.query().map_or(0, |q| q.len() + 1));
         origin.push('/');
@@ -354,9 +362,7 @@ impl ForwardProxy {
             origin.push('?');
             origin.push_str(q);
         }
-        origin
-            .parse()
-            .map_err(|_| (StatusCode::BAD_REQUEST, "bad_request", "the request path cannot be routed".to_owned()))
+        origin.parse().map_err(|_| (StatusCode::BAD_REQUEST, "bad_request", "the request path cannot be routed".to_owned()))
     }
 
     /// Several upstreams share this host and path: pick the one serving the task's environment.

@@ -52,36 +52,19 @@ impl GrantError {
     /// The suggested replacement grant (`github:read` for `github:reed`), if any.
     pub fn suggested_grant(&self) -> Option<String> {
         match self {
-            GrantError::UnknownUpstream {
-                grant,
-                suggestion: Some(s),
-                ..
-            } => Some(format!(
-                "{s}:{}",
-                grant.split_once(':').map(|(_, c)| c).unwrap_or("")
-            )),
-            GrantError::UnknownCapability {
-                upstream,
-                suggestion: Some(s),
-                ..
-            } => Some(format!("{upstream}:{s}")),
+            GrantError::UnknownUpstream { grant, suggestion: Some(s), .. } => Some(format!("{s}:{}", grant.split_once(':').map(|(_, c)| c).unwrap_or(""))),
+            GrantError::UnknownCapability { upstream, suggestion: Some(s), .. } => Some(format!("{upstream}:{s}")),
             _ => None,
         }
     }
 }
 
 fn suggestion_text(s: &Option<String>) -> String {
-    s.as_ref()
-        .map(|s| format!(" (did you mean {s:?}?)"))
-        .unwrap_or_default()
+    s.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default()
 }
 
 fn list(v: &[String]) -> String {
-    if v.is_empty() {
-        "none".to_owned()
-    } else {
-        v.join(", ")
-    }
+    if v.is_empty() { "none".to_owned() } else { v.join(", ") }
 }
 
 impl Config {
@@ -91,13 +74,11 @@ impl Config {
         for g in grants {
             let upstream = g.upstream.as_str();
             let Some(u) = self.upstream(upstream) else {
-                let known: Vec<String> =
-                    self.upstreams.iter().map(|u| u.name.to_string()).collect();
+                let known: Vec<String> = self.upstreams.iter().map(|u| u.name.to_string()).collect();
                 return Err(GrantError::UnknownUpstream {
                     grant: g.to_string(),
                     upstream: upstream.to_owned(),
-                    suggestion: suggest(upstream, known.iter().map(String::as_str))
-                        .map(str::to_owned),
+                    suggestion: suggest(upstream, known.iter().map(String::as_str)).map(str::to_owned),
                     known,
                     config: self.path.display().to_string(),
                 });
@@ -105,11 +86,7 @@ impl Config {
             if let Capability::Operation(op) = &g.capability
                 && !u.operation_names.iter().any(|n| n == op)
             {
-                let known: Vec<String> = ["read", "write", "destroy"]
-                    .into_iter()
-                    .map(str::to_owned)
-                    .chain(u.operation_names.iter().cloned())
-                    .collect();
+                let known: Vec<String> = ["read", "write", "destroy"].into_iter().map(str::to_owned).chain(u.operation_names.iter().cloned()).collect();
                 return Err(GrantError::UnknownCapability {
                     grant: g.to_string(),
                     upstream: upstream.to_owned(),
@@ -157,51 +134,24 @@ capability = "destroy"
 
     #[test]
     fn known_grants_pass() {
-        check(&[
-            "anthropic:model",
-            "anthropic:read",
-            "github:write",
-            "github:repoDelete",
-            "github:destroy",
-        ])
-        .unwrap();
+        check(&["anthropic:model", "anthropic:read", "github:write", "github:repoDelete", "github:destroy"]).unwrap();
     }
 
     #[test]
     fn unknown_upstream_suggests() {
         let e = check(&["github:read", "anthropc:model"]).unwrap_err();
-        assert!(
-            matches!(&e, GrantError::UnknownUpstream { upstream, suggestion: Some(s), .. } if upstream == "anthropc" && s == "anthropic"),
-            "{e:?}"
-        );
+        assert!(matches!(&e, GrantError::UnknownUpstream { upstream, suggestion: Some(s), .. } if upstream == "anthropc" && s == "anthropic"), "{e:?}");
         assert_eq!(e.suggested_grant().as_deref(), Some("anthropic:model"));
         let msg = e.to_string();
-        assert!(
-            msg.contains("did you mean \"anthropic\"")
-                && msg.contains("anthropic, github")
-                && msg.contains("/etc/airlock/airlock.toml"),
-            "{msg}"
-        );
+        assert!(msg.contains("did you mean \"anthropic\"") && msg.contains("anthropic, github") && msg.contains("/etc/airlock/airlock.toml"), "{msg}");
         let e = check(&["nosuch:read"]).unwrap_err();
-        assert!(
-            matches!(
-                &e,
-                GrantError::UnknownUpstream {
-                    suggestion: None,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(&e, GrantError::UnknownUpstream { suggestion: None, .. }), "{e:?}");
     }
 
     #[test]
     fn unknown_capability_suggests() {
         let e = check(&["github:reed"]).unwrap_err();
-        assert!(
-            matches!(&e, GrantError::UnknownCapability { capability, suggestion: Some(s), .. } if capability == "reed" && s == "read"),
-            "{e:?}"
-        );
+        assert!(matches!(&e, GrantError::UnknownCapability { capability, suggestion: Some(s), .. } if capability == "reed" && s == "read"), "{e:?}");
         assert!(e.to_string().contains("did you mean \"read\""), "{e}");
         assert_eq!(e.suggested_grant().as_deref(), Some("github:read"));
         let e = check(&["anthropic:modle"]).unwrap_err();

@@ -139,9 +139,8 @@ fn parse(query: &str) -> Result<Parsed, Unparsable> {
     if !int_literals_fit(query) {
         return Err(unparsable("an integer literal does not fit in 64 bits"));
     }
-    let doc = std::panic::catch_unwind(|| cynic_parser::parse_executable_document(query))
-        .map_err(|_| unparsable("the parser panicked"))?
-        .map_err(unparsable)?;
+    let doc =
+        std::panic::catch_unwind(|| cynic_parser::parse_executable_document(query)).map_err(|_| unparsable("the parser panicked"))?.map_err(unparsable)?;
     let mut names = HashSet::new();
     let mut anonymous = false;
     let mut count = 0usize;
@@ -276,8 +275,7 @@ impl GraphqlClassifier {
 
     /// Declare `field` (a GraphQL field name). Declaring a field twice is an error.
     pub fn declare(&mut self, field: &str, rule: GraphqlRule) -> Result<(), String> {
-        let valid = field.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-            && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let valid = field.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid {
             return Err(format!("{field:?} is not a GraphQL field name"));
         }
@@ -405,18 +403,21 @@ impl<'a> Walk<'a> {
                         self.declared(name, rule, f.arguments(), out)?;
                     } else if let Some(class) = top {
                         let class = if name.starts_with("__") { Capability::Read } else { class.clone() };
-                        out.push(Operation { name: name.to_owned(), capability: class, tier: Tier::Primary, resource_id: None, declared: false, arguments: None })?;
+                        out.push(Operation {
+                            name: name.to_owned(),
+                            capability: class,
+                            tier: Tier::Primary,
+                            resource_id: None,
+                            declared: false,
+                            arguments: None,
+                        })?;
                     }
                     self.selections(f.selection_set(), None, depth + 1, out)?;
                 }
                 Selection::InlineFragment(fr) => self.selections(fr.selection_set(), top, depth + 1, out)?,
                 Selection::FragmentSpread(sp) => {
                     let name = sp.fragment_name();
-                    let id = *self
-                        .parsed
-                        .fragments
-                        .get(name)
-                        .ok_or_else(|| Unparsable(format!("fragment {:?} is used but not defined", truncate(name))))?;
+                    let id = *self.parsed.fragments.get(name).ok_or_else(|| Unparsable(format!("fragment {:?} is used but not defined", truncate(name))))?;
                     if self.seen.insert((name, top.is_some())) {
                         self.selections(self.parsed.doc.read(id).selection_set(), top, depth + 1, out)?;
                     }
@@ -434,7 +435,10 @@ impl<'a> Walk<'a> {
             if resolved.insert(a.name().to_owned(), self.resolve(a.value(), 0)?).is_some() {
                 // GraphQL requires unique argument names; an upstream that keeps the first
                 // could act on another resource than the one classified.
-                return Err(Unparsable(format!("argument {:?} of {name} is given twice, which GraphQL forbids; airlock and the upstream could read different values", truncate(a.name()))));
+                return Err(Unparsable(format!(
+                    "argument {:?} of {name} is given twice, which GraphQL forbids; airlock and the upstream could read different values",
+                    truncate(a.name())
+                )));
             }
         }
         let mut ids = Vec::new();
@@ -485,7 +489,10 @@ impl<'a> Walk<'a> {
                 let mut m = serde_json::Map::new();
                 for f in o.fields() {
                     if m.insert(f.name().to_owned(), self.resolve(f.value(), depth + 1)?).is_some() {
-                        return Err(Unparsable(format!("input field {:?} is given twice, which GraphQL forbids; airlock and the upstream could read different values", truncate(f.name()))));
+                        return Err(Unparsable(format!(
+                            "input field {:?} is given twice, which GraphQL forbids; airlock and the upstream could read different values",
+                            truncate(f.name())
+                        )));
                     }
                 }
                 Value::Object(m)
@@ -512,7 +519,8 @@ mod tests {
         let mut g = GraphqlClassifier::new();
         g.declare("volumeDelete", GraphqlRule { capability: Capability::Destroy, tier: Tier::Primary, resource: Some(vec!["volumeId".into()]) }).unwrap();
         g.declare("backupDelete", GraphqlRule { capability: Capability::Destroy, tier: Tier::Backup, resource: Some(vec!["backupId".into()]) }).unwrap();
-        g.declare("volumeUpdate", GraphqlRule { capability: Capability::Write, tier: Tier::Primary, resource: Some(vec!["input".into(), "id".into()]) }).unwrap();
+        g.declare("volumeUpdate", GraphqlRule { capability: Capability::Write, tier: Tier::Primary, resource: Some(vec!["input".into(), "id".into()]) })
+            .unwrap();
         g
     }
 
@@ -579,7 +587,11 @@ mod tests {
             assert!(g.classify(body.as_bytes(), Some("application/json")).is_err(), "{doc}");
         }
         for (lit, vars) in [("1001.0", serde_json::json!({})), ("1.001e3", serde_json::json!({})), ("$v", serde_json::json!({ "v": 1001.0 }))] {
-            let q = if lit == "$v" { "mutation($v: Float) { volumeDelete(volumeId: $v) { id } }".to_owned() } else { format!("mutation {{ volumeDelete(volumeId: {lit}) {{ id }} }}") };
+            let q = if lit == "$v" {
+                "mutation($v: Float) { volumeDelete(volumeId: $v) { id } }".to_owned()
+            } else {
+                format!("mutation {{ volumeDelete(volumeId: {lit}) {{ id }} }}")
+            };
             let body = serde_json::json!({ "query": q, "variables": vars }).to_string();
             let ops = g.classify(body.as_bytes(), Some("application/json")).unwrap();
             assert_eq!(ops[0].resource_id.as_deref(), Some("1001"), "{lit}");
@@ -651,7 +663,9 @@ mod tests {
         assert!(err("{ me(x: 9223372036854775808) }"));
         assert!(!err("{ me(x: -9223372036854775808, y: 9223372036854775807, z: 1e99999, w: 123456789012345678901234.5) }"));
         // Long digit runs in strings, block strings, comments and names are not literals.
-        let o = ops(json!({ "query": "mutation M { volumeDelete(volumeId: \"99999999999999999999\") } # 99999999999999999999\n query Q { me(a: \"\"\"x \\\"\"\" 99999999999999999999\"\"\") v99999999999999999999 }" }));
+        let o = ops(
+            json!({ "query": "mutation M { volumeDelete(volumeId: \"99999999999999999999\") } # 99999999999999999999\n query Q { me(a: \"\"\"x \\\"\"\" 99999999999999999999\"\"\") v99999999999999999999 }" }),
+        );
         assert!(names(&o).contains(&("volumeDelete", Some("99999999999999999999"))), "{o:?}");
         let o = ops(json!({ "query": "mutation { volumeDelete(volumeId: 1234567890123456789) }" }));
         assert_eq!(names(&o), [("volumeDelete", Some("1234567890123456789"))]);
@@ -700,7 +714,9 @@ mod tests {
 
     #[test]
     fn fragment_cycles_below_the_top_level_end() {
-        let o = ops(json!({ "query": "mutation { a { ...A } ...A } fragment A on M { ...B b { ...A } volumeDelete(volumeId: \"v\") } fragment B on M { ...A ...B }" }));
+        let o = ops(
+            json!({ "query": "mutation { a { ...A } ...A } fragment A on M { ...B b { ...A } volumeDelete(volumeId: \"v\") } fragment B on M { ...A ...B }" }),
+        );
         assert!(names(&o).contains(&("volumeDelete", Some("v"))), "{o:?}");
         assert!(o.iter().all(|o| o.name != "b" || o.capability == Capability::Write));
     }

@@ -114,9 +114,10 @@ impl Inventory {
         for l in self.lookups.values() {
             let s = l.spec();
             let at = format!("{}:{}", config_path.display(), s.secret_line);
-            let secret = secrets.get(&s.secret, &s.environment).await.map_err(|e| {
-                Error::Secret(format!("{at}: upstream {:?}: inventory_lookup secret {:?}: {}", s.upstream.as_str(), s.secret, e.message))
-            })?;
+            let secret = secrets
+                .get(&s.secret, &s.environment)
+                .await
+                .map_err(|e| Error::Secret(format!("{at}: upstream {:?}: inventory_lookup secret {:?}: {}", s.upstream.as_str(), s.secret, e.message)))?;
             lookup::secret_fits(&secret, s).map_err(|why| Error::Secret(format!("{at}: upstream {:?}: {why}", s.upstream.as_str())))?;
         }
         Ok(())
@@ -155,9 +156,7 @@ impl Inventory {
 
     /// Where resource `id` lives as seen through `upstream` (an upstream-scoped entry wins).
     pub fn lookup(&self, upstream: &str, id: &str) -> Option<&Placement> {
-        self.entries
-            .get(&(upstream.to_owned(), id.to_owned()))
-            .or_else(|| self.entries.get(&(String::new(), id.to_owned())))
+        self.entries.get(&(upstream.to_owned(), id.to_owned())).or_else(|| self.entries.get(&(String::new(), id.to_owned())))
     }
 
     /// Attribute `op` sent through `upstream` (which serves `upstream_env`).

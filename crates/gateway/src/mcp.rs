@@ -40,17 +40,8 @@ pub struct McpClassifier {
 }
 
 /// Methods that only read or negotiate.
-const READ_METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "tools/list",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "prompts/list",
-    "prompts/get",
-    "completion/complete",
-];
+const READ_METHODS: &[&str] =
+    &["initialize", "ping", "tools/list", "resources/list", "resources/templates/list", "resources/read", "prompts/list", "prompts/get", "completion/complete"];
 /// Methods that change session state on the server but touch no resource.
 const WRITE_METHODS: &[&str] = &["resources/subscribe", "resources/unsubscribe", "logging/setLevel"];
 
@@ -129,7 +120,8 @@ impl McpClassifier {
         let method = method.as_str().ok_or_else(|| Unparsable("\"method\" must be a string".into()))?;
         if method == "tools/call" {
             let params = obj.get("params").and_then(Value::as_object).ok_or_else(|| Unparsable("tools/call needs \"params\"".into()))?;
-            let tool = params.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| Unparsable("tools/call needs \"params.name\"".into()))?;
+            let tool =
+                params.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| Unparsable("tools/call needs \"params.name\"".into()))?;
             let arguments = match params.get("arguments") {
                 None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
                 Some(a @ Value::Object(_)) => a.clone(),
@@ -141,7 +133,9 @@ impl McpClassifier {
                     let resource_id = rule.resource.as_deref().and_then(|p| arguments.pointer(p)).and_then(crate::classify::resource_id);
                     Operation { name, capability: rule.capability.clone(), tier: rule.tier, resource_id, declared: true, arguments: Some(arguments) }
                 }
-                None => Operation { name, capability: Capability::Destroy, tier: Tier::Primary, resource_id: None, declared: false, arguments: Some(arguments) },
+                None => {
+                    Operation { name, capability: Capability::Destroy, tier: Tier::Primary, resource_id: None, declared: false, arguments: Some(arguments) }
+                }
             });
         }
         if READ_METHODS.contains(&method) || method.starts_with("notifications/") {
@@ -319,7 +313,9 @@ mod tests {
 
     #[test]
     fn tool_calls_and_methods() {
-        let o = ops(json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": "delete_volume", "arguments": { "volume": { "id": "vol-prod-db" } } } }));
+        let o = ops(
+            json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": "delete_volume", "arguments": { "volume": { "id": "vol-prod-db" } } } }),
+        );
         assert_eq!((o[0].name.as_str(), &o[0].capability, o[0].resource_id.as_deref()), ("delete_volume", &Capability::Destroy, Some("vol-prod-db")));
         assert_eq!(o[0].arguments.as_ref().unwrap()["volume"]["id"], "vol-prod-db");
         let o = ops(json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": "list_volumes" } }));
@@ -344,8 +340,14 @@ mod tests {
     #[test]
     fn unparsable() {
         let c = classifier();
-        for bad in [&b"nope"[..], br#"{"id":1,"method":"tools/list"}"#, br#"{"jsonrpc":"2.0","method":"tools/call"}"#, br#"[]"#, br#"{"jsonrpc":"2.0","id":1}"#,
-            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"list_volumes","name":"delete_volume"}}"#] {
+        for bad in [
+            &b"nope"[..],
+            br#"{"id":1,"method":"tools/list"}"#,
+            br#"{"jsonrpc":"2.0","method":"tools/call"}"#,
+            br#"[]"#,
+            br#"{"jsonrpc":"2.0","id":1}"#,
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"list_volumes","name":"delete_volume"}}"#,
+        ] {
             assert!(c.classify(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

@@ -37,14 +37,14 @@ use zeroize::Zeroizing;
 use crate::approvals::{Approvals, request_hash};
 use crate::audit::AuditSink;
 use crate::classify::{Operation, class_rank};
-use crate::config::ApprovalMode;
-use crate::inventory::lookup::LookupContext;
-use crate::inventory::{Attribution, Inventory};
-use crate::rawcred::{Finding, ScannerDetector};
 use crate::client::{BoxError, ConnectTimeout, ReqBody, UpstreamClient};
+use crate::config::ApprovalMode;
 use crate::config::{Config, Injection, Upstream, is_hop_by_hop};
 use crate::error::Error;
+use crate::inventory::lookup::LookupContext;
+use crate::inventory::{Attribution, Inventory};
 use crate::ports::{Secret, SecretCache, SecretSource, TaskIdentity, TokenVerifier};
+use crate::rawcred::{Finding, ScannerDetector};
 use crate::redact::{Needles, RedactBody};
 use crate::route::{RouteError, route};
 use crate::token_place::query_name;
@@ -203,10 +203,7 @@ impl Gateway {
         let mut upstreams = HashMap::new();
         for u in &config.upstreams {
             let client = UpstreamClient::new(u)?;
-            upstreams.insert(
-                u.name.to_string(),
-                Arc::new(UpstreamRuntime { cfg: u.clone(), client, prepared: Mutex::new(None) }),
-            );
+            upstreams.insert(u.name.to_string(), Arc::new(UpstreamRuntime { cfg: u.clone(), client, prepared: Mutex::new(None) }));
         }
         Ok(Self {
             upstreams,
@@ -253,9 +250,11 @@ impl Gateway {
         for rt in self.upstreams.values() {
             let u = &rt.cfg;
             let at = format!("{}:{}", self.config_path.display(), u.secret_line);
-            let secret = self.secrets.get(&u.secret, &u.environment).await.map_err(|e| {
-                Error::Secret(format!("{at}: upstream {:?}: secret {:?}: {}", u.name.as_str(), u.secret, e.message))
-            })?;
+            let secret = self
+                .secrets
+                .get(&u.secret, &u.environment)
+                .await
+                .map_err(|e| Error::Secret(format!("{at}: upstream {:?}: secret {:?}: {}", u.name.as_str(), u.secret, e.message)))?;
             if let Err(why) = secret_fits(&secret, u) {
                 return Err(Error::Secret(format!("{at}: upstream {:?}: {why}", u.name.as_str())));
             }
@@ -337,7 +336,14 @@ impl Gateway {
         // Before 6–7: resource ids the static inventory does not place are looked up on the
         // upstream ([upstream.inventory_lookup]: read-only credential, cached). A lookup that
         // fails leaves its id unattributed, so a destroy of it counts as production.
-        let lookup = LookupContext { upstream: up, client: &rt.client, secrets: &self.secrets, audit: &*self.audit, request_id: &request_id, task_id: &auth.task.task_id };
+        let lookup = LookupContext {
+            upstream: up,
+            client: &rt.client,
+            secrets: &self.secrets,
+            audit: &*self.audit,
+            request_id: &request_id,
+            task_id: &auth.task.task_id,
+        };
         self.inventory.resolve(lookup, &parts, &auth.segments, buffered.as_deref()).await;
 
         // 6–7. Classify, attribute each operation's resource, decide.
@@ -364,7 +370,11 @@ impl Gateway {
         // 8. Durable audit record, before anything reaches the upstream.
         let event = self.request_event(&request_id, &parts, &admitted);
         if let Err(e) = self.audit.record(event).await {
-            let r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", format!("the request was not forwarded because it could not be audited: {e}"));
+            let r = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                format!("the request was not forwarded because it could not be audited: {e}"),
+            );
             return answer(&request_id, &with_context(r, &admitted));
         }
 
@@ -393,7 +403,11 @@ impl Gateway {
                 return answer(&request_id, &with_context(r, &admitted));
             }
             Err(_) => {
-                let r = Refusal::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("upstream {} did not answer within {:?}", up.name, up.request_timeout));
+                let r = Refusal::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    format!("upstream {} did not answer within {:?}", up.name, up.request_timeout),
+                );
                 self.outcome(&request_id, &admitted, 504, 0, started, r.code, 0);
                 return answer(&request_id, &with_context(r, &admitted));
             }
@@ -405,11 +419,17 @@ impl Gateway {
         //     A non-canonical reason phrase is dropped: the status line is not redacted.
         let (mut head, incoming) = response.into_parts();
         head.extensions.remove::<hyper::ext::ReasonPhrase>();
-        let other_coding = head.headers.get_all(header::TRANSFER_ENCODING).iter().any(|v| {
-            v.to_str().map_or(true, |s| s.split(',').map(str::trim).any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked")))
-        });
+        let other_coding = head
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .any(|v| v.to_str().map_or(true, |s| s.split(',').map(str::trim).any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked"))));
         if other_coding {
-            let r = Refusal::new(StatusCode::BAD_GATEWAY, "upstream_encoded_response", "the upstream sent a transfer-coding other than chunked; the body cannot be checked for secret echoes, so it is withheld");
+            let r = Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_encoded_response",
+                "the upstream sent a transfer-coding other than chunked; the body cannot be checked for secret echoes, so it is withheld",
+            );
             self.outcome(&request_id, &admitted, 502, 0, started, r.code, 0);
             return answer(&request_id, &with_context(r, &admitted));
         }
@@ -419,11 +439,13 @@ impl Gateway {
             redactions = n.redact_headers(&mut head.headers);
         }
         if let Some(enc) = head.headers.get(header::CONTENT_ENCODING) {
-            let may_have_body = parts.method != Method::HEAD
-                && head.status != StatusCode::NO_CONTENT
-                && head.status != StatusCode::NOT_MODIFIED;
+            let may_have_body = parts.method != Method::HEAD && head.status != StatusCode::NO_CONTENT && head.status != StatusCode::NOT_MODIFIED;
             if may_have_body && !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-                let r = Refusal::new(StatusCode::BAD_GATEWAY, "upstream_encoded_response", "the upstream sent a compressed response although airlock asked for identity encoding; it cannot be checked for secret echoes, so it is withheld");
+                let r = Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_encoded_response",
+                    "the upstream sent a compressed response although airlock asked for identity encoding; it cannot be checked for secret echoes, so it is withheld",
+                );
                 self.outcome(&request_id, &admitted, 502, 0, started, r.code, redactions);
                 return answer(&request_id, &with_context(r, &admitted));
             }
@@ -483,8 +505,14 @@ impl Gateway {
     fn authenticate(&self, parts: &request::Parts) -> Result<Authed, Refusal> {
         // 1. Route: origin-form only, upstream from the first segment, no escape from its prefix.
         let route = route(&parts.uri).map_err(|e| match e {
-            RouteError::NotOriginForm => Refusal::new(StatusCode::BAD_REQUEST, "absolute_uri", "only origin-form request targets (/<upstream>/<path>) are accepted; the host is never chosen by the request"),
-            RouteError::NoUpstream => Refusal::new(StatusCode::NOT_FOUND, "unknown_upstream", "request paths start with a configured upstream name: /<upstream>/<path>"),
+            RouteError::NotOriginForm => Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "absolute_uri",
+                "only origin-form request targets (/<upstream>/<path>) are accepted; the host is never chosen by the request",
+            ),
+            RouteError::NoUpstream => {
+                Refusal::new(StatusCode::NOT_FOUND, "unknown_upstream", "request paths start with a configured upstream name: /<upstream>/<path>")
+            }
             RouteError::Traversal(why) => Refusal::new(StatusCode::BAD_REQUEST, "path_traversal", format!("the path would leave the upstream's prefix: {why}")),
         })?;
         let Some(rt) = self.upstreams.get(route.upstream) else {
@@ -497,12 +525,14 @@ impl Gateway {
         };
 
         // 2. Authenticate: the task token from X-Airlock-Token or where the upstream's credential goes.
-        let token = crate::token_place::find_token(&parts.headers, route.query, &[&up.injection])
-            .ok_or_else(|| with_upstream(Refusal::new(StatusCode::UNAUTHORIZED, "missing_token", format!("no task token: send it in {TOKEN_HEADER} or where {}'s API key goes", up.name))))?;
-        let task = self
-            .verifier
-            .verify(&token)
-            .map_err(|e| with_upstream(Refusal::new(StatusCode::UNAUTHORIZED, e.code, e.message)))?;
+        let token = crate::token_place::find_token(&parts.headers, route.query, &[&up.injection]).ok_or_else(|| {
+            with_upstream(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                format!("no task token: send it in {TOKEN_HEADER} or where {}'s API key goes", up.name),
+            ))
+        })?;
+        let task = self.verifier.verify(&token).map_err(|e| with_upstream(Refusal::new(StatusCode::UNAUTHORIZED, e.code, e.message)))?;
         let now = unix_now();
         if task.expires_at <= now {
             let mut r = with_upstream(Refusal::new(StatusCode::UNAUTHORIZED, "token_expired", "the task token has expired; start a new task"));
@@ -512,7 +542,11 @@ impl Gateway {
 
         // 3. Environment binding: a task never acts outside its environment.
         if task.environment != up.environment {
-            let mut r = with_upstream(Refusal::new(StatusCode::FORBIDDEN, "cross_environment", format!("task is bound to environment {:?} but upstream {} serves {:?}", task.environment.as_str(), up.name, up.environment.as_str())));
+            let mut r = with_upstream(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "cross_environment",
+                format!("task is bound to environment {:?} but upstream {} serves {:?}", task.environment.as_str(), up.name, up.environment.as_str()),
+            ));
             r.task = Some(task);
             return Err(r);
         }
@@ -528,10 +562,13 @@ impl Gateway {
         let up = &auth.rt.cfg;
         let refusal = |r: Refusal| with_auth(r, auth);
         let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let operations = up
-            .classifier
-            .classify_all(&parts.method, &auth.segments, content_type, body)
-            .map_err(|e| Stop::Refused(refusal(Refusal::new(StatusCode::BAD_REQUEST, "unparsable_request", format!("the request body cannot be classified, so it is not forwarded: {}", e.0)))))?;
+        let operations = up.classifier.classify_all(&parts.method, &auth.segments, content_type, body).map_err(|e| {
+            Stop::Refused(refusal(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "unparsable_request",
+                format!("the request body cannot be classified, so it is not forwarded: {}", e.0),
+            )))
+        })?;
 
         // (severity, class rank, production) of the operation that determines the answer.
         let mut worst: Option<Worst> = None;
@@ -615,9 +652,19 @@ impl Gateway {
         // Name the limit that binds: the upstream's body cap, or the classification cap.
         let too_big = || {
             if max_body <= self.classify_limit {
-                Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds this upstream's limit of {max_body} bytes; nothing was forwarded"))
+                Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request body exceeds this upstream's limit of {max_body} bytes; nothing was forwarded"),
+                )
             } else {
-                Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "classify_limit", format!("the request body must be read to classify it (or to approve it), and it exceeds the {limit}-byte classification limit ([gateway] classify_limit)"))
+                Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "classify_limit",
+                    format!(
+                        "the request body must be read to classify it (or to approve it), and it exceeds the {limit}-byte classification limit ([gateway] classify_limit)"
+                    ),
+                )
             }
         };
         if content_length(&parts.headers).is_some_and(|l| l > limit as u64) {
@@ -627,7 +674,9 @@ impl Gateway {
             Ok(Ok(b)) => Ok(b),
             Ok(Err(Capped::TooBig)) => Err(too_big()),
             Ok(Err(Capped::Failed(_))) => Err(Refusal::new(StatusCode::BAD_REQUEST, "body_read_error", "the request body could not be read")),
-            Err(_) => Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout))),
+            Err(_) => {
+                Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout)))
+            }
         }
     }
 
@@ -648,7 +697,9 @@ impl Gateway {
             )),
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(Refusal::new(StatusCode::BAD_REQUEST, "body_read_error", "the request body could not be read")),
-            Err(_) => Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout))),
+            Err(_) => {
+                Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout)))
+            }
         }
     }
 
@@ -674,21 +725,34 @@ impl Gateway {
         let r = Refusal::new(
             StatusCode::FORBIDDEN,
             "raw_credential",
-            format!("the request carries a {} ({}) that airlock did not issue; it was not forwarded. Use the task token only, and report where the credential was found so it can be moved into the vault", found.kind, found.location),
+            format!(
+                "the request carries a {} ({}) that airlock did not issue; it was not forwarded. Use the task token only, and report where the credential was found so it can be moved into the vault",
+                found.kind, found.location
+            ),
         );
         self.refuse(request_id, parts, with_auth(r, auth))
     }
 
     /// A request that needs a human: use an approval given for this exact request (once),
     /// or create / reuse an approval request and answer at once (`reject`) or wait (`hold`).
-    fn approval_gate<'a>(&'a self, request_id: &'a str, parts: &'a request::Parts, pending: NeedsApproval, body: &'a [u8]) -> BoxFuture<'a, Result<Admitted, Response<ResBody>>> {
+    fn approval_gate<'a>(
+        &'a self,
+        request_id: &'a str,
+        parts: &'a request::Parts,
+        pending: NeedsApproval,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Admitted, Response<ResBody>>> {
         Box::pin(async move { self.approval_gate_inner(request_id, parts, pending, body).await })
     }
 
     async fn approval_gate_inner(&self, request_id: &str, parts: &request::Parts, pending: NeedsApproval, body: &[u8]) -> Result<Admitted, Response<ResBody>> {
         let a = &pending.admitted;
         let Some(approvals) = self.approvals.clone() else {
-            let mut r = Refusal::new(StatusCode::FORBIDDEN, "approval_required", format!("{}; this gateway has no approval store, so nothing can approve it", pending.reason));
+            let mut r = Refusal::new(
+                StatusCode::FORBIDDEN,
+                "approval_required",
+                format!("{}; this gateway has no approval store, so nothing can approve it", pending.reason),
+            );
             r.policies = a.policies.clone();
             return Err(self.refuse(request_id, parts, with_context(r, a)));
         };
@@ -765,7 +829,7 @@ impl Gateway {
         };
 
         if settings.mode == ApprovalMode::Reject {
-            return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, 
+            return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id,
                 StatusCode::FORBIDDEN,
                 "approval_required",
                 format!("{}. Approval request {} was sent to an admin (`airlock approve {}`); once approved, send exactly the same request again within {}s and it passes once", pending.reason, rec.id, rec.id, settings.ttl.as_secs()),
@@ -777,26 +841,70 @@ impl Gateway {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_timeout", format!("no admin decided approval request {} within {}s; the request was not forwarded", rec.id, settings.hold_timeout.as_secs()))));
+                return Err(self.refuse(
+                    request_id,
+                    parts,
+                    approval_refusal(
+                        a,
+                        &rec.id,
+                        StatusCode::FORBIDDEN,
+                        "approval_timeout",
+                        format!("no admin decided approval request {} within {}s; the request was not forwarded", rec.id, settings.hold_timeout.as_secs()),
+                    ),
+                ));
             }
             approvals.wait_decided(left.min(HOLD_POLL)).await;
             let current = match store.get_approval(&rec.id).await {
                 Ok(Some(r)) => r,
-                Ok(None) => return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_required", format!("approval request {} disappeared", rec.id)))),
+                Ok(None) => {
+                    return Err(self.refuse(
+                        request_id,
+                        parts,
+                        approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_required", format!("approval request {} disappeared", rec.id)),
+                    ));
+                }
                 Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
             };
             match current.status {
                 ApprovalStatus::Pending => continue,
                 ApprovalStatus::Approved => match consume_approval(&*store, &task_id, &hash).await {
                     Ok(Some(used)) => return self.after_approval(request_id, parts, body, &used),
-                    Ok(None) => return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_used", format!("approval {} was already used by an identical request", rec.id)))),
+                    Ok(None) => {
+                        return Err(self.refuse(
+                            request_id,
+                            parts,
+                            approval_refusal(
+                                a,
+                                &rec.id,
+                                StatusCode::FORBIDDEN,
+                                "approval_used",
+                                format!("approval {} was already used by an identical request", rec.id),
+                            ),
+                        ));
+                    }
                     Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
                 },
                 ApprovalStatus::Denied => {
                     let why = current.decision_note.as_deref().unwrap_or("no reason given");
-                    return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_denied", format!("an admin denied approval request {}: {why}", rec.id))));
+                    return Err(self.refuse(
+                        request_id,
+                        parts,
+                        approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_denied", format!("an admin denied approval request {}: {why}", rec.id)),
+                    ));
                 }
-                ApprovalStatus::Used => return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_used", format!("approval {} was already used by an identical request", rec.id)))),
+                ApprovalStatus::Used => {
+                    return Err(self.refuse(
+                        request_id,
+                        parts,
+                        approval_refusal(
+                            a,
+                            &rec.id,
+                            StatusCode::FORBIDDEN,
+                            "approval_used",
+                            format!("approval {} was already used by an identical request", rec.id),
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -842,7 +950,13 @@ impl Gateway {
         body: ResBody,
     ) -> Result<ResBody, Refusal> {
         let up = &auth.rt.cfg;
-        let withheld = |why: String| Refusal::new(StatusCode::BAD_GATEWAY, "unfilterable_response", format!("the tools/list answer cannot be filtered to the task's tools, so it is withheld: {why}"));
+        let withheld = |why: String| {
+            Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "unfilterable_response",
+                format!("the tools/list answer cannot be filtered to the task's tools, so it is withheld: {why}"),
+            )
+        };
         let event_stream = head
             .headers
             .get(header::CONTENT_TYPE)
@@ -867,7 +981,13 @@ impl Gateway {
         event_stream: bool,
     ) -> Result<ResBody, Refusal> {
         let up = &auth.rt.cfg;
-        let withheld = |why: String| Refusal::new(StatusCode::BAD_GATEWAY, "unfilterable_response", format!("the tools/list answer cannot be filtered to the task's tools, so it is withheld: {why}"));
+        let withheld = |why: String| {
+            Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "unfilterable_response",
+                format!("the tools/list answer cannot be filtered to the task's tools, so it is withheld: {why}"),
+            )
+        };
         let may_call = |tool: &str| {
             let (capability, tier) = mcp.tool_class(tool);
             let d = self.policy.decide(&airlock_policy::Request {
@@ -900,7 +1020,11 @@ impl Gateway {
     async fn prepare(&self, rt: &UpstreamRuntime) -> Result<Arc<Prepared>, Refusal> {
         let up = &rt.cfg;
         let secret = self.secrets.get(&up.secret, &up.environment).await.map_err(|e| {
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "secret_unavailable", format!("the credential for upstream {} is unavailable: {}", up.name, e.message))
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "secret_unavailable",
+                format!("the credential for upstream {} is unavailable: {}", up.name, e.message),
+            )
         })?;
         if let Some(p) = rt.prepared.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
             && Arc::ptr_eq(&p.secret, &secret)
@@ -1061,7 +1185,11 @@ pub(crate) fn inject(injection: &Injection, raw: &[u8]) -> Result<Injected, ()> 
 fn prepare_injection(up: &Upstream, secret: Arc<Secret>) -> Result<Prepared, Refusal> {
     let raw = secret.expose();
     let injected = inject(&up.injection, raw).map_err(|()| {
-        Refusal::new(StatusCode::BAD_GATEWAY, "secret_unusable", format!("the credential for upstream {} contains bytes that cannot be sent in a header; fix the vault value", up.name))
+        Refusal::new(
+            StatusCode::BAD_GATEWAY,
+            "secret_unusable",
+            format!("the credential for upstream {} contains bytes that cannot be sent in a header; fix the vault value", up.name),
+        )
     })?;
     // Every form an echo can take (raw, base64 at any alignment, hex, percent, JSON), and
     // the exact encoded form that was sent (Basic credentials, a query value).
@@ -1094,14 +1222,8 @@ where
         Injection::Query { param } => Some(param.as_str()),
         _ => None,
     };
-    let mut query: Vec<&str> = parts
-        .uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .filter(|kv| injected_param.is_none_or(|p| query_name(kv) != p))
-        .collect();
+    let mut query: Vec<&str> =
+        parts.uri.query().unwrap_or("").split('&').filter(|kv| !kv.is_empty()).filter(|kv| injected_param.is_none_or(|p| query_name(kv) != p)).collect();
     if let Some(q) = &prepared.query {
         query.push(q);
     }
@@ -1121,9 +1243,12 @@ where
     // A task token anywhere in what would be forwarded (another header, a cookie, the query,
     // percent-encoded or not) is refused: it is accepted only where the gateway takes it
     // from, and never reaches an upstream.
-    if let Some(place) = query.iter().find(|kv| carries_task_token(kv)).map(|_| "the query".to_owned()).or_else(|| {
-        headers.iter().find(|(_, v)| carries_task_token(&String::from_utf8_lossy(v.as_bytes()))).map(|(n, _)| format!("the {n} header"))
-    }) {
+    if let Some(place) = query
+        .iter()
+        .find(|kv| carries_task_token(kv))
+        .map(|_| "the query".to_owned())
+        .or_else(|| headers.iter().find(|(_, v)| carries_task_token(&String::from_utf8_lossy(v.as_bytes()))).map(|(n, _)| format!("the {n} header")))
+    {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "token_misplaced",
@@ -1252,7 +1377,6 @@ fn carries_task_token(s: &str) -> bool {
     let lower = s.to_ascii_lowercase();
     scan(&lower) || (lower.contains('%') && scan(&percent_decode_str(&lower).decode_utf8_lossy()))
 }
-
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
@@ -1442,10 +1566,7 @@ impl Body for CountingBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let r = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
         match &r {
@@ -1502,7 +1623,14 @@ mod tests {
     #[test]
     fn task_tokens_are_found_in_any_spelling_and_words_are_not() {
         let t = format!("alk_{}", "Ab3-_x".repeat(10));
-        for hit in [t.clone(), format!("session={t}; other=1"), format!("Bearer {t}"), t.replace('_', "%5F"), t.to_uppercase(), format!("q={}", t.replace("alk_", "alk%5f"))] {
+        for hit in [
+            t.clone(),
+            format!("session={t}; other=1"),
+            format!("Bearer {t}"),
+            t.replace('_', "%5F"),
+            t.to_uppercase(),
+            format!("q={}", t.replace("alk_", "alk%5f")),
+        ] {
             assert!(super::carries_task_token(&hit), "{hit}");
         }
         for miss in ["walk_the_dog_with_a_very_long_identifier_name_here_ok", "alk_short", "talk_abcdefghijklmnopqrstuvwxyz0123456789", ""] {
@@ -1544,7 +1672,10 @@ mod tests {
 
     #[test]
     fn token_sources() {
-        assert_eq!(crate::token_place::find_token(&hm(&[("x-airlock-token", "t1"), ("authorization", "Bearer t2")]), None, &[&bearer()]).as_deref(), Some("t1"));
+        assert_eq!(
+            crate::token_place::find_token(&hm(&[("x-airlock-token", "t1"), ("authorization", "Bearer t2")]), None, &[&bearer()]).as_deref(),
+            Some("t1")
+        );
         assert_eq!(crate::token_place::find_token(&hm(&[("authorization", "bearer t2")]), None, &[&bearer()]).as_deref(), Some("t2"));
         let key = Injection::Header { name: HeaderName::from_static("x-api-key"), prefix: String::new(), suffix: String::new() };
         assert_eq!(crate::token_place::find_token(&hm(&[("x-api-key", "t3")]), None, &[&key]).as_deref(), Some("t3"));

@@ -26,7 +26,8 @@ pub const CONFIG_FILE: &str = "airlock.toml";
 pub const SYSTEM_CONFIG: &str = "/etc/airlock/airlock.toml";
 
 /// Where to put rule files instead, for error messages.
-pub const INSTEAD: &str = "move it to the state directory (<state dir>/airlock.toml, policies beside it) or /etc/airlock/, or pass --config FILE outside every workspace";
+pub const INSTEAD: &str =
+    "move it to the state directory (<state dir>/airlock.toml, policies beside it) or /etc/airlock/, or pass --config FILE outside every workspace";
 
 /// Why a configuration could not be found or a rule file is somewhere an agent can write.
 #[non_exhaustive]
@@ -87,45 +88,26 @@ pub struct Lookup {
 
 /// Find the configuration: `explicit` (must exist), else `<state_dir>/airlock.toml`, else
 /// [`SYSTEM_CONFIG`]. `cwd` is only looked at to report an ignored `./airlock.toml`.
-pub fn locate(
-    explicit: Option<&Path>,
-    state_dir: Option<&Path>,
-    cwd: Option<&Path>,
-) -> Result<Lookup, PlacementError> {
+pub fn locate(explicit: Option<&Path>, state_dir: Option<&Path>, cwd: Option<&Path>) -> Result<Lookup, PlacementError> {
     locate_in(explicit, state_dir, cwd, Path::new(SYSTEM_CONFIG))
 }
 
-fn locate_in(
-    explicit: Option<&Path>,
-    state_dir: Option<&Path>,
-    cwd: Option<&Path>,
-    system: &Path,
-) -> Result<Lookup, PlacementError> {
+fn locate_in(explicit: Option<&Path>, state_dir: Option<&Path>, cwd: Option<&Path>, system: &Path) -> Result<Lookup, PlacementError> {
     if let Some(p) = explicit {
         if !p.exists() {
             return Err(PlacementError::ConfigMissing { path: p.to_owned() });
         }
-        return Ok(Lookup {
-            found: Some((p.to_owned(), Source::Explicit)),
-            ignored: None,
-        });
+        return Ok(Lookup { found: Some((p.to_owned(), Source::Explicit)), ignored: None });
     }
     let found = state_dir
         .map(|d| d.join(CONFIG_FILE))
         .filter(|p| p.is_file())
         .map(|p| (p, Source::StateDir))
-        .or_else(|| {
-            system
-                .is_file()
-                .then(|| (system.to_owned(), Source::System))
-        });
-    let ignored = cwd
-        .map(|c| c.join(CONFIG_FILE))
-        .filter(|p| p.is_file())
-        .filter(|p| match &found {
-            Some((f, _)) => !same_file(f, p),
-            None => true,
-        });
+        .or_else(|| system.is_file().then(|| (system.to_owned(), Source::System)));
+    let ignored = cwd.map(|c| c.join(CONFIG_FILE)).filter(|p| p.is_file()).filter(|p| match &found {
+        Some((f, _)) => !same_file(f, p),
+        None => true,
+    });
     Ok(Lookup { found, ignored })
 }
 
@@ -155,10 +137,7 @@ pub fn refuse_in_writable(files: &[PathBuf], writable: &[PathBuf]) -> Result<(),
     for f in files {
         for form in forms(f) {
             if let Some(w) = writable.iter().find(|w| form.starts_with(w)) {
-                return Err(PlacementError::Writable {
-                    file: f.clone(),
-                    writable: w.clone(),
-                });
+                return Err(PlacementError::Writable { file: f.clone(), writable: w.clone() });
             }
         }
     }
@@ -178,10 +157,7 @@ pub fn refuse_in_workspace(files: &[PathBuf]) -> Result<(), PlacementError> {
             }
             for d in &dirs {
                 if world_writable(d) {
-                    return Err(PlacementError::WorldWritable {
-                        file: f.clone(),
-                        dir: d.clone(),
-                    });
+                    return Err(PlacementError::WorldWritable { file: f.clone(), dir: d.clone() });
                 }
             }
             if !writable_by_me(if form.is_dir() { &form } else { dir }) {
@@ -190,10 +166,7 @@ pub fn refuse_in_workspace(files: &[PathBuf]) -> Result<(), PlacementError> {
             if let Some(root) = form.ancestors().skip(1).find(|a| a.join(".git").exists())
                 && root != Path::new("/etc")
             {
-                return Err(PlacementError::InGitWorkTree {
-                    file: f.clone(),
-                    work_tree: root.to_owned(),
-                });
+                return Err(PlacementError::InGitWorkTree { file: f.clone(), work_tree: root.to_owned() });
             }
         }
     }
@@ -217,13 +190,7 @@ fn forms(f: &Path) -> Vec<PathBuf> {
 
 /// `p` absolute (from the current directory) and without `.`/`..` components.
 fn absolute(p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() {
-        p.to_owned()
-    } else {
-        std::env::current_dir()
-            .unwrap_or_else(|_| PathBuf::from("/"))
-            .join(p)
-    };
+    let joined = if p.is_absolute() { p.to_owned() } else { std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")).join(p) };
     let mut out = PathBuf::new();
     for c in joined.components() {
         match c {
@@ -260,56 +227,27 @@ mod tests {
     #[test]
     fn lookup_order_never_the_current_directory() {
         let t = tempfile::tempdir().unwrap();
-        let (state, cwd, sys) = (
-            t.path().join("state"),
-            t.path().join("work"),
-            t.path().join("etc.toml"),
-        );
+        let (state, cwd, sys) = (t.path().join("state"), t.path().join("work"), t.path().join("etc.toml"));
         std::fs::create_dir_all(&state).unwrap();
         std::fs::create_dir_all(&cwd).unwrap();
         std::fs::write(cwd.join(CONFIG_FILE), "").unwrap();
         // Only ./airlock.toml: nothing is used, and it is reported as ignored.
         let l = locate_in(None, Some(&state), Some(&cwd), &sys).unwrap();
-        assert_eq!(
-            l,
-            Lookup {
-                found: None,
-                ignored: Some(cwd.join(CONFIG_FILE))
-            }
-        );
+        assert_eq!(l, Lookup { found: None, ignored: Some(cwd.join(CONFIG_FILE)) });
         // The system file, then the state directory's, win over it.
         std::fs::write(&sys, "").unwrap();
-        assert_eq!(
-            locate_in(None, Some(&state), Some(&cwd), &sys)
-                .unwrap()
-                .found,
-            Some((sys.clone(), Source::System))
-        );
+        assert_eq!(locate_in(None, Some(&state), Some(&cwd), &sys).unwrap().found, Some((sys.clone(), Source::System)));
         std::fs::write(state.join(CONFIG_FILE), "").unwrap();
         let l = locate_in(None, Some(&state), Some(&cwd), &sys).unwrap();
         assert_eq!(l.found, Some((state.join(CONFIG_FILE), Source::StateDir)));
         assert!(l.ignored.is_some());
         // Explicit wins and must exist; nothing is reported as ignored then.
         let e = cwd.join("other.toml");
-        assert_eq!(
-            locate_in(Some(&e), Some(&state), Some(&cwd), &sys),
-            Err(PlacementError::ConfigMissing { path: e.clone() })
-        );
+        assert_eq!(locate_in(Some(&e), Some(&state), Some(&cwd), &sys), Err(PlacementError::ConfigMissing { path: e.clone() }));
         std::fs::write(&e, "").unwrap();
-        assert_eq!(
-            locate_in(Some(&e), Some(&state), Some(&cwd), &sys).unwrap(),
-            Lookup {
-                found: Some((e, Source::Explicit)),
-                ignored: None
-            }
-        );
+        assert_eq!(locate_in(Some(&e), Some(&state), Some(&cwd), &sys).unwrap(), Lookup { found: Some((e, Source::Explicit)), ignored: None });
         // Run from the state directory itself: its airlock.toml is not "ignored".
-        assert_eq!(
-            locate_in(None, Some(&state), Some(&state), &sys)
-                .unwrap()
-                .ignored,
-            None
-        );
+        assert_eq!(locate_in(None, Some(&state), Some(&state), &sys).unwrap().ignored, None);
     }
 
     #[test]
@@ -322,25 +260,11 @@ mod tests {
         let outside = t.path().join("airlock.toml");
         std::fs::write(&outside, "").unwrap();
         refuse_in_writable(std::slice::from_ref(&outside), std::slice::from_ref(&ws)).unwrap();
-        let e = refuse_in_writable(
-            &[outside.clone(), inside.clone()],
-            std::slice::from_ref(&ws),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(&e, PlacementError::Writable { file, .. } if *file == inside),
-            "{e:?}"
-        );
-        assert!(
-            e.to_string().contains("state directory") && e.to_string().contains("/etc/airlock"),
-            "{e}"
-        );
+        let e = refuse_in_writable(&[outside.clone(), inside.clone()], std::slice::from_ref(&ws)).unwrap_err();
+        assert!(matches!(&e, PlacementError::Writable { file, .. } if *file == inside), "{e:?}");
+        assert!(e.to_string().contains("state directory") && e.to_string().contains("/etc/airlock"), "{e}");
         // Through `..`, and through a symlink out of (or into) the workspace.
-        refuse_in_writable(
-            &[ws.join("sub/../sub/airlock.toml")],
-            std::slice::from_ref(&ws),
-        )
-        .unwrap_err();
+        refuse_in_writable(&[ws.join("sub/../sub/airlock.toml")], std::slice::from_ref(&ws)).unwrap_err();
         let link = ws.join("link.toml");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
         refuse_in_writable(&[link], std::slice::from_ref(&ws)).unwrap_err();
@@ -367,13 +291,7 @@ mod tests {
         let in_repo = repo.join("conf/airlock.toml");
         std::fs::write(&in_repo, "").unwrap();
         let e = refuse_in_workspace(&[ok.clone(), in_repo.clone()]).unwrap_err();
-        assert_eq!(
-            e,
-            PlacementError::InGitWorkTree {
-                file: in_repo,
-                work_tree: repo.clone()
-            }
-        );
+        assert_eq!(e, PlacementError::InGitWorkTree { file: in_repo, work_tree: repo.clone() });
         assert!(e.to_string().contains(".git"), "{e}");
 
         let shared = t.path().join("shared");
@@ -382,10 +300,7 @@ mod tests {
         let f = shared.join("airlock.toml");
         std::fs::write(&f, "").unwrap();
         let e = refuse_in_workspace(std::slice::from_ref(&f)).unwrap_err();
-        assert!(
-            matches!(&e, PlacementError::WorldWritable { dir, .. } if *dir == shared),
-            "{e:?}"
-        );
+        assert!(matches!(&e, PlacementError::WorldWritable { dir, .. } if *dir == shared), "{e:?}");
         // A private subdirectory of a world-writable one is fine.
         let sub = shared.join("mine");
         std::fs::create_dir_all(&sub).unwrap();

@@ -150,10 +150,11 @@ impl SecretSource for airlock_vault::Vault {
     async fn get(&self, name: &str, environment: &Environment) -> Result<Secret, SecretError> {
         match airlock_vault::Vault::get(self, name, Some(environment)).await {
             Ok(s) => {
-                let env = s.meta.environment.parse().map_err(|_| SecretError {
-                    not_found: false,
-                    message: format!("secret {name:?} has an invalid environment in the vault"),
-                })?;
+                let env = s
+                    .meta
+                    .environment
+                    .parse()
+                    .map_err(|_| SecretError { not_found: false, message: format!("secret {name:?} has an invalid environment in the vault") })?;
                 let tier = s.meta.tier.parse().unwrap_or(Tier::Primary);
                 Ok(Secret::new(s.value.expose().to_vec(), env, tier, Some(s.meta.upstream.clone())))
             }
@@ -166,10 +167,7 @@ impl SecretSource for airlock_vault::Vault {
                     }
                     Err(_) => "; add it with `airlock secret add`".to_owned(),
                 };
-                Err(SecretError {
-                    not_found: true,
-                    message: format!("no secret named {name:?} in environment {:?}{elsewhere}", environment.as_str()),
-                })
+                Err(SecretError { not_found: true, message: format!("no secret named {name:?} in environment {:?}{elsewhere}", environment.as_str()) })
             }
             Err(e) => Err(SecretError { not_found: false, message: e.to_string() }),
         }

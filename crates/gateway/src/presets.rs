@@ -52,21 +52,11 @@ pub struct Preset {
 }
 
 const fn model(path: &'static str) -> PresetOperation {
-    PresetOperation {
-        method: "POST",
-        path,
-        name: Some(MODEL_OPERATION),
-        capability: "write",
-    }
+    PresetOperation { method: "POST", path, name: Some(MODEL_OPERATION), capability: "write" }
 }
 
 const fn read(path: &'static str) -> PresetOperation {
-    PresetOperation {
-        method: "GET",
-        path,
-        name: None,
-        capability: "read",
-    }
+    PresetOperation { method: "GET", path, name: None, capability: "read" }
 }
 
 /// Every built-in preset.
@@ -80,13 +70,7 @@ pub const PRESETS: &[Preset] = &[
         env_base_url: "ANTHROPIC_BASE_URL",
         env_key: "ANTHROPIC_API_KEY",
         request_timeout: Duration::from_secs(600),
-        operations: &[
-            model("/v1/messages"),
-            model("/v1/messages/count_tokens"),
-            model("/v1/complete"),
-            read("/v1/models"),
-            read("/v1/models/{id}"),
-        ],
+        operations: &[model("/v1/messages"), model("/v1/messages/count_tokens"), model("/v1/complete"), read("/v1/models"), read("/v1/models/{id}")],
     },
     Preset {
         name: "openai",
@@ -97,14 +81,7 @@ pub const PRESETS: &[Preset] = &[
         env_base_url: "OPENAI_BASE_URL",
         env_key: "OPENAI_API_KEY",
         request_timeout: Duration::from_secs(600),
-        operations: &[
-            model("/chat/completions"),
-            model("/responses"),
-            model("/completions"),
-            model("/embeddings"),
-            read("/models"),
-            read("/models/{id}"),
-        ],
+        operations: &[model("/chat/completions"), model("/responses"), model("/completions"), model("/embeddings"), read("/models"), read("/models/{id}")],
     },
 ];
 
@@ -183,11 +160,7 @@ impl NewUpstream<'_> {
         if self.name.is_some_and(|n| n != self.preset.name) {
             out.push_str(&format!("name = {}\n", quote(self.name())));
         }
-        out.push_str(&format!(
-            "environment = {}\nsecret = {}\n",
-            quote(self.environment),
-            quote(self.secret)
-        ));
+        out.push_str(&format!("environment = {}\nsecret = {}\n", quote(self.environment), quote(self.secret)));
         out
     }
 }
@@ -265,11 +238,7 @@ mod tests {
             assert!(p.format.matches("{secret}").count() == 1, "{}", p.name);
             assert!(p.base_url.starts_with("https://"), "{}", p.name);
             assert_eq!(p.operation_names(), vec![MODEL_OPERATION], "{}", p.name);
-            assert!(
-                p.operations.iter().any(|o| o.capability == "read"),
-                "{}",
-                p.name
-            );
+            assert!(p.operations.iter().any(|o| o.capability == "read"), "{}", p.name);
         }
         assert_eq!(find("anthropic").unwrap().header, "x-api-key");
         assert!(find("anthropc").is_none());
@@ -282,11 +251,7 @@ mod tests {
         assert_eq!(suggest("reed", ["read", "write", "destroy"]), Some("read"));
         assert_eq!(suggest("opnai", names()), Some("openai"));
         assert_eq!(suggest("gitlab", names()), None);
-        assert_eq!(
-            suggest("read", ["read"]),
-            None,
-            "an exact match is not a suggestion"
-        );
+        assert_eq!(suggest("read", ["read"]), None, "an exact match is not a suggestion");
     }
 
     #[test]
@@ -315,25 +280,14 @@ mod tests {
 
     #[test]
     fn appended_block_keeps_the_text() {
-        let n = NewUpstream {
-            preset: find("anthropic").unwrap(),
-            name: None,
-            environment: "staging",
-            secret: "anthropic-key",
-        };
+        let n = NewUpstream { preset: find("anthropic").unwrap(), name: None, environment: "staging", secret: "anthropic-key" };
         let text = "# my rules\n[gateway]\nlisten = \"127.0.0.1:7700\"";
         let out = n.append_to(text);
         assert!(out.starts_with(text), "{out}");
         assert!(out.contains("\n\n# Anthropic"), "{out}");
         assert!(out.ends_with("[[upstream]]\npreset = \"anthropic\"\nenvironment = \"staging\"\nsecret = \"anthropic-key\"\n"), "{out}");
-        assert!(
-            !out.contains("name = "),
-            "the default name is not written: {out}"
-        );
-        let named = NewUpstream {
-            name: Some("claude-stg"),
-            ..n
-        };
+        assert!(!out.contains("name = "), "the default name is not written: {out}");
+        let named = NewUpstream { name: Some("claude-stg"), ..n };
         assert!(named.append_to("").starts_with("# Anthropic"));
         assert!(named.append_to("").contains("name = \"claude-stg\"\n"));
         assert_eq!(named.model_grant(), "claude-stg:model");

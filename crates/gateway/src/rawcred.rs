@@ -330,7 +330,9 @@ impl BuiltinDetector {
             let ok = match tail {
                 Tail::Alnum => run(rest, |b| b.is_ascii_alphanumeric()) == min,
                 Tail::AlnumUnderscore => run(rest, |b| b.is_ascii_alphanumeric() || b == b'_') >= min,
-                Tail::UpperDigit => run(rest, |b| b.is_ascii_uppercase() || b.is_ascii_digit()) == min && !rest.get(min).is_some_and(|b| b.is_ascii_alphanumeric()),
+                Tail::UpperDigit => {
+                    run(rest, |b| b.is_ascii_uppercase() || b.is_ascii_digit()) == min && !rest.get(min).is_some_and(|b| b.is_ascii_alphanumeric())
+                }
                 Tail::PemPrivateKey => {
                     let line = &rest[..rest.len().min(64)];
                     let end = line.windows(5).position(|w| w == b"-----").unwrap_or(line.len());

@@ -160,10 +160,7 @@ impl Needles {
             return None;
         }
         let longest = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
-        let ac = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(patterns.iter().map(|p| p.as_slice()))
-            .ok()?;
+        let ac = AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(patterns.iter().map(|p| p.as_slice())).ok()?;
         Some(Arc::new(Self { ac, longest, _patterns: patterns }))
     }
 
@@ -304,7 +301,10 @@ mod tests {
         }
         forms.push(("hex".into(), hex::encode(secret).into_bytes()));
         forms.push(("HEX".into(), hex::encode_upper(secret).into_bytes()));
-        forms.push(("percent".into(), percent_encoding::utf8_percent_encode(std::str::from_utf8(secret).unwrap(), percent_encoding::NON_ALPHANUMERIC).to_string().into_bytes()));
+        forms.push((
+            "percent".into(),
+            percent_encoding::utf8_percent_encode(std::str::from_utf8(secret).unwrap(), percent_encoding::NON_ALPHANUMERIC).to_string().into_bytes(),
+        ));
         forms.push(("json".into(), serde_json::to_string(std::str::from_utf8(secret).unwrap()).unwrap().into_bytes()));
         for (what, form) in forms {
             let mut hay = b"answer: ".to_vec();

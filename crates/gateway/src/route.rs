@@ -52,10 +52,8 @@ pub fn route(uri: &Uri) -> Result<Route<'_>, RouteError> {
         Some(i) => (&after[..i], &after[i..]),
         None => (after, ""),
     };
-    let upstream_ok = !upstream.is_empty()
-        && upstream.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && upstream != "."
-        && upstream != "..";
+    let upstream_ok =
+        !upstream.is_empty() && upstream.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) && upstream != "." && upstream != "..";
     if !upstream_ok {
         return Err(RouteError::NoUpstream);
     }

@@ -51,11 +51,7 @@ impl AdminState {
     /// Status for `config`.
     pub fn new(config: &Config, audit: Option<Arc<AuditStats>>) -> Self {
         Self {
-            upstreams: config
-                .upstreams
-                .iter()
-                .map(|u| (u.name.to_string(), u.environment.to_string(), u.base_url.clone()))
-                .collect(),
+            upstreams: config.upstreams.iter().map(|u| (u.name.to_string(), u.environment.to_string(), u.base_url.clone())).collect(),
             audit,
             started: Instant::now(),
             approvals: None,
@@ -106,12 +102,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD: usize = 64 * 1024;
 
 /// Bind both listeners and start serving.
-pub async fn start(
-    gateway: Arc<Gateway>,
-    listen: SocketAddr,
-    admin_listen: SocketAddr,
-    admin: AdminState,
-) -> Result<Running, Error> {
+pub async fn start(gateway: Arc<Gateway>, listen: SocketAddr, admin_listen: SocketAddr, admin: AdminState) -> Result<Running, Error> {
     start_with_forward(gateway, None, listen, admin_listen, admin).await
 }
 
@@ -145,12 +136,7 @@ pub async fn start_with_forward(
     Ok(Running { agent_addr, admin_addr, shutdown, tasks: vec![agent_task, admin_task] })
 }
 
-async fn serve_agents(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    forward: Option<Arc<ForwardProxy>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn serve_agents(listener: TcpListener, gateway: Arc<Gateway>, forward: Option<Arc<ForwardProxy>>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
@@ -201,11 +187,7 @@ async fn serve_agents(
 /// The admin router. Only ever bound to the admin listener.
 pub fn admin_router(state: AdminState) -> axum::Router {
     let approvals = crate::approvals::admin_routes(state.approvals.clone(), state.admin_token.clone());
-    axum::Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/v1/status", get(status))
-        .with_state(Arc::new(state))
-        .merge(approvals)
+    axum::Router::new().route("/healthz", get(|| async { "ok\n" })).route("/v1/status", get(status)).with_state(Arc::new(state)).merge(approvals)
 }
 
 async fn status(State(s): State<Arc<AdminState>>) -> Json<serde_json::Value> {
@@ -216,11 +198,7 @@ async fn status(State(s): State<Arc<AdminState>>) -> Json<serde_json::Value> {
             "failed": a.failed.load(Ordering::Relaxed),
         })
     });
-    let upstreams: Vec<_> = s
-        .upstreams
-        .iter()
-        .map(|(n, e, u)| json!({ "name": n, "environment": e, "base_url": u }))
-        .collect();
+    let upstreams: Vec<_> = s.upstreams.iter().map(|(n, e, u)| json!({ "name": n, "environment": e, "base_url": u })).collect();
     let lookups: Vec<_> = s
         .lookups
         .iter()

@@ -11,10 +11,7 @@ fn decide(c: &mut Criterion) {
     let engine = PolicyEngine::builtin().expect("built-in policies load");
     let staging: Environment = "staging".parse().unwrap();
     let production: Environment = "production".parse().unwrap();
-    let grants: Vec<Grant> = ["railway-staging:read", "railway-staging:customDomainCreate", "github:write"]
-        .iter()
-        .map(|g| g.parse().unwrap())
-        .collect();
+    let grants: Vec<Grant> = ["railway-staging:read", "railway-staging:customDomainCreate", "github:write"].iter().map(|g| g.parse().unwrap()).collect();
     let base = Request {
         agent: "claude",
         task_id: "t-0193",

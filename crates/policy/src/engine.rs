@@ -13,8 +13,8 @@ use std::sync::Mutex;
 
 use airlock_types::{Capability, Environment, Grant, Tier};
 use cedar_policy::{
-    AuthorizationError, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet,
-    Request as CedarRequest, RestrictedExpression, Schema,
+    AuthorizationError, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request as CedarRequest, RestrictedExpression,
+    Schema,
 };
 
 use crate::load::{APPROVAL_MARK, Meta, PolicyConfig, load};
@@ -104,10 +104,7 @@ struct DecisionCache {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyEngine")
-            .field("operator_policies", &self.operator_policies)
-            .field("disabled", &self.disabled)
-            .finish_non_exhaustive()
+        f.debug_struct("PolicyEngine").field("operator_policies", &self.operator_policies).field("disabled", &self.disabled).finish_non_exhaustive()
     }
 }
 
@@ -252,29 +249,20 @@ impl PolicyEngine {
         );
         if self.uses_arguments {
             entities.push(
-                Entity::new_with_tags(
-                    arguments.clone(),
-                    [],
-                    [],
-                    tags.into_iter().map(|(k, v)| (k, RestrictedExpression::new_string(v))),
-                )
-                .map_err(|_| "cannot pass the request's arguments to policy".to_owned())?,
+                Entity::new_with_tags(arguments.clone(), [], [], tags.into_iter().map(|(k, v)| (k, RestrictedExpression::new_string(v))))
+                    .map_err(|_| "cannot pass the request's arguments to policy".to_owned())?,
             );
         }
         // The entities and context built here have a fixed shape, so checking them against the
         // schema on every request only re-proves this function; debug builds (and every test)
         // still do it, release builds skip it for speed.
         let check = if cfg!(debug_assertions) { Some(&self.schema) } else { None };
-        let entities = Entities::from_entities(entities, check)
-            .map_err(|e| format!("the request does not fit the policy schema: {e}"))?;
+        let entities = Entities::from_entities(entities, check).map_err(|e| format!("the request does not fit the policy schema: {e}"))?;
 
         let mut task = vec![
             ("id".to_owned(), str_expr(req.task_id)),
             ("environment".to_owned(), str_expr(req.task_environment.as_str())),
-            (
-                "grants".to_owned(),
-                RestrictedExpression::new_set(req.grants.iter().map(|g| RestrictedExpression::new_string(g.to_string()))),
-            ),
+            ("grants".to_owned(), RestrictedExpression::new_set(req.grants.iter().map(|g| RestrictedExpression::new_string(g.to_string())))),
             ("expires_at".to_owned(), RestrictedExpression::new_long(req.expires_at)),
             ("holds_destroy".to_owned(), RestrictedExpression::new_bool(holds_destroy)),
             ("backup_admin".to_owned(), RestrictedExpression::new_bool(backup_admin)),
@@ -294,8 +282,8 @@ impl PolicyEngine {
             ("arguments".to_owned(), RestrictedExpression::new_entity_uid(arguments)),
         ])
         .map_err(|e| format!("cannot build the policy context: {e}"))?;
-        let request = CedarRequest::new(agent, action.clone(), resource, context, check)
-            .map_err(|e| format!("the request does not fit the policy schema: {e}"))?;
+        let request =
+            CedarRequest::new(agent, action.clone(), resource, context, check).map_err(|e| format!("the request does not fit the policy schema: {e}"))?;
 
         let facts = Facts { req, class_name };
 
@@ -331,12 +319,7 @@ impl PolicyEngine {
         if determining.is_empty() {
             return Decision::Deny {
                 code: DenyCode::PolicyDenied,
-                reason: format!(
-                    "no policy permits {} ({}) on upstream {}",
-                    quote(facts.req.operation),
-                    facts.class_name,
-                    quote(facts.req.upstream)
-                ),
+                reason: format!("no policy permits {} ({}) on upstream {}", quote(facts.req.operation), facts.class_name, quote(facts.req.upstream)),
                 policies: Vec::new(),
             };
         }
@@ -364,11 +347,7 @@ impl PolicyEngine {
             ids::CROSS_ENVIRONMENT if builtin => {
                 let mut parts = Vec::new();
                 if r.task_environment != r.upstream_environment {
-                    parts.push(format!(
-                        "upstream {} serves {}",
-                        quote(r.upstream),
-                        r.upstream_environment
-                    ));
+                    parts.push(format!("upstream {} serves {}", quote(r.upstream), r.upstream_environment));
                 }
                 if r.task_environment != r.resource_environment {
                     parts.push(format!("{res} lives in {}", r.resource_environment));
@@ -378,20 +357,10 @@ impl PolicyEngine {
                 }
                 format!("task is bound to {} but {}", r.task_environment, parts.join(" and "))
             }
-            ids::TASK_EXPIRED if builtin => format!(
-                "task {} expired at {} (now {}); start a new task",
-                quote(r.task_id),
-                r.expires_at,
-                r.now
-            ),
+            ids::TASK_EXPIRED if builtin => format!("task {} expired at {} (now {}); start a new task", quote(r.task_id), r.expires_at, r.now),
             ids::NOT_GRANTED if builtin => {
-                let mut s = format!(
-                    "task {} has no grant that allows {} ({}) on upstream {}",
-                    quote(r.task_id),
-                    quote(r.operation),
-                    f.class_name,
-                    quote(r.upstream)
-                );
+                let mut s =
+                    format!("task {} has no grant that allows {} ({}) on upstream {}", quote(r.task_id), quote(r.operation), f.class_name, quote(r.upstream));
                 if r.grants.is_empty() {
                     s.push_str("; it has no grants");
                 } else {
@@ -399,12 +368,9 @@ impl PolicyEngine {
                 }
                 s
             }
-            ids::PRODUCTION_DESTROY_APPROVAL if builtin => format!(
-                "destroying {res} in {} needs a human approval ({} on upstream {})",
-                r.resource_environment,
-                quote(r.operation),
-                quote(r.upstream)
-            ),
+            ids::PRODUCTION_DESTROY_APPROVAL if builtin => {
+                format!("destroying {res} in {} needs a human approval ({} on upstream {})", r.resource_environment, quote(r.operation), quote(r.upstream))
+            }
             ids::BACKUP_DESTROY_SEPARATION if builtin => format!(
                 "task {} holds a destroy grant ({}), so it may not destroy backup-tier {res}: backup authority must stay \
                  separate from primary authority; use a separate task whose purpose starts with \"{BACKUP_ADMIN_PURPOSE}\" \
@@ -530,9 +496,7 @@ fn code_of(id: &str) -> (u8, DenyCode) {
         ids::CROSS_ENVIRONMENT => (0, DenyCode::CrossEnvironment),
         ids::TASK_EXPIRED => (1, DenyCode::Expired),
         ids::NOT_GRANTED => (2, DenyCode::NotGranted),
-        ids::BACKUP_DESTROY_SEPARATION | ids::BACKUP_DESTROY_PURPOSE | ids::BACKUP_ADMIN_NO_PRIMARY_DESTROY => {
-            (3, DenyCode::BackupSeparation)
-        }
+        ids::BACKUP_DESTROY_SEPARATION | ids::BACKUP_DESTROY_PURPOSE | ids::BACKUP_ADMIN_NO_PRIMARY_DESTROY => (3, DenyCode::BackupSeparation),
         _ => (4, DenyCode::PolicyDenied),
     }
 }
@@ -577,12 +541,7 @@ fn grant_list<'g>(grants: impl Iterator<Item = &'g Grant>) -> String {
 
 /// Flatten JSON arguments into `path -> string` tags (see the schema for the format).
 fn flatten_arguments(value: &serde_json::Value) -> Result<BTreeMap<String, String>, String> {
-    fn walk(
-        v: &serde_json::Value,
-        path: &mut String,
-        depth: usize,
-        out: &mut BTreeMap<String, String>,
-    ) -> Result<(), String> {
+    fn walk(v: &serde_json::Value, path: &mut String, depth: usize, out: &mut BTreeMap<String, String>) -> Result<(), String> {
         use serde_json::Value;
         if depth > MAX_ARGUMENT_DEPTH {
             return Err(format!(
@@ -660,16 +619,8 @@ mod tests {
     #[test]
     fn arguments_flatten_to_dotted_paths() {
         let tags = flatten_arguments(&json!({"a": {"b": 1, "c": [true, null, "x"]}, "s": "v"})).unwrap();
-        let expected: BTreeMap<String, String> = [
-            ("a.b", "1"),
-            ("a.c.0", "true"),
-            ("a.c.1", "null"),
-            ("a.c.2", "x"),
-            ("s", "v"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let expected: BTreeMap<String, String> =
+            [("a.b", "1"), ("a.c.0", "true"), ("a.c.1", "null"), ("a.c.2", "x"), ("s", "v")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         assert_eq!(tags, expected);
     }
 
@@ -681,8 +632,7 @@ mod tests {
 
     #[test]
     fn oversized_arguments_fail_closed() {
-        let many: serde_json::Map<String, serde_json::Value> =
-            (0..=MAX_ARGUMENT_LEAVES).map(|i| (format!("k{i}"), json!(i))).collect();
+        let many: serde_json::Map<String, serde_json::Value> = (0..=MAX_ARGUMENT_LEAVES).map(|i| (format!("k{i}"), json!(i))).collect();
         assert!(flatten_arguments(&serde_json::Value::Object(many)).is_err());
         let mut deep = json!("leaf");
         for _ in 0..=MAX_ARGUMENT_DEPTH + 1 {

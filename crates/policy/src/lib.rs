@@ -144,9 +144,7 @@ impl Decision {
     /// The ids of the policies that determined this decision.
     pub fn policies(&self) -> &[String] {
         match self {
-            Decision::Allow { policies } | Decision::Deny { policies, .. } | Decision::NeedsApproval { policies, .. } => {
-                policies
-            }
+            Decision::Allow { policies } | Decision::Deny { policies, .. } | Decision::NeedsApproval { policies, .. } => policies,
         }
     }
 

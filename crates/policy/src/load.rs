@@ -89,14 +89,7 @@ impl fmt::Display for CheckReport {
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }
-        write!(
-            f,
-            "{} file(s), {} policy(ies), {} error(s), {} warning(s)",
-            self.files.len(),
-            self.policies.len(),
-            self.errors.len(),
-            self.warnings.len()
-        )
+        write!(f, "{} file(s), {} policy(ies), {} error(s), {} warning(s)", self.files.len(), self.policies.len(), self.errors.len(), self.warnings.len())
     }
 }
 
@@ -147,9 +140,7 @@ struct Sourced {
 }
 
 pub(crate) fn builtin_schema() -> Result<Schema, Error> {
-    Schema::from_cedarschema_str(SCHEMA)
-        .map(|(schema, _warnings)| schema)
-        .map_err(|e| Error::Builtin(format!("schema: {e}")))
+    Schema::from_cedarschema_str(SCHEMA).map(|(schema, _warnings)| schema).map_err(|e| Error::Builtin(format!("schema: {e}")))
 }
 
 pub(crate) fn load(config: &PolicyConfig) -> Result<Loaded, Error> {
@@ -167,10 +158,7 @@ pub(crate) fn load(config: &PolicyConfig) -> Result<Loaded, Error> {
     // Built-ins.
     let defaults = PolicySet::from_str(DEFAULT_POLICIES).map_err(|e| Error::Builtin(format!("defaults: {e}")))?;
     for (policy, _) in in_source_order(&defaults, DEFAULT_POLICIES) {
-        let id = policy
-            .annotation("id")
-            .ok_or_else(|| Error::Builtin("a built-in policy has no @id".into()))?
-            .to_owned();
+        let id = policy.annotation("id").ok_or_else(|| Error::Builtin("a built-in policy has no @id".into()))?.to_owned();
         if config.disable.contains(&id) {
             continue;
         }
@@ -221,9 +209,7 @@ pub(crate) fn load(config: &PolicyConfig) -> Result<Loaded, Error> {
         let id = s.policy.id().to_string();
         let mut problems = Vec::new();
         if s.file.is_some() && id.starts_with("airlock-") {
-            problems.push(format!(
-                "policy id {id:?} is reserved: ids starting with \"airlock-\" belong to built-in policies; choose another @id"
-            ));
+            problems.push(format!("policy id {id:?} is reserved: ids starting with \"airlock-\" belong to built-in policies; choose another @id"));
         }
         if !seen.insert(id.clone()) {
             problems.push(format!("duplicate policy id {id:?}: every policy needs a distinct @id"));
@@ -231,9 +217,8 @@ pub(crate) fn load(config: &PolicyConfig) -> Result<Loaded, Error> {
         match s.policy.annotation("approval") {
             None => {}
             Some("required") if s.policy.effect() == Effect::Forbid => {}
-            Some("required") => problems.push(
-                "@approval(\"required\") only applies to forbid policies (an approval lifts a forbid); remove it or make the policy a forbid".into(),
-            ),
+            Some("required") => problems
+                .push("@approval(\"required\") only applies to forbid policies (an approval lifts a forbid); remove it or make the policy a forbid".into()),
             Some(other) => problems.push(format!("unknown @approval value {other:?}: the only value is \"required\"")),
         }
         if !problems.is_empty() {
@@ -250,10 +235,7 @@ pub(crate) fn load(config: &PolicyConfig) -> Result<Loaded, Error> {
         if s.file.is_some() {
             report.policies.push(id.clone());
         }
-        meta.insert(
-            id.clone(),
-            Meta { reason: s.policy.annotation("reason").map(str::to_owned), builtin: s.file.is_none() },
-        );
+        meta.insert(id.clone(), Meta { reason: s.policy.annotation("reason").map(str::to_owned), builtin: s.file.is_none() });
         keep.push(s);
     }
 
@@ -267,11 +249,7 @@ pub(crate) fn load(config: &PolicyConfig) -> Result<Loaded, Error> {
         uses_arguments |= s.policy.to_string().contains("arguments");
         origin.insert(id.clone(), (s.file, s.offset));
         combined.add(s.policy.clone()).map_err(|e| Error::Builtin(format!("policy set: {e}")))?;
-        let evaluated = if s.policy.annotation("approval") == Some("required") {
-            as_approval_marker(&s.policy)?
-        } else {
-            s.policy.clone()
-        };
+        let evaluated = if s.policy.annotation("approval") == Some("required") { as_approval_marker(&s.policy)? } else { s.policy.clone() };
         main.add(evaluated).map_err(|e| Error::Builtin(format!("policy set: {e}")))?;
     }
 

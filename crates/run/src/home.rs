@@ -81,7 +81,14 @@ fn filter(rel: &str, text: &str, filtered: &mut Vec<String>) -> String {
     if rel.ends_with(".npmrc") {
         for line in text.lines() {
             let l = line.to_ascii_lowercase();
-            if l.contains("_auth") || l.contains("_password") || l.contains("token") || l.contains("username") || l.contains("certfile") || l.contains("keyfile") || url_with_password(&l) {
+            if l.contains("_auth")
+                || l.contains("_password")
+                || l.contains("token")
+                || l.contains("username")
+                || l.contains("certfile")
+                || l.contains("keyfile")
+                || url_with_password(&l)
+            {
                 filtered.push(format!("{rel}: an authentication line"));
                 continue;
             }
@@ -213,7 +220,8 @@ mod tests {
         std::fs::create_dir_all(user.join(".config/tool")).unwrap();
         std::fs::write(user.join(".config/tool/settings.json"), "{}").unwrap();
         std::fs::write(user.join(".npmrc"), "x=1\n").unwrap();
-        let p = populate(&home, Some(&user), &[user.join(".config/tool/settings.json")], &|p| p.ends_with(".npmrc").then(|| "credential store".into())).unwrap();
+        let p =
+            populate(&home, Some(&user), &[user.join(".config/tool/settings.json")], &|p| p.ends_with(".npmrc").then(|| "credential store".into())).unwrap();
         assert_eq!(p.copied, vec![PathBuf::from(".config/tool/settings.json")]);
         assert!(p.filtered.iter().any(|f| f.contains(".npmrc: not copied")), "{:?}", p.filtered);
     }

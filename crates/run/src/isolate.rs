@@ -193,7 +193,9 @@ pub fn private_mounts(dirs: &[&str], keep: &[std::path::PathBuf]) -> Result<(), 
             let made = if is_dir {
                 std::fs::create_dir_all(&k)
             } else {
-                k.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&k).map(drop))
+                k.parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&k).map(drop))
             };
             made.map_err(|e| err(format!("recreate {}", k.display()), e))?;
             let src = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));

@@ -301,7 +301,10 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::Sandbox(format!("cannot create {}: {e}", dir.display())))?;
         let sock = dir.join(format!("gw-{}-{:08x}.sock", std::process::id(), rand_suffix()));
         if sock.as_os_str().len() > 100 {
-            return Err(Error::Sandbox(format!("the state directory path is too long for the gateway bridge socket ({}); use a shorter --state-dir", sock.display())));
+            return Err(Error::Sandbox(format!(
+                "the state directory path is too long for the gateway bridge socket ({}); use a shorter --state-dir",
+                sock.display()
+            )));
         }
         let b = Bridge::start(&sock, req.gateway_addr.clone())?;
         iso.relay = Some(RelaySpec { port: gateway_port, bridge: b.path().to_path_buf() });
@@ -347,7 +350,9 @@ pub fn denied_hint(network: Network, denied: &[String]) -> String {
     let mut kinds = Vec::new();
     if fs_hit || denied.is_empty() {
         kinds.push(match &path {
-            Some(p) => format!("it was refused {p}: --allow-read {p} lets it read and run it, --allow-write DIR write a cache there (never a credential store)"),
+            Some(p) => {
+                format!("it was refused {p}: --allow-read {p} lets it read and run it, --allow-write DIR write a cache there (never a credential store)")
+            }
             None => "files outside the workspace, system paths and the agent home: --allow-read PATH (read, run) or --allow-write DIR (caches)".to_owned(),
         });
     }

@@ -26,15 +26,15 @@
 
 pub mod exe;
 pub mod home;
+pub mod isolate;
 pub mod launch;
 pub mod orchestrate;
-pub mod isolate;
 pub mod preflight;
 pub mod relay;
 pub mod sandbox;
-pub mod seccomp;
 pub mod scan_detector;
 pub mod scrub;
+pub mod seccomp;
 pub mod summary;
 pub mod supervise;
 pub mod usage;

@@ -574,7 +574,14 @@ impl Launch {
     /// Forward-proxy trust (`[gateway] forward_proxy`): the agent gets HTTPS_PROXY and the CA trust
     /// variables. The certificates live in the state directory, which stays unreadable: the agent
     /// reads copies in a directory of its own (read-only in the sandbox). The CA key is never copied.
-    fn proxy_ca(&self, config: Option<&Config>, state: &StateDir, spec: Option<&mut Spec>, gateway_url: &str, out: &mut dyn Report) -> Result<Option<tempfile::TempDir>, LaunchError> {
+    fn proxy_ca(
+        &self,
+        config: Option<&Config>,
+        state: &StateDir,
+        spec: Option<&mut Spec>,
+        gateway_url: &str,
+        out: &mut dyn Report,
+    ) -> Result<Option<tempfile::TempDir>, LaunchError> {
         if !config.is_some_and(|c| c.forward_proxy) || self.network == Network::None {
             return Ok(None);
         }
@@ -587,7 +594,15 @@ impl Launch {
     }
 
     /// Spawn the agent through the trampoline (audited as `run.start`) and supervise it to its end.
-    async fn spawn_and_supervise(&self, env: Vec<(OsString, OsString)>, c: &Checked, task: &TaskRecord, run: &RunInfo<'_>, audit: &Audit<'_>, signals: &mut Signals) -> Result<Exit, LaunchError> {
+    async fn spawn_and_supervise(
+        &self,
+        env: Vec<(OsString, OsString)>,
+        c: &Checked,
+        task: &TaskRecord,
+        run: &RunInfo<'_>,
+        audit: &Audit<'_>,
+        signals: &mut Signals,
+    ) -> Result<Exit, LaunchError> {
         let mut cmd = tokio::process::Command::new(run.exe);
         cmd.arg(supervise::TRAMPOLINE_SUBCOMMAND).arg("--supervisor").arg(std::process::id().to_string());
         match run.spec {
@@ -968,7 +983,15 @@ env_vars = { base_url = "OPENAI_BASE_URL", key = "OPENAI_API_KEY" }
             created_by: "test".into(),
         };
         let sandbox = [("HOME".to_owned(), "/state/agents/claude/home".to_owned())];
-        let inputs = AgentEnv { kept: &scrubbed.kept, sandbox: &sandbox, token: "tok", task: &task, gateway_url: Some("http://127.0.0.1:9"), config: Some(&config), proxy_ca: None };
+        let inputs = AgentEnv {
+            kept: &scrubbed.kept,
+            sandbox: &sandbox,
+            token: "tok",
+            task: &task,
+            gateway_url: Some("http://127.0.0.1:9"),
+            config: Some(&config),
+            proxy_ca: None,
+        };
         let (env, exported) = agent_env(&inputs);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_str().unwrap());
         assert_eq!(get("AIRLOCK_TOKEN"), Some("tok"));

@@ -91,10 +91,9 @@ impl Location {
         let git = if repo.as_os_str().is_empty() { "git".to_owned() } else { format!("git -C {}", repo.display()) };
         let purge = format!("{git} reflog expire --expire=now --all && {git} gc --prune=now");
         let how = match reach {
-            GitReach::Refs => format!(
-                "rewrite history without it (e.g. `{git} filter-repo --invert-paths --path {}`, or --replace-text), then `{purge}`",
-                path.display()
-            ),
+            GitReach::Refs => {
+                format!("rewrite history without it (e.g. `{git} filter-repo --invert-paths --path {}`, or --replace-text), then `{purge}`", path.display())
+            }
             GitReach::Stash => format!("drop the stash entry that holds it (`{git} stash list`, `{git} stash drop`), then `{purge}`"),
             GitReach::Reflog => format!("expire the reflog that still holds it: `{purge}`"),
         };

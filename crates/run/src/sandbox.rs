@@ -17,8 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access as _, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, LandlockStatus, NetPort, RestrictSelf,
-    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
+    ABI, Access as _, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, LandlockStatus, NetPort, RestrictSelf, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetStatus, Scope, path_beneath_rules,
 };
 use serde::{Deserialize, Serialize};
 
@@ -176,10 +176,34 @@ pub const SYSTEM_PATHS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "
 /// Credential stores under `$HOME` that are protected by name (the whole of `$HOME` is
 /// withheld anyway; naming them makes `--allow-read ~/.aws` an error rather than a grant).
 pub const HOME_CREDENTIAL_STORES: &[&str] = &[
-    ".aws", ".ssh", ".kube", ".netrc", ".git-credentials", ".docker", ".gnupg", ".azure", ".config/gcloud", ".config/gh",
-    ".npmrc", ".pypirc", ".pgpass", ".terraform.d", ".vault-token", ".local/share/airlock", ".cargo/credentials",
-    ".cargo/credentials.toml", ".password-store", ".local/share/keyrings", ".config/op", ".config/hub", ".gem/credentials",
-    ".m2/settings.xml", ".gradle/gradle.properties", ".config/airlock", ".claude/.credentials.json", ".codex/auth.json",
+    ".aws",
+    ".ssh",
+    ".kube",
+    ".netrc",
+    ".git-credentials",
+    ".docker",
+    ".gnupg",
+    ".azure",
+    ".config/gcloud",
+    ".config/gh",
+    ".npmrc",
+    ".pypirc",
+    ".pgpass",
+    ".terraform.d",
+    ".vault-token",
+    ".local/share/airlock",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+    ".password-store",
+    ".local/share/keyrings",
+    ".config/op",
+    ".config/hub",
+    ".gem/credentials",
+    ".m2/settings.xml",
+    ".gradle/gradle.properties",
+    ".config/airlock",
+    ".claude/.credentials.json",
+    ".codex/auth.json",
 ];
 
 /// Files and directories under the system paths that hold credentials (host keys, password
@@ -187,18 +211,26 @@ pub const HOME_CREDENTIAL_STORES: &[&str] = &[
 /// agents in dev containers: the system rules are split around them instead of granting
 /// the whole directory.
 pub const SYSTEM_SECRETS: &[&str] = &[
-    "/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/ssl/private", "/etc/letsencrypt",
-    "/etc/NetworkManager/system-connections", "/etc/wireguard", "/etc/ipsec.secrets", "/etc/ppp/chap-secrets",
-    "/etc/ppp/pap-secrets", "/etc/krb5.keytab", "/etc/airlock",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+    "/etc/ssl/private",
+    "/etc/letsencrypt",
+    "/etc/NetworkManager/system-connections",
+    "/etc/wireguard",
+    "/etc/ipsec.secrets",
+    "/etc/ppp/chap-secrets",
+    "/etc/ppp/pap-secrets",
+    "/etc/krb5.keytab",
+    "/etc/airlock",
 ];
 
 /// The system secrets present on this machine: [`SYSTEM_SECRETS`] plus the SSH host
 /// private keys in `/etc/ssh`.
 pub fn system_secrets() -> Vec<Protected> {
-    let mut v: Vec<Protected> = SYSTEM_SECRETS
-        .iter()
-        .map(|p| Protected { path: canonical_or_same(Path::new(p)), what: (*p).to_owned(), no_inside: true })
-        .collect();
+    let mut v: Vec<Protected> =
+        SYSTEM_SECRETS.iter().map(|p| Protected { path: canonical_or_same(Path::new(p)), what: (*p).to_owned(), no_inside: true }).collect();
     if let Ok(rd) = std::fs::read_dir("/etc/ssh") {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -265,8 +297,7 @@ pub fn plan(inputs: &Inputs, abi: u8) -> Result<Plan, Error> {
     let mut notes = Vec::new();
     let protected = &inputs.protected;
 
-    let ws = std::fs::canonicalize(&inputs.workspace)
-        .map_err(|e| Error::Sandbox(format!("workspace {}: {e}", inputs.workspace.display())))?;
+    let ws = std::fs::canonicalize(&inputs.workspace).map_err(|e| Error::Sandbox(format!("workspace {}: {e}", inputs.workspace.display())))?;
     if let Some(p) = exposes(&ws, protected) {
         let rel = if p.path.starts_with(&ws) { "contains" } else { "is inside" };
         return Err(Error::Sandbox(format!(

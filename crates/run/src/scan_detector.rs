@@ -136,10 +136,7 @@ impl Detector for ScanDetector {
             None => self.scanner.scan_workspace(root, &opts),
         };
         let report = scanned.map_err(|e| Error::Preflight(format!("cannot scan {}: {e}", root.display())))?;
-        let mut out = WorkspaceScan {
-            repositories: usize::try_from(report.stats.repositories).unwrap_or(usize::MAX),
-            ..WorkspaceScan::default()
-        };
+        let mut out = WorkspaceScan { repositories: usize::try_from(report.stats.repositories).unwrap_or(usize::MAX), ..WorkspaceScan::default() };
         for f in report.findings {
             if self.baseline.contains(&f.fingerprint) {
                 out.baselined += 1;
@@ -251,13 +248,7 @@ mod tests {
         assert_eq!(
             p.refused,
             vec![Finding {
-                location: Location::GitHistory {
-                    repo: PathBuf::new(),
-                    commit,
-                    path: PathBuf::from(".env"),
-                    line: 1,
-                    reach: GitReach::Refs
-                },
+                location: Location::GitHistory { repo: PathBuf::new(), commit, path: PathBuf::from(".env"), line: 1, reach: GitReach::Refs },
                 detector: "credential-variable-env".into()
             }]
         );
@@ -329,11 +320,7 @@ mod tests {
         // a token in the remote URL of .git/config refuses too
         git(root, &["remote", "add", "origin", "https://x-access-token:Tq9Lm4XaWz81kdPq0Vk7rQ2mZ@git.example.com/o/r.git"]);
         let p = d.preflight(root).unwrap();
-        assert!(
-            p.refused.iter().any(|f| matches!(&f.location, Location::File { path, .. } if path == Path::new(".git/config"))),
-            "{:?}",
-            p.refused
-        );
+        assert!(p.refused.iter().any(|f| matches!(&f.location, Location::File { path, .. } if path == Path::new(".git/config"))), "{:?}", p.refused);
         assert!(!format!("{p:?}").contains("Tq9Lm4XaWz81kdPq0Vk7rQ2mZ"));
     }
 

@@ -111,8 +111,7 @@ const ANY_SEGMENT: &[(&str, &str)] = &[
 ];
 
 /// Final segments that mark a credential (`OPENAI_API_KEY`, `DB_PASS`, `SENTRY_DSN`).
-const LAST_SEGMENT: &[(&str, &str)] =
-    &[("KEY", "*_KEY"), ("KEYS", "*_KEY"), ("PASS", "*_PASS"), ("PWD", "*_PWD"), ("DSN", "*_DSN"), ("AUTH", "*_AUTH")];
+const LAST_SEGMENT: &[(&str, &str)] = &[("KEY", "*_KEY"), ("KEYS", "*_KEY"), ("PASS", "*_PASS"), ("PWD", "*_PWD"), ("DSN", "*_DSN"), ("AUTH", "*_AUTH")];
 
 /// Names that would match a rule but are ordinary shell state.
 const NEVER: &[&str] = &["PWD", "OLDPWD"];
@@ -223,9 +222,27 @@ mod tests {
     #[test]
     fn ordinary_names_are_kept() {
         for n in [
-            "PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "SHELL", "PWD", "OLDPWD", "EDITOR", "TMPDIR", "KEYBOARD_LAYOUT",
-            "KEY_VAULT_NAME", "TOKENIZERS_PARALLELISM", "PASSAGE", "XDG_DATA_HOME", "CARGO_HOME", "RUST_LOG", "MONKEY",
-            "HOTKEY_MODE", "SECRETARY",
+            "PATH",
+            "HOME",
+            "USER",
+            "LANG",
+            "LC_ALL",
+            "TERM",
+            "SHELL",
+            "PWD",
+            "OLDPWD",
+            "EDITOR",
+            "TMPDIR",
+            "KEYBOARD_LAYOUT",
+            "KEY_VAULT_NAME",
+            "TOKENIZERS_PARALLELISM",
+            "PASSAGE",
+            "XDG_DATA_HOME",
+            "CARGO_HOME",
+            "RUST_LOG",
+            "MONKEY",
+            "HOTKEY_MODE",
+            "SECRETARY",
         ] {
             assert_eq!(credential_name(n), None, "{n} should be kept");
         }
@@ -233,11 +250,9 @@ mod tests {
 
     #[test]
     fn scrub_drops_by_name_and_value_and_keeps_the_rest() {
-        let s = scrub(
-            vars(&[("PATH", "/usr/bin"), ("GITHUB_TOKEN", "ghp_x"), ("NOTES", "AKIAFAKEVALUE"), ("LANG", "C")]),
-            &[],
-            |_, v| (v == "AKIAFAKEVALUE").then(|| "aws-access-key-id".to_owned()),
-        );
+        let s = scrub(vars(&[("PATH", "/usr/bin"), ("GITHUB_TOKEN", "ghp_x"), ("NOTES", "AKIAFAKEVALUE"), ("LANG", "C")]), &[], |_, v| {
+            (v == "AKIAFAKEVALUE").then(|| "aws-access-key-id".to_owned())
+        });
         let kept: Vec<_> = s.kept.iter().map(|(k, _)| k.to_str().unwrap()).collect();
         assert_eq!(kept, ["PATH", "LANG"]);
         assert_eq!(s.removed.len(), 2);

@@ -24,8 +24,7 @@ pub type Summary = BTreeMap<String, Counts>;
 
 /// Whether a denied `gateway.request` record means "waiting for approval".
 fn is_approval_hold(e: &AuditEntry) -> bool {
-    e.event.outcome == "needs_approval"
-        || e.event.detail.get("code").and_then(|c| c.as_str()).is_some_and(|c| c.contains("approval"))
+    e.event.outcome == "needs_approval" || e.event.detail.get("code").and_then(|c| c.as_str()).is_some_and(|c| c.contains("approval"))
 }
 
 /// Count `gateway.request` records (one per request; `gateway.response` records are

@@ -32,7 +32,16 @@ pub const MAX_DENIED_LINES: usize = 20;
 
 /// Whether a line the agent printed reports a refused access.
 pub fn mentions_refusal(line: &str) -> bool {
-    const WORDS: [&str; 8] = ["permission denied", "operation not permitted", "eacces", "eperm", "permissionerror", "connection refused", "network is unreachable", "read-only file system"];
+    const WORDS: [&str; 8] = [
+        "permission denied",
+        "operation not permitted",
+        "eacces",
+        "eperm",
+        "permissionerror",
+        "connection refused",
+        "network is unreachable",
+        "read-only file system",
+    ];
     let l = line.to_ascii_lowercase();
     WORDS.iter().any(|w| l.contains(w))
 }
@@ -223,8 +232,7 @@ fn status_code(code: Option<i32>, signal: Option<i32>) -> u8 {
 }
 
 fn die_with_parent() -> Result<(), Error> {
-    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
-        .map_err(|e| Error::Sandbox(format!("cannot tie the agent's life to airlock's: {e}")))
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(|e| Error::Sandbox(format!("cannot tie the agent's life to airlock's: {e}")))
 }
 
 fn current_thread_runtime() -> Result<tokio::runtime::Runtime, Error> {

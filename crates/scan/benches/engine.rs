@@ -44,10 +44,7 @@ fn secrets_env(scanner: &Scanner) -> String {
 fn mixed(scanner: &Scanner, size: usize) -> String {
     let secrets = secrets_env(scanner);
     let secret_lines: Vec<&str> = secrets.lines().collect();
-    let source: Vec<&str> = std::iter::once(CLEAN)
-        .chain(MORE_SOURCE.iter().copied())
-        .flat_map(str::lines)
-        .collect();
+    let source: Vec<&str> = std::iter::once(CLEAN).chain(MORE_SOURCE.iter().copied()).flat_map(str::lines).collect();
     let mut out = String::with_capacity(size + 4096);
     let (mut i, mut j, mut since) = (0usize, 0usize, 0usize);
     while out.len() < size {
@@ -70,24 +67,18 @@ fn mixed(scanner: &Scanner, size: usize) -> String {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("compile");
     g.sample_size(20);
-    g.bench_function("builtin", |b| {
-        b.iter(|| black_box(Scanner::builtin().expect("builtin rules")))
-    });
+    g.bench_function("builtin", |b| b.iter(|| black_box(Scanner::builtin().expect("builtin rules"))));
     g.finish();
 
     let scanner = Scanner::builtin().expect("builtin rules");
     let env = secrets_env(&scanner);
     let mixed = mixed(&scanner, 1 << 20);
     let mut g = c.benchmark_group("scan_bytes");
-    for (name, path, data) in [
-        ("clean_source", "src/engine.rs", CLEAN.as_bytes()),
-        ("secrets_env", ".env", env.as_bytes()),
-        ("mixed_1mib", "src/mixed.rs", mixed.as_bytes()),
-    ] {
+    for (name, path, data) in
+        [("clean_source", "src/engine.rs", CLEAN.as_bytes()), ("secrets_env", ".env", env.as_bytes()), ("mixed_1mib", "src/mixed.rs", mixed.as_bytes())]
+    {
         g.throughput(Throughput::Bytes(data.len() as u64));
-        g.bench_function(name, |b| {
-            b.iter(|| black_box(scanner.scan_bytes(path, black_box(data))))
-        });
+        g.bench_function(name, |b| b.iter(|| black_box(scanner.scan_bytes(path, black_box(data)))));
     }
     g.finish();
 }

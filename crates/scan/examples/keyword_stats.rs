@@ -3,27 +3,14 @@
 fn main() {
     let dir = std::env::args().nth(1).unwrap_or_else(|| ".".to_owned());
     let scanner = airlock_scan::Scanner::builtin().expect("rules");
-    let mut kws: Vec<String> = scanner
-        .rules()
-        .iter()
-        .flat_map(|r| r.keywords.clone())
-        .collect();
+    let mut kws: Vec<String> = scanner.rules().iter().flat_map(|r| r.keywords.clone()).collect();
     kws.sort();
     kws.dedup();
-    let ac = aho_corasick::AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .build(&kws)
-        .expect("ac");
+    let ac = aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).build(&kws).expect("ac");
     let mut hits = vec![0u64; kws.len()];
     let mut files = vec![0u64; kws.len()];
     let (mut nfiles, mut bytes) = (0u64, 0u64);
-    for e in ignore::WalkBuilder::new(&dir)
-        .hidden(false)
-        .ignore(false)
-        .git_ignore(false)
-        .build()
-        .flatten()
-    {
+    for e in ignore::WalkBuilder::new(&dir).hidden(false).ignore(false).git_ignore(false).build().flatten() {
         if !e.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }
@@ -49,18 +36,7 @@ fn main() {
     order.sort_by_key(|&i| std::cmp::Reverse(hits[i]));
     println!("{} keywords, {nfiles} files, {bytes} bytes", kws.len());
     for i in order.into_iter().take(40) {
-        let rules: Vec<&str> = scanner
-            .rules()
-            .iter()
-            .filter(|r| r.keywords.contains(&kws[i]))
-            .map(|r| r.id.as_str())
-            .collect();
-        println!(
-            "{:>9} hits {:>6} files  {:<16} {}",
-            hits[i],
-            files[i],
-            kws[i],
-            rules.join(",")
-        );
+        let rules: Vec<&str> = scanner.rules().iter().filter(|r| r.keywords.contains(&kws[i])).map(|r| r.id.as_str()).collect();
+        println!("{:>9} hits {:>6} files  {:<16} {}", hits[i], files[i], kws[i], rules.join(","));
     }
 }

@@ -11,13 +11,7 @@ fn main() {
     let max_mb: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(64);
     let mut bufs: Vec<(String, Vec<u8>)> = Vec::new();
     let mut total = 0usize;
-    for e in ignore::WalkBuilder::new(&dir)
-        .hidden(false)
-        .ignore(false)
-        .git_ignore(false)
-        .build()
-        .flatten()
-    {
+    for e in ignore::WalkBuilder::new(&dir).hidden(false).ignore(false).git_ignore(false).build().flatten() {
         if !e.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }
@@ -36,16 +30,9 @@ fn main() {
     let scanner = airlock_scan::Scanner::builtin().expect("rules");
     let mb = total as f64 / 1e6;
     let t = Instant::now();
-    let n: usize = bufs
-        .iter()
-        .map(|(p, b)| scanner.scan_bytes(p, b).len())
-        .sum();
+    let n: usize = bufs.iter().map(|(p, b)| scanner.scan_bytes(p, b).len()).sum();
     let el = t.elapsed().as_secs_f64();
-    println!(
-        "all {} rules: {mb:.1} MB in {el:.3}s = {:.0} MB/s single thread, {n} findings",
-        scanner.rules().len(),
-        mb / el
-    );
+    println!("all {} rules: {mb:.1} MB in {el:.3}s = {:.0} MB/s single thread, {n} findings", scanner.rules().len(), mb / el);
     let mut costs = Vec::new();
     for i in 0..scanner.rules().len() {
         let s = scanner.single_rule(i).expect("rule");

@@ -56,11 +56,7 @@ fn main() -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    let res = if json {
-        airlock_scan::write_json(&mut out, &report, false)
-    } else {
-        airlock_scan::write_summary(&mut std::io::stderr(), &report)
-    };
+    let res = if json { airlock_scan::write_json(&mut out, &report, false) } else { airlock_scan::write_summary(&mut std::io::stderr(), &report) };
     if let Err(e) = res {
         eprintln!("error: {e}");
         return ExitCode::from(2);

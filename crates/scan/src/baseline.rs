@@ -21,24 +21,13 @@ struct BaselineFile {
 
 /// Read a baseline file into a set of fingerprints.
 pub fn read_baseline(path: &Path) -> Result<HashSet<String>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        action: "read the baseline file",
-        source: e,
-    })?;
-    let b: BaselineFile = serde_json::from_str(&text)
-        .map_err(|e| Error::Baseline { path: path.display().to_string(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), action: "read the baseline file", source: e })?;
+    let b: BaselineFile = serde_json::from_str(&text).map_err(|e| Error::Baseline { path: path.display().to_string(), reason: e.to_string() })?;
     if b.version != 1 {
-        return Err(Error::Baseline {
-            path: path.display().to_string(),
-            reason: format!("unsupported version {}", b.version),
-        });
+        return Err(Error::Baseline { path: path.display().to_string(), reason: format!("unsupported version {}", b.version) });
     }
     if let Some(bad) = b.fingerprints.iter().find(|f| f.len() != 32 || !f.bytes().all(|c| c.is_ascii_hexdigit())) {
-        return Err(Error::Baseline {
-            path: path.display().to_string(),
-            reason: format!("{bad:?} is not a fingerprint (32 hex digits)"),
-        });
+        return Err(Error::Baseline { path: path.display().to_string(), reason: format!("{bad:?} is not a fingerprint (32 hex digits)") });
     }
     Ok(b.fingerprints.into_iter().collect())
 }
@@ -48,9 +37,5 @@ pub fn write_baseline(path: &Path, findings: &[Finding]) -> Result<(), Error> {
     let b = BaselineFile { version: 1, fingerprints: findings.iter().map(|f| f.fingerprint.clone()).collect() };
     let mut text = serde_json::to_string_pretty(&b).expect("a set of strings serializes");
     text.push('\n');
-    std::fs::write(path, text).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        action: "write the baseline file",
-        source: e,
-    })
+    std::fs::write(path, text).map_err(|e| Error::Io { path: path.display().to_string(), action: "write the baseline file", source: e })
 }

@@ -137,13 +137,7 @@ impl CleanCache {
     /// lasts only as long as the value.
     #[must_use]
     pub fn in_memory(scanner: &Scanner) -> Self {
-        let path_rules = scanner
-            .rules()
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.paths.is_some())
-            .map(|(i, _)| i)
-            .collect();
+        let path_rules = scanner.rules().iter().enumerate().filter(|(_, r)| r.paths.is_some()).map(|(i, _)| i).collect();
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         Self {
             file: None,
@@ -284,10 +278,7 @@ impl CleanCache {
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt as _;
-            let ctime = Duration::new(
-                u64::try_from(meta.ctime()).ok()?,
-                u32::try_from(meta.ctime_nsec()).ok()?,
-            );
+            let ctime = Duration::new(u64::try_from(meta.ctime()).ok()?, u32::try_from(meta.ctime_nsec()).ok()?);
             if ctime >= self.cutoff {
                 return None;
             }
@@ -443,7 +434,9 @@ mod tests {
         assert!(CleanCache::open(dir.path(), &s).is_empty(), "checksum");
         // another rule set: another fingerprint, the cache is dropped
         std::fs::write(&file, &good).unwrap();
-        let other = Scanner::from_toml(&[("t.toml", "[[rule]]\nid = \"x\"\ndescription = \"x\"\nkeywords = [\"x_\"]\nregex = 'x_(\\d+)'\nconfidence = \"low\"\n")]).unwrap();
+        let other =
+            Scanner::from_toml(&[("t.toml", "[[rule]]\nid = \"x\"\ndescription = \"x\"\nkeywords = [\"x_\"]\nregex = 'x_(\\d+)'\nconfidence = \"low\"\n")])
+                .unwrap();
         assert!(CleanCache::open(dir.path(), &other).is_empty());
         assert_eq!(CleanCache::open(dir.path(), &s).len(), 1);
     }

@@ -74,11 +74,7 @@ impl Scanner {
             set.extend(RuleSet::parse(&format!("builtin:{name}"), text)?)?;
         }
         for f in files {
-            let text = std::fs::read_to_string(f).map_err(|e| Error::Io {
-                path: f.display().to_string(),
-                action: "read the rule file",
-                source: e,
-            })?;
+            let text = std::fs::read_to_string(f).map_err(|e| Error::Io { path: f.display().to_string(), action: "read the rule file", source: e })?;
             let user = RuleSet::parse(&f.display().to_string(), &text)?;
             // Built-ins are compiled on first use (tests compile them all); a user's
             // rules are compiled now so a pattern over the size limits is an error
@@ -102,8 +98,7 @@ impl Scanner {
 
     /// Build from an already parsed rule set.
     pub fn from_rule_set(rules: RuleSet) -> Result<Self, Error> {
-        let mut kw_index: std::collections::HashMap<String, usize> =
-            std::collections::HashMap::new();
+        let mut kw_index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let mut patterns: Vec<String> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
         let mut path_only = Vec::new();
@@ -138,19 +133,8 @@ impl Scanner {
                     })?,
             )
         };
-        let whole_buffer = rules
-            .rules
-            .iter()
-            .map(|r| r.keywords.is_empty() || r.spans_lines)
-            .collect();
-        Ok(Self {
-            rules,
-            keywords,
-            keyword_rules,
-            keyword_index: kw_index,
-            path_only,
-            whole_buffer,
-        })
+        let whole_buffer = rules.rules.iter().map(|r| r.keywords.is_empty() || r.spans_lines).collect();
+        Ok(Self { rules, keywords, keyword_rules, keyword_index: kw_index, path_only, whole_buffer })
     }
 
     /// A scanner holding only the rule at `index` (and the shared stop-list); used to
@@ -158,10 +142,7 @@ impl Scanner {
     #[must_use]
     pub fn single_rule(&self, index: usize) -> Option<Self> {
         let rule = self.rules.rules.get(index)?.clone();
-        let set = RuleSet {
-            rules: vec![rule],
-            default_allow: self.rules.default_allow.clone(),
-        };
+        let set = RuleSet { rules: vec![rule], default_allow: self.rules.default_allow.clone() };
         Self::from_rule_set(set).ok()
     }
 
@@ -334,8 +315,7 @@ impl Scanner {
                 2
             }
         };
-        let stronger: Vec<(u8, std::ops::Range<usize>)> =
-            raw.iter().map(|(ri, r, _)| (ranked(*ri), r.clone())).filter(|(rank, _)| *rank < 2).collect();
+        let stronger: Vec<(u8, std::ops::Range<usize>)> = raw.iter().map(|(ri, r, _)| (ranked(*ri), r.clone())).filter(|(rank, _)| *rank < 2).collect();
         raw.retain(|(ri, r, _)| {
             let rank = ranked(*ri);
             rank == 0 || !stronger.iter().any(|(k, s)| *k < rank && s.start < r.end && r.start < s.end)
@@ -370,13 +350,7 @@ impl Scanner {
 
     /// Apply suppression and validation to one candidate; the resulting confidence
     /// or `None` to drop it.
-    fn accept(
-        &self,
-        rule: &Rule,
-        data: &[u8],
-        range: &std::ops::Range<usize>,
-        matched: std::ops::Range<usize>,
-    ) -> Option<Confidence> {
+    fn accept(&self, rule: &Rule, data: &[u8], range: &std::ops::Range<usize>, matched: std::ops::Range<usize>) -> Option<Confidence> {
         let secret = &data[range.clone()];
         if line_has_inline_allow(data, range.start) {
             return None;
@@ -387,9 +361,7 @@ impl Scanner {
         if rule.allow_match.iter().any(|a| a.is_match(&data[matched.clone()])) {
             return None;
         }
-        if rule.confidence != Confidence::High
-            && self.rules.default_allow.iter().any(|a| a.is_match(secret))
-        {
+        if rule.confidence != Confidence::High && self.rules.default_allow.iter().any(|a| a.is_match(secret)) {
             return None;
         }
         if let Some(min) = rule.min_entropy
@@ -457,42 +429,24 @@ pub(crate) fn spans_lines(hir: &regex_syntax::hir::Hir) -> bool {
     /// (can match '\n', can match an ASCII letter or digit)
     fn bytes(h: &Hir) -> (bool, bool) {
         match h.kind() {
-            HirKind::Literal(l) => (
-                l.0.contains(&b'\n'),
-                l.0.iter().any(u8::is_ascii_alphanumeric),
-            ),
-            HirKind::Class(Class::Bytes(c)) => {
-                c.ranges().iter().fold((false, false), |(nl, an), r| {
-                    (
-                        nl || (r.start()..=r.end()).contains(&b'\n'),
-                        an || (r.start()..=r.end()).any(|b| b.is_ascii_alphanumeric()),
-                    )
-                })
-            }
-            HirKind::Class(Class::Unicode(c)) => {
-                c.ranges().iter().fold((false, false), |(nl, an), r| {
-                    let alnum = ('0'..='9')
-                        .chain('A'..='Z')
-                        .chain('a'..='z')
-                        .any(|ch| (r.start()..=r.end()).contains(&ch));
-                    (nl || (r.start()..=r.end()).contains(&'\n'), an || alnum)
-                })
-            }
+            HirKind::Literal(l) => (l.0.contains(&b'\n'), l.0.iter().any(u8::is_ascii_alphanumeric)),
+            HirKind::Class(Class::Bytes(c)) => c.ranges().iter().fold((false, false), |(nl, an), r| {
+                (nl || (r.start()..=r.end()).contains(&b'\n'), an || (r.start()..=r.end()).any(|b| b.is_ascii_alphanumeric()))
+            }),
+            HirKind::Class(Class::Unicode(c)) => c.ranges().iter().fold((false, false), |(nl, an), r| {
+                let alnum = ('0'..='9').chain('A'..='Z').chain('a'..='z').any(|ch| (r.start()..=r.end()).contains(&ch));
+                (nl || (r.start()..=r.end()).contains(&'\n'), an || alnum)
+            }),
             HirKind::Repetition(r) => bytes(&r.sub),
             HirKind::Capture(c) => bytes(&c.sub),
-            HirKind::Concat(v) | HirKind::Alternation(v) => v
-                .iter()
-                .map(bytes)
-                .fold((false, false), |a, b| (a.0 || b.0, a.1 || b.1)),
+            HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().map(bytes).fold((false, false), |a, b| (a.0 || b.0, a.1 || b.1)),
             HirKind::Empty | HirKind::Look(_) => (false, false),
         }
     }
     fn walk(h: &Hir) -> bool {
         match h.kind() {
             HirKind::Literal(l) => l.0.contains(&b'\n'),
-            HirKind::Repetition(r) => {
-                (r.max != Some(1) && bytes(&r.sub) == (true, true)) || walk(&r.sub)
-            }
+            HirKind::Repetition(r) => (r.max != Some(1) && bytes(&r.sub) == (true, true)) || walk(&r.sub),
             HirKind::Capture(c) => walk(&c.sub),
             HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(walk),
             HirKind::Class(_) | HirKind::Empty | HirKind::Look(_) => false,
@@ -502,10 +456,7 @@ pub(crate) fn spans_lines(hir: &regex_syntax::hir::Hir) -> bool {
 }
 
 /// The secret's byte range: group `secret`, else the first participating group.
-fn secret_range(
-    compiled: &crate::rules::Compiled,
-    locs: &regex::bytes::CaptureLocations,
-) -> Option<std::ops::Range<usize>> {
+fn secret_range(compiled: &crate::rules::Compiled, locs: &regex::bytes::CaptureLocations) -> Option<std::ops::Range<usize>> {
     if let Some(g) = compiled.secret_group
         && let Some((s, e)) = locs.get(g)
     {
@@ -541,11 +492,7 @@ impl LinePos {
             self.line_start = self.offset + i + 1;
         }
         self.offset = at;
-        let column = data[self.line_start..at]
-            .iter()
-            .filter(|&&b| (b & 0xC0) != 0x80)
-            .count()
-            + 1;
+        let column = data[self.line_start..at].iter().filter(|&&b| (b & 0xC0) != 0x80).count() + 1;
         (self.line + 1, column)
     }
 }
@@ -590,10 +537,7 @@ confidence = "high"
         assert_eq!(f.len(), 1);
         assert_eq!((f[0].line, f[0].column), (2, 5));
         assert_eq!(f[0].secret.expose(), "tok_ABCDEFGH12");
-        assert_eq!(
-            &"x\n  é tok_ABCDEFGH12\n".as_bytes()[f[0].byte_range.clone()],
-            b"tok_ABCDEFGH12"
-        );
+        assert_eq!(&"x\n  é tok_ABCDEFGH12\n".as_bytes()[f[0].byte_range.clone()], b"tok_ABCDEFGH12");
     }
 
     #[test]
@@ -606,14 +550,8 @@ confidence = "high"
     #[test]
     fn inline_allow_and_stoplist_and_entropy() {
         let s = scanner();
-        assert!(
-            s.scan_bytes("a", b"tok_ABCDEFGH12 # airlock:allow")
-                .is_empty()
-        );
-        assert_eq!(
-            s.scan_bytes("a", b"tok_ABCDEFGH12\n# airlock:allow").len(),
-            1
-        );
+        assert!(s.scan_bytes("a", b"tok_ABCDEFGH12 # airlock:allow").is_empty());
+        assert_eq!(s.scan_bytes("a", b"tok_ABCDEFGH12\n# airlock:allow").len(), 1);
         assert!(s.scan_bytes("a", b"password = \"changeme\"").is_empty());
         assert!(s.scan_bytes("a", b"password = \"aaaaaaaa\"").is_empty());
     }

@@ -163,14 +163,8 @@ impl Rule {
             }
         }
         // Fall back to a path derived from the pattern text with regex syntax removed.
-        let guess: String = self
-            .paths_pattern
-            .as_deref()
-            .unwrap_or_default()
-            .replace("(^|/)", "")
-            .replace("(?:^|/)", "")
-            .replace('\\', "")
-            .replace(['^', '$'], "");
+        let guess: String =
+            self.paths_pattern.as_deref().unwrap_or_default().replace("(^|/)", "").replace("(?:^|/)", "").replace('\\', "").replace(['^', '$'], "");
         format!("home/user/{guess}")
     }
 }
@@ -267,14 +261,7 @@ impl LazyRegex {
     /// Validate `pattern`'s syntax (as [`compile`] will read it) without compiling it;
     /// returns the parsed pattern too, for analyses that need its structure.
     fn new(pattern: &str) -> Result<(Self, regex_syntax::hir::Hir), String> {
-        let parse = |unicode: bool| {
-            regex_syntax::ParserBuilder::new()
-                .unicode(unicode)
-                .utf8(false)
-                .build()
-                .parse(pattern)
-                .map_err(|e| e.to_string())
-        };
+        let parse = |unicode: bool| regex_syntax::ParserBuilder::new().unicode(unicode).utf8(false).build().parse(pattern).map_err(|e| e.to_string());
         let hir = parse(false).or_else(|_| parse(true))?;
         Ok((Self { pattern: pattern.to_owned(), cell: OnceLock::new() }, hir))
     }
@@ -314,23 +301,14 @@ impl LazyRegex {
 }
 
 pub(crate) fn compile(pattern: &str) -> Result<Regex, regex::Error> {
-    let build = |unicode: bool| {
-        RegexBuilder::new(pattern)
-            .unicode(unicode)
-            .size_limit(64 << 20)
-            .dfa_size_limit(16 << 20)
-            .build()
-    };
+    let build = |unicode: bool| RegexBuilder::new(pattern).unicode(unicode).size_limit(64 << 20).dfa_size_limit(16 << 20).build();
     build(false).or_else(|_| build(true))
 }
 
 impl RuleSet {
     /// Parse and validate one rule file; `origin` names it in errors.
     pub fn parse(origin: &str, text: &str) -> Result<Self, Error> {
-        let file: RuleFileToml = toml::from_str(text).map_err(|e| Error::RuleFile {
-            origin: origin.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let file: RuleFileToml = toml::from_str(text).map_err(|e| Error::RuleFile { origin: origin.to_owned(), reason: e.to_string() })?;
         let mut set = Self::default();
         if let Some(d) = file.defaults {
             for a in d.allow {

@@ -44,7 +44,9 @@ pub enum Error {
     #[error("airlock is not initialised: {0} does not exist. Run `airlock init` first (or set AIRLOCK_HOME to the right state directory)")]
     NotInitialized(PathBuf),
     /// `init` found existing keys and will not overwrite them.
-    #[error("refusing to overwrite existing key {0}: airlock is already initialised here. Remove the state directory yourself if you really mean to start over (this destroys every stored secret)")]
+    #[error(
+        "refusing to overwrite existing key {0}: airlock is already initialised here. Remove the state directory yourself if you really mean to start over (this destroys every stored secret)"
+    )]
     AlreadyInitialized(PathBuf),
     /// A path is readable or writable by other users.
     #[error("refusing to run: {path} has mode {mode:04o}, which lets other users read it; run `chmod {want:o} {path}`")]
@@ -199,9 +201,10 @@ impl StateDir {
         for name in [files::MASTER_KEY, files::TOKEN_KEY, files::ADMIN_TOKEN, files::DATABASE] {
             let p = self.path(name);
             if let Ok(md) = fs::symlink_metadata(&p)
-                && let Err(e) = check_owner_and_mode(&p, &md, 0o600) {
-                    out.push(e);
-                }
+                && let Err(e) = check_owner_and_mode(&p, &md, 0o600)
+            {
+                out.push(e);
+            }
         }
         out
     }
@@ -211,7 +214,11 @@ impl StateDir {
     pub fn write_new_key(&self, name: &str, contents: &[u8]) -> Result<()> {
         let p = self.path(name);
         let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists { Error::AlreadyInitialized(p.clone()) } else { Error::Io { action: "cannot create", path: p.clone(), source: e } }
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::AlreadyInitialized(p.clone())
+            } else {
+                Error::Io { action: "cannot create", path: p.clone(), source: e }
+            }
         })?;
         f.write_all(contents).map_err(io("cannot write", &p))?;
         f.sync_all().map_err(io("cannot sync", &p))?;

@@ -128,18 +128,14 @@ mod tests {
     /// (logs written by earlier versions must keep verifying).
     #[test]
     fn canonical_form_is_the_json_array() {
-        for (task, detail) in [
-            (None, serde_json::json!({"b": 1, "a": [2, "x\"y"], "c": {"z": null, "é": 1.5}})),
-            (Some("t-1".to_owned()), serde_json::Value::Null),
-        ] {
+        for (task, detail) in
+            [(None, serde_json::json!({"b": 1, "a": [2, "x\"y"], "c": {"z": null, "é": 1.5}})), (Some("t-1".to_owned()), serde_json::Value::Null)]
+        {
             let mut e = ev(7);
             e.task_id = task;
             e.detail = detail;
             e.subject = "quote \" backslash \\ nl \n uni \u{1}".into();
-            let old = serde_json::to_vec(&serde_json::json!([
-                -3, e.id, e.ts_ms, e.actor, e.action, e.subject, e.outcome, e.task_id, e.detail
-            ]))
-            .unwrap();
+            let old = serde_json::to_vec(&serde_json::json!([-3, e.id, e.ts_ms, e.actor, e.action, e.subject, e.outcome, e.task_id, e.detail])).unwrap();
             let mut buf = b"prefix".to_vec();
             let r = canonical_into(&mut buf, -3, &e);
             assert_eq!(&buf[6..], &old[..]);

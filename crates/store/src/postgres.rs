@@ -101,9 +101,7 @@ impl PgStore {
     }
 
     async fn backend_health(&self) -> Result<Health> {
-        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await?;
+        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
         let server: String = sqlx::query_scalar("SHOW server_version").fetch_one(&self.pool).await?;
         Ok(Health { backend: "postgres", schema_version: version, detail: format!("server_version={server}") })
     }

@@ -29,10 +29,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 pub(crate) fn migrator(migrations: &'static [(i64, &'static str, &'static str)]) -> Migrator {
-    let migrations = migrations
-        .iter()
-        .map(|(v, d, sql)| Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, Cow::Borrowed(*sql), false))
-        .collect::<Vec<_>>();
+    let migrations =
+        migrations.iter().map(|(v, d, sql)| Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, Cow::Borrowed(*sql), false)).collect::<Vec<_>>();
     Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT }
 }
 
@@ -73,10 +71,7 @@ impl SqliteStore {
     /// Open an existing database without creating it.
     pub async fn open_existing(path: &Path) -> Result<Self> {
         if !path.exists() {
-            return Err(Error::Open {
-                path: path.display().to_string(),
-                source: sqlx::Error::Configuration("the database file does not exist".into()),
-            });
+            return Err(Error::Open { path: path.display().to_string(), source: sqlx::Error::Configuration("the database file does not exist".into()) });
         }
         Self::open(path).await
     }
@@ -127,9 +122,7 @@ impl SqliteStore {
     }
 
     async fn backend_health(&self) -> Result<Health> {
-        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await?;
+        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&self.pool).await?;
         let check: String = sqlx::query_scalar("PRAGMA quick_check").fetch_one(&self.pool).await?;
         Ok(Health { backend: "sqlite", schema_version: version, detail: format!("journal_mode={mode}, quick_check={check}") })

@@ -34,7 +34,14 @@ fn bench(c: &mut Criterion) {
     c.bench_function("token_mint_sign_only", |b| {
         b.iter(|| {
             signer
-                .mint(&Claims { task_id: "0190-task", agent: "bench-agent", environment: "staging", grants: &grants, purpose: Some("benchmark"), expires_at: exp })
+                .mint(&Claims {
+                    task_id: "0190-task",
+                    agent: "bench-agent",
+                    environment: "staging",
+                    grants: &grants,
+                    purpose: Some("benchmark"),
+                    expires_at: exp,
+                })
                 .unwrap()
         })
     });

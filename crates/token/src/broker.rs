@@ -80,9 +80,10 @@ impl Broker {
             return Err(Error::TtlTooLong { requested: human_duration(req.ttl), max: human_duration(self.max_ttl) });
         }
         if let Some(p) = &req.purpose
-            && (p.len() > 500 || p.chars().any(char::is_control)) {
-                return Err(Error::Invalid("--purpose must be at most 500 printable characters".into()));
-            }
+            && (p.len() > 500 || p.chars().any(char::is_control))
+        {
+            return Err(Error::Invalid("--purpose must be at most 500 printable characters".into()));
+        }
         let mut grants = req.grants.clone();
         grants.sort();
         grants.dedup();

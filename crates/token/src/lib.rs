@@ -21,9 +21,9 @@ use airlock_types::{Environment, Grant, Name};
 use serde::Serialize;
 
 pub use attenuate::{attenuate, inspect};
-pub use broker::{Broker, StartTask, end_task};
 /// Build an audit event stamped now (used by callers that audit token operations).
 pub use broker::audit_event;
+pub use broker::{Broker, StartTask, end_task};
 pub use keys::{Claims, TokenAuthority, load_public_key};
 pub use revocations::Revocations;
 pub use verify::{Verifier, VerifierOptions};
@@ -52,7 +52,9 @@ pub enum Error {
     #[error("token revoked: task {0} was ended ({1})")]
     Revoked(String, String),
     /// An attenuation block claims more than its parent (wider grants or a later expiry).
-    #[error("token widened: an attenuation block claims {0}, which its parent token does not grant; narrowed tokens can only remove grants and shorten lifetime")]
+    #[error(
+        "token widened: an attenuation block claims {0}, which its parent token does not grant; narrowed tokens can only remove grants and shorten lifetime"
+    )]
     Widened(String),
     /// A Datalog check in the token failed, or its claims are incomplete.
     #[error("token rejected: {0}")]

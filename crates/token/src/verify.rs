@@ -33,10 +33,7 @@ pub struct VerifierOptions {
 
 impl Default for VerifierOptions {
     fn default() -> Self {
-        Self {
-            cache_capacity: 10_000,
-            run_limits: RunLimits { max_facts: 1_000, max_iterations: 100, max_time: Duration::from_millis(50) },
-        }
+        Self { cache_capacity: 10_000, run_limits: RunLimits { max_facts: 1_000, max_iterations: 100, max_time: Duration::from_millis(50) } }
     }
 }
 
@@ -100,10 +97,7 @@ impl Verifier {
 }
 
 pub(crate) fn parse_biscuit(token: &str, public: &PublicKey) -> Result<Biscuit> {
-    let b64 = token
-        .trim()
-        .strip_prefix(TOKEN_PREFIX)
-        .ok_or_else(|| Error::Malformed(format!("airlock task tokens start with {TOKEN_PREFIX:?}")))?;
+    let b64 = token.trim().strip_prefix(TOKEN_PREFIX).ok_or_else(|| Error::Malformed(format!("airlock task tokens start with {TOKEN_PREFIX:?}")))?;
     Biscuit::from_base64(b64, *public).map_err(|e| {
         use biscuit_auth::error::{Format, Token};
         match e {
@@ -141,8 +135,7 @@ pub(crate) fn decode_claims(token: &str, public: &PublicKey, now: i64, limits: &
         match ctx.as_deref() {
             None | Some("") => {}
             Some(c) => {
-                let claims: BlockClaims =
-                    serde_json::from_str(c).map_err(|e| Error::Invalid(format!("attenuation block has malformed claims: {e}")))?;
+                let claims: BlockClaims = serde_json::from_str(c).map_err(|e| Error::Invalid(format!("attenuation block has malformed claims: {e}")))?;
                 narrowed.push((claims.grants, claims.exp));
             }
         }

@@ -17,25 +17,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// An environment name is not 1–32 characters of `a-z`, `0-9` and `-` starting with a letter.
-    #[error(
-        "invalid environment {0:?}: use 1-32 lowercase letters, digits or '-', starting with a letter (e.g. staging, production, dev-eu)"
-    )]
+    #[error("invalid environment {0:?}: use 1-32 lowercase letters, digits or '-', starting with a letter (e.g. staging, production, dev-eu)")]
     Environment(String),
     /// A tier is neither `primary` nor `backup`.
     #[error("invalid tier {0:?}: expected 'primary' or 'backup'")]
     Tier(String),
     /// A capability is empty or not a valid operation name.
-    #[error(
-        "invalid capability {0:?}: expected read, write, destroy or an operation name (letters, digits, '_', '-', '.')"
-    )]
+    #[error("invalid capability {0:?}: expected read, write, destroy or an operation name (letters, digits, '_', '-', '.')")]
     Capability(String),
     /// A grant is not of the form `UPSTREAM:CAPABILITY`.
     #[error("invalid grant {0:?}: expected UPSTREAM:CAPABILITY, e.g. github:read or railway-staging:volumeDelete")]
     Grant(String),
     /// A name (agent, upstream, secret) has characters or a length airlock does not accept.
-    #[error(
-        "invalid {kind} name {value:?}: use 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
-    )]
+    #[error("invalid {kind} name {value:?}: use 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")]
     Name {
         /// Which kind of name was being parsed (agent, upstream, secret).
         kind: &'static str,
@@ -303,11 +297,7 @@ impl Name {
             && value.len() <= 64
             && value.as_bytes()[0].is_ascii_alphanumeric()
             && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if ok {
-            Ok(Self(value.to_owned()))
-        } else {
-            Err(Error::Name { kind, value: value.to_owned() })
-        }
+        if ok { Ok(Self(value.to_owned())) } else { Err(Error::Name { kind, value: value.to_owned() }) }
     }
 
     /// The name as a string slice.

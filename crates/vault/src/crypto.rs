@@ -62,20 +62,13 @@ pub(crate) fn seal(master: &MasterKey, rec: &mut SecretRecord, value: &[u8]) {
 pub(crate) fn open(master: &MasterKey, rec: &SecretRecord) -> Result<SecretValue> {
     let corrupted = || Error::Corrupted { name: rec.name.clone(), environment: rec.environment.clone() };
     if rec.key_id != master.id() {
-        return Err(Error::WrongKey(format!(
-            "secret {:?} was sealed by master key {} but the key in use is {}",
-            rec.name,
-            rec.key_id,
-            master.id()
-        )));
+        return Err(Error::WrongKey(format!("secret {:?} was sealed by master key {} but the key in use is {}", rec.name, rec.key_id, master.id())));
     }
     if rec.wrapped_key.len() <= NONCE_LEN || rec.nonce.len() != NONCE_LEN {
         return Err(corrupted());
     }
     let (wn, wct) = rec.wrapped_key.split_at(NONCE_LEN);
-    let dk = Zeroizing::new(
-        master.cipher().decrypt(XNonce::from_slice(wn), Payload { msg: wct, aad: &wrap_aad(rec) }).map_err(|_| corrupted())?,
-    );
+    let dk = Zeroizing::new(master.cipher().decrypt(XNonce::from_slice(wn), Payload { msg: wct, aad: &wrap_aad(rec) }).map_err(|_| corrupted())?);
     if dk.len() != 32 {
         return Err(corrupted());
     }

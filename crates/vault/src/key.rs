@@ -52,14 +52,9 @@ impl MasterKey {
         let raw = Zeroizing::new(if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
             hex::decode(t).map_err(|_| Error::InvalidKey("bad hex".into()))?
         } else {
-            base64::engine::general_purpose::STANDARD
-                .decode(t)
-                .map_err(|_| Error::InvalidKey("expected 64 hex characters or base64 of 32 bytes".into()))?
+            base64::engine::general_purpose::STANDARD.decode(t).map_err(|_| Error::InvalidKey("expected 64 hex characters or base64 of 32 bytes".into()))?
         });
-        let arr: [u8; 32] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::InvalidKey(format!("expected 32 bytes, got {}", raw.len())))?;
+        let arr: [u8; 32] = raw.as_slice().try_into().map_err(|_| Error::InvalidKey(format!("expected 32 bytes, got {}", raw.len())))?;
         Ok(Self::from_bytes(arr))
     }
 
@@ -108,13 +103,8 @@ const P_COST: u32 = 1;
 
 fn derive(passphrase: &[u8], kdf: &Kdf) -> Result<MasterKey> {
     let salt = hex::decode(kdf.salt.as_deref().unwrap_or_default()).map_err(|_| Error::InvalidKey("stored salt is not hex".into()))?;
-    let params = Params::new(
-        kdf.m_cost.unwrap_or(M_COST_KIB),
-        kdf.t_cost.unwrap_or(T_COST),
-        kdf.p_cost.unwrap_or(P_COST),
-        Some(32),
-    )
-    .map_err(|e| Error::InvalidKey(format!("stored argon2 parameters are invalid: {e}")))?;
+    let params = Params::new(kdf.m_cost.unwrap_or(M_COST_KIB), kdf.t_cost.unwrap_or(T_COST), kdf.p_cost.unwrap_or(P_COST), Some(32))
+        .map_err(|e| Error::InvalidKey(format!("stored argon2 parameters are invalid: {e}")))?;
     let mut out = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(passphrase, &salt, &mut out[..])
@@ -153,13 +143,7 @@ pub async fn init_master_key(state: &StateDir, store: &dyn Store, mode: KeyMode,
             if pw.len() < 12 {
                 return Err(Error::InvalidKey("the passphrase must be at least 12 characters".into()));
             }
-            let kdf = Kdf {
-                mode,
-                salt: Some(hex::encode(random::<16>())),
-                m_cost: Some(M_COST_KIB),
-                t_cost: Some(T_COST),
-                p_cost: Some(P_COST),
-            };
+            let kdf = Kdf { mode, salt: Some(hex::encode(random::<16>())), m_cost: Some(M_COST_KIB), t_cost: Some(T_COST), p_cost: Some(P_COST) };
             (derive(pw, &kdf)?, kdf)
         }
         KeyMode::External => {
@@ -179,19 +163,12 @@ pub async fn init_master_key(state: &StateDir, store: &dyn Store, mode: KeyMode,
 ///
 /// `AIRLOCK_MASTER_KEY` overrides the configured source. For passphrase vaults
 /// `passphrase` is called once to obtain it (from `AIRLOCK_PASSPHRASE` or a prompt).
-pub async fn open_master_key(
-    state: &StateDir,
-    store: &dyn Store,
-    passphrase: impl FnOnce() -> Option<Zeroizing<Vec<u8>>>,
-) -> Result<MasterKey> {
+pub async fn open_master_key(state: &StateDir, store: &dyn Store, passphrase: impl FnOnce() -> Option<Zeroizing<Vec<u8>>>) -> Result<MasterKey> {
     let kdf: Kdf = match store.get_meta(META_KDF).await? {
         Some(s) => serde_json::from_str(&s).map_err(|e| Error::InvalidKey(format!("stored key settings are malformed: {e}")))?,
         None => return Err(airlock_state::Error::NotInitialized(state.path(files::DATABASE)).into()),
     };
-    let check = store
-        .get_meta(META_CHECK)
-        .await?
-        .ok_or_else(|| Error::InvalidKey("the vault has no key-check record; the database is incomplete".into()))?;
+    let check = store.get_meta(META_CHECK).await?.ok_or_else(|| Error::InvalidKey("the vault has no key-check record; the database is incomplete".into()))?;
     let (key, source) = if let Some(k) = env_key()? {
         (k, format!("{ENV_MASTER_KEY} does not match this vault"))
     } else {

@@ -41,7 +41,9 @@ pub enum Error {
     #[error("this vault is protected by a passphrase: set AIRLOCK_PASSPHRASE or run from a terminal to be prompted")]
     PassphraseRequired,
     /// A stored secret failed authenticated decryption.
-    #[error("secret {name:?} (environment {environment}) cannot be decrypted: its stored ciphertext is corrupted or was moved from another record. Restore it from backup or `airlock secret rm` and add it again")]
+    #[error(
+        "secret {name:?} (environment {environment}) cannot be decrypted: its stored ciphertext is corrupted or was moved from another record. Restore it from backup or `airlock secret rm` and add it again"
+    )]
     Corrupted {
         /// The secret's name.
         name: String,
@@ -247,10 +249,9 @@ impl Vault {
     /// several environments must be qualified.
     pub async fn find(&self, name: &str, environment: Option<&Environment>) -> Result<SecretRecord> {
         match environment {
-            Some(env) => self.store.get_secret(name, env.as_str()).await?.ok_or_else(|| Error::NotFound {
-                name: name.to_owned(),
-                environment: Some(env.to_string()),
-            }),
+            Some(env) => {
+                self.store.get_secret(name, env.as_str()).await?.ok_or_else(|| Error::NotFound { name: name.to_owned(), environment: Some(env.to_string()) })
+            }
             None => {
                 let mut all = self.store.find_secrets(name).await?;
                 match all.len() {

@@ -81,9 +81,7 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> CmdResult {
     let store = ctx.store(&state).await?;
     match cmd {
         AuditCmd::List(a) => {
-            let entries = store
-                .list_audit(&AuditFilter { task_id: a.task, action_prefix: a.action, after_seq: None, limit: Some(a.limit) })
-                .await?;
+            let entries = store.list_audit(&AuditFilter { task_id: a.task, action_prefix: a.action, after_seq: None, limit: Some(a.limit) }).await?;
             if a.json {
                 print_json(&entries);
             } else {
@@ -119,9 +117,8 @@ async fn usage(store: &dyn Store, a: UsageArgs) -> CmdResult {
         if rows.len() == a.limit {
             break;
         }
-        let entries = store
-            .list_audit(&AuditFilter { task_id: Some(t.id.clone()), action_prefix: Some("gateway.request".into()), ..Default::default() })
-            .await?;
+        let entries =
+            store.list_audit(&AuditFilter { task_id: Some(t.id.clone()), action_prefix: Some("gateway.request".into()), ..Default::default() }).await?;
         let usage = airlock_run::usage::grant_usage(&t.grants, &entries);
         if a.unused && !usage.grants.iter().any(|g| g.unused()) {
             continue;

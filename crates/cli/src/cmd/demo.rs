@@ -49,12 +49,8 @@ pub struct DemoArgs {
 }
 
 /// The built-in policies `--disable-protections` switches off.
-const WEAKENED: &[&str] = &[
-    "airlock-cross-environment",
-    "airlock-production-destroy-approval",
-    "airlock-backup-destroy-separation",
-    "airlock-backup-destroy-purpose",
-];
+const WEAKENED: &[&str] =
+    &["airlock-cross-environment", "airlock-production-destroy-approval", "airlock-backup-destroy-separation", "airlock-backup-destroy-purpose"];
 
 /// The upstream that holds the moved (all-environment) token.
 const PROD_UPSTREAM: &str = "railway-production";
@@ -252,7 +248,10 @@ fn write_workspace(dir: &Path, token: &str) -> Result<(), Failure> {
     std::fs::write(dir.join("src/main.rs"), "fn main() {\n    println!(\"shop\");\n}\n").map_err(io)?;
     std::fs::write(
         dir.join(".env"),
-        format!("# local settings — never committed (.gitignore)\nDATABASE_URL=postgres://localhost:5432/shop_dev\n{}={token}\n", airlock_fixture::agent::TOKEN_VAR),
+        format!(
+            "# local settings — never committed (.gitignore)\nDATABASE_URL=postgres://localhost:5432/shop_dev\n{}={token}\n",
+            airlock_fixture::agent::TOKEN_VAR
+        ),
     )
     .map_err(io)?;
     std::fs::write(dir.join(".gitignore"), ".env\ntarget/\n").map_err(io)?;
@@ -344,7 +343,15 @@ impl Serve {
 
 /// The gateway configuration for the fixture API: one upstream per environment on the same
 /// endpoint, GraphQL operations classified, resources placed by a static inventory.
-fn config_text(api: &str, fixture_ca: &Path, gateway: SocketAddr, admin: SocketAddr, policies: Option<&Path>, prod_secret: &str, staging_secret: &str) -> String {
+fn config_text(
+    api: &str,
+    fixture_ca: &Path,
+    gateway: SocketAddr,
+    admin: SocketAddr,
+    policies: Option<&Path>,
+    prod_secret: &str,
+    staging_secret: &str,
+) -> String {
     let upstream = |name: &str, env: &str, secret: &str| {
         format!(
             r#"[[upstream]]
@@ -525,7 +532,15 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
     // Before any configuration exists: the preflight is about the workspace alone.
     let pre_args = {
         let mut v = run_args(&sandbox.0);
-        v.extend(["--".into(), exe.display().to_string(), "__demo-agent".into(), "--workspace".into(), ws2.display().to_string(), "--api".into(), api2.clone()]);
+        v.extend([
+            "--".into(),
+            exe.display().to_string(),
+            "__demo-agent".into(),
+            "--workspace".into(),
+            ws2.display().to_string(),
+            "--api".into(),
+            api2.clone(),
+        ]);
         v
     };
     let pre_refs: Vec<&str> = pre_args.iter().map(String::as_str).collect();
@@ -545,14 +560,9 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
     let ws2s = ws2.display().to_string();
     let o = air.run(&["scan", &ws2s], None, None, false).await?;
     checks.check("`airlock scan` reports the token in .env", o.code == 1 && o.stdout.contains(".env"), format!("exit code {}", o.code));
-    let o = air
-        .run(&["scan", "--fix", "--yes", "--no-progress", "--secret-env", "production", "--upstream", PROD_UPSTREAM, &ws2s], None, None, false)
-        .await?;
+    let o = air.run(&["scan", "--fix", "--yes", "--no-progress", "--secret-env", "production", "--upstream", PROD_UPSTREAM, &ws2s], None, None, false).await?;
     let dotenv = std::fs::read_to_string(ws2.join(".env")).unwrap_or_default();
-    let prod_secret = dotenv
-        .lines()
-        .find_map(|l| l.split_once("=airlock://secret/").map(|(_, n)| n.trim().to_owned()))
-        .unwrap_or_default();
+    let prod_secret = dotenv.lines().find_map(|l| l.split_once("=airlock://secret/").map(|(_, n)| n.trim().to_owned())).unwrap_or_default();
     println!("    .env now reads:");
     for l in dotenv.lines() {
         println!("      {l}");
@@ -671,8 +681,8 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
         has_code(stg_bkp.clone(), "backup_separation") && backups.iter().all(|s| !s.ok),
         backups.iter().map(|s| format!("{}: {}", s.target, outcome_of(s))).collect::<Vec<_>>().join("; "),
     );
-    let prod_ok = w2.volumes().iter().any(|v| v.id == "vol-prod-db")
-        && ["bkp-prod-db-1", "bkp-prod-db-2"].iter().all(|id| w2.backups().iter().any(|b| b.id == *id));
+    let prod_ok =
+        w2.volumes().iter().any(|v| v.id == "vol-prod-db") && ["bkp-prod-db-1", "bkp-prod-db-2"].iter().all(|id| w2.backups().iter().any(|b| b.id == *id));
     let reached: Vec<String> = w2.requests().iter().filter(|r| r.body.contains("Delete")).map(|r| r.body.clone()).collect();
     checks.check(
         "nothing in production is lost (fixture state checked)",
@@ -711,7 +721,11 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> CmdResult {
         indent(&o.stderr);
     }
     let v = air.run(&["audit", "verify"], None, None, false).await?;
-    checks.check("the audit trail has the run's decisions and its hash chain verifies", v.code == 0 && !entries.is_empty(), format!("{} record(s) for the task", entries.len()));
+    checks.check(
+        "the audit trail has the run's decisions and its hash chain verifies",
+        v.code == 0 && !entries.is_empty(),
+        format!("{} record(s) for the task", entries.len()),
+    );
 
     heading("Result");
     let failed = checks.failed();

@@ -76,7 +76,8 @@ pub fn run(keep: bool) -> CmdResult {
     let db = std::fs::read(home.join("airlock.db")).unwrap_or_default();
     s.expect("the database file holds no plaintext secret", !db.windows(fake.len()).any(|w| w == fake.as_bytes()));
 
-    let (code, token) = s.run(&["task", "start", "--agent", "coder", "--env", "staging", "--grant", "github:write", "--ttl", "30m", "--purpose", "demo"], None, "")?;
+    let (code, token) =
+        s.run(&["task", "start", "--agent", "coder", "--env", "staging", "--grant", "github:write", "--ttl", "30m", "--purpose", "demo"], None, "")?;
     let token = token.trim().to_owned();
     s.expect("task token minted: bound to agent, task, environment, grants, 30 min", code == 0 && token.starts_with("alk_"));
 

@@ -28,19 +28,14 @@ pub struct EnvArgs {
 }
 
 pub async fn run(ctx: &Ctx, args: EnvArgs) -> CmdResult {
-    let path = ctx.config_path()?.ok_or_else(|| {
-        Failure::usage("no gateway configuration found").hint("pass --config FILE or set AIRLOCK_CONFIG")
-    })?;
+    let path = ctx.config_path()?.ok_or_else(|| Failure::usage("no gateway configuration found").hint("pass --config FILE or set AIRLOCK_CONFIG"))?;
     let config = Config::load(&path).map_err(|e| Failure::usage(e.to_string()))?;
     let token = match &args.task {
         None => read_token_stdin()?,
         Some(id) => {
             let state = ctx.checked_state()?;
             let store = ctx.store(&state).await?;
-            let task = store
-                .get_task(id)
-                .await?
-                .ok_or_else(|| Failure::usage(format!("no task with id {id}")).hint("see `airlock task list`"))?;
+            let task = store.get_task(id).await?.ok_or_else(|| Failure::usage(format!("no task with id {id}")).hint("see `airlock task list`"))?;
             if task.ended_at.is_some() {
                 return Err(Failure::usage(format!("task {id} has ended; start a new one with `airlock task start`")));
             }

@@ -43,14 +43,18 @@ pub async fn init(ctx: &Ctx, a: InitArgs) -> CmdResult {
     // Refuse before touching anything, so a second init can never half-overwrite.
     for name in [files::DATABASE, files::MASTER_KEY, files::TOKEN_KEY, files::ADMIN_TOKEN] {
         if state.has(name) {
-            return Err(Failure::from(airlock_state::Error::AlreadyInitialized(state.path(name)))
-                .hint("airlock is already set up here; `airlock doctor` checks it"));
+            return Err(
+                Failure::from(airlock_state::Error::AlreadyInitialized(state.path(name))).hint("airlock is already set up here; `airlock doctor` checks it")
+            );
         }
     }
     if let Ok(cwd) = std::env::current_dir()
-        && state.root().starts_with(&cwd) && state.root() != cwd && std::env::var_os("AIRLOCK_HOME").is_none() {
-            eprintln!("warning: the state directory {} is inside the current directory; agents started here could see it", state.root().display());
-        }
+        && state.root().starts_with(&cwd)
+        && state.root() != cwd
+        && std::env::var_os("AIRLOCK_HOME").is_none()
+    {
+        eprintln!("warning: the state directory {} is inside the current directory; agents started here could see it", state.root().display());
+    }
     state.create()?;
     let mode = if a.passphrase {
         KeyMode::Passphrase
@@ -76,13 +80,19 @@ pub async fn init(ctx: &Ctx, a: InitArgs) -> CmdResult {
         print_json(&out);
     } else {
         println!("initialised airlock in {}", out.state_dir);
-        println!("  vault master key: {} ({})", out.master_key_id, match mode {
-            KeyMode::Keyfile => "key file master.key, mode 0600",
-            KeyMode::Passphrase => "derived from your passphrase with argon2id; nothing secret on disk",
-            KeyMode::External => "from AIRLOCK_MASTER_KEY; nothing secret on disk",
-        });
+        println!(
+            "  vault master key: {} ({})",
+            out.master_key_id,
+            match mode {
+                KeyMode::Keyfile => "key file master.key, mode 0600",
+                KeyMode::Passphrase => "derived from your passphrase with argon2id; nothing secret on disk",
+                KeyMode::External => "from AIRLOCK_MASTER_KEY; nothing secret on disk",
+            }
+        );
         println!("  token signing key: token.key (public half in token.pub)");
-        println!("next:\n  airlock secret add NAME --env ENV --tier primary --upstream UPSTREAM < value.txt\n  airlock task start --agent NAME --env ENV --grant UPSTREAM:read --ttl 30m");
+        println!(
+            "next:\n  airlock secret add NAME --env ENV --tier primary --upstream UPSTREAM < value.txt\n  airlock task start --agent NAME --env ENV --grant UPSTREAM:read --ttl 30m"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -140,28 +150,37 @@ pub async fn doctor(ctx: &Ctx, a: DoctorArgs) -> CmdResult {
         if dir_ok {
             Ok(format!("{} (0700, owned by you)", state.root().display()))
         } else {
-            Err((problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "), match &problems[0] {
-                airlock_state::Error::NotInitialized(_) => "run `airlock init`".to_owned(),
-                airlock_state::Error::LoosePermissions { path, want, .. } => format!("chmod {want:o} {}", path.display()),
-                other => other.to_string(),
-            }))
+            Err((
+                problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                match &problems[0] {
+                    airlock_state::Error::NotInitialized(_) => "run `airlock init`".to_owned(),
+                    airlock_state::Error::LoosePermissions { path, want, .. } => format!("chmod {want:o} {}", path.display()),
+                    other => other.to_string(),
+                },
+            ))
         },
     );
     if let Ok(cwd) = std::env::current_dir() {
         let inside = state.root().starts_with(&cwd) && state.root() != cwd;
-        push("outside the workspace", if inside {
-            Err((format!("{} is inside the current directory", state.root().display()), "set AIRLOCK_HOME to a directory outside any workspace".into()))
-        } else {
-            Ok("the state directory is not under the current directory".into())
-        });
+        push(
+            "outside the workspace",
+            if inside {
+                Err((format!("{} is inside the current directory", state.root().display()), "set AIRLOCK_HOME to a directory outside any workspace".into()))
+            } else {
+                Ok("the state directory is not under the current directory".into())
+            },
+        );
     }
     if dir_ok {
         for (name, needed) in [(files::TOKEN_KEY, true), (files::TOKEN_PUBLIC_KEY, true), (files::ADMIN_TOKEN, true)] {
-            push("key file", if state.has(name) || !needed {
-                Ok(format!("{name} present"))
-            } else {
-                Err((format!("{name} is missing"), "restore it from backup; without it tokens cannot be minted or verified".into()))
-            });
+            push(
+                "key file",
+                if state.has(name) || !needed {
+                    Ok(format!("{name} present"))
+                } else {
+                    Err((format!("{name} is missing"), "restore it from backup; without it tokens cannot be minted or verified".into()))
+                },
+            );
         }
         match ctx.store(&state).await.map_err(|f| f.message) {
             Err(e) => push("database", Err((e.to_string(), "run `airlock init`, or restore airlock.db from backup".into()))),
@@ -171,7 +190,9 @@ pub async fn doctor(ctx: &Ctx, a: DoctorArgs) -> CmdResult {
                     Err(e) => push("database", Err((e.to_string(), "restore airlock.db from backup".into()))),
                 }
                 match airlock_vault::key_mode(&*store).await {
-                    Ok(Some(KeyMode::Passphrase)) if std::env::var_os("AIRLOCK_PASSPHRASE").is_none() && std::env::var_os(airlock_vault::ENV_MASTER_KEY).is_none() => {
+                    Ok(Some(KeyMode::Passphrase))
+                        if std::env::var_os("AIRLOCK_PASSPHRASE").is_none() && std::env::var_os(airlock_vault::ENV_MASTER_KEY).is_none() =>
+                    {
                         push("vault key", Ok("passphrase-protected (set AIRLOCK_PASSPHRASE to check it)".into()))
                     }
                     _ => match airlock_vault::open_master_key(&state, &*store, crate::app::read_passphrase).await {

@@ -26,9 +26,7 @@ pub async fn run(_ctx: &Ctx, cmd: PolicyCmd) -> CmdResult {
         PolicyCmd::Check(a) => {
             let report = airlock_policy::check_files(&a.paths).map_err(|e| Failure::usage(e.to_string()))?;
             if a.json {
-                let diag = |d: &airlock_policy::Diagnostic| {
-                    serde_json::json!({ "file": d.file, "line": d.line, "column": d.column, "policy": d.policy, "message": d.message })
-                };
+                let diag = |d: &airlock_policy::Diagnostic| serde_json::json!({ "file": d.file, "line": d.line, "column": d.column, "policy": d.policy, "message": d.message });
                 print_json(&serde_json::json!({
                     "ok": report.is_ok(),
                     "files": report.files,

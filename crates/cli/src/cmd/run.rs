@@ -194,8 +194,16 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> CmdResult {
         allow_findings: a.allow_findings,
         baseline: a.baseline,
         no_sandbox: a.no_sandbox,
-        network: match a.network { NetworkArg::GatewayOnly => Network::GatewayOnly, NetworkArg::None => Network::None, NetworkArg::Open => Network::Open },
-        isolation: match a.isolation { IsolationArg::Auto => IsolationMode::Auto, IsolationArg::Namespaces => IsolationMode::Namespaces, IsolationArg::Landlock => IsolationMode::Landlock },
+        network: match a.network {
+            NetworkArg::GatewayOnly => Network::GatewayOnly,
+            NetworkArg::None => Network::None,
+            NetworkArg::Open => Network::Open,
+        },
+        isolation: match a.isolation {
+            IsolationArg::Auto => IsolationMode::Auto,
+            IsolationArg::Namespaces => IsolationMode::Namespaces,
+            IsolationArg::Landlock => IsolationMode::Landlock,
+        },
         gateway: a.gateway,
         command: a.command,
     };

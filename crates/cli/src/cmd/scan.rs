@@ -268,7 +268,10 @@ async fn scan(ctx: &Ctx, a: ScanArgs) -> CmdResult {
         report.merge(scanner.scan_env(&format!("env[{pid}]"), &vars));
     }
     if a.user_home {
-        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).ok_or_else(|| Failure::usage("--home needs $HOME to be set (it scans the credential files of that home directory)"))?;
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| Failure::usage("--home needs $HOME to be set (it scans the credential files of that home directory)"))?;
         report.merge(scanner.scan_home(&home, &opts).map_err(scan_err)?);
     }
     dedupe(&mut report.findings);
@@ -517,7 +520,11 @@ async fn fix_findings(ctx: &Ctx, s: &FixSettings, findings: &[Finding], paths: &
                 Ok((target, m)) if is_within(&target, &roots) && m.is_file() => (target, m),
                 _ => {
                     let target = std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
-                    refuse(&mut result, &cands, format!("{} is a symlink to {target}, outside the scanned paths; scan and fix the target itself", path.display()));
+                    refuse(
+                        &mut result,
+                        &cands,
+                        format!("{} is a symlink to {target}, outside the scanned paths; scan and fix the target itself", path.display()),
+                    );
                     continue;
                 }
             }
@@ -549,7 +556,12 @@ async fn fix_findings(ctx: &Ctx, s: &FixSettings, findings: &[Finding], paths: &
                     let verb = if remove_lines { "removed" } else { "moved  " };
                     say(format!("{verb} {} {}: same value as the finding above", location(c.f), c.f.rule));
                     let name = chosen.iter().find(|(_, cr, _)| *cr == r).map(|(_, _, n)| n.clone());
-                    result.outcomes.push(outcome(c.f, if remove_lines { "removed_line" } else { "replaced" }, name, Some("same value as the previous finding".to_owned())));
+                    result.outcomes.push(outcome(
+                        c.f,
+                        if remove_lines { "removed_line" } else { "replaced" },
+                        name,
+                        Some("same value as the previous finding".to_owned()),
+                    ));
                 } else {
                     refuse(&mut result, std::slice::from_ref(c), "overlaps another finding that is moved; scan again after this fix".to_owned());
                 }
@@ -622,21 +634,33 @@ async fn fix_findings(ctx: &Ctx, s: &FixSettings, findings: &[Finding], paths: &
                     Err(e) => {
                         let fail: Failure = e.into();
                         let done: Vec<&String> = stored.values().collect();
-                        return Err(Failure::new(ERROR, fail.kind, format!(
-                            "could not store {} from {}:{} in the vault: {}; {} was not rewritten",
-                            name, f.path, f.line, fail.message, path.display()
-                        ))
+                        return Err(Failure::new(
+                            ERROR,
+                            fail.kind,
+                            format!("could not store {} from {}:{} in the vault: {}; {} was not rewritten", name, f.path, f.line, fail.message, path.display()),
+                        )
                         .hint(if done.is_empty() {
                             "nothing was rewritten".to_owned()
                         } else {
-                            format!("already moved in this run: {}{}", join(&done), result.backup.as_ref().map(|b| format!(" (undo with `airlock scan --undo {b}`)")).unwrap_or_default())
+                            format!(
+                                "already moved in this run: {}{}",
+                                join(&done),
+                                result.backup.as_ref().map(|b| format!(" (undo with `airlock scan --undo {b}`)")).unwrap_or_default()
+                            )
                         }));
                     }
                 };
-                audit(&*store, "secret.add", &meta.name, "ok", None, json!({
-                    "environment": meta.environment, "tier": meta.tier, "upstream": meta.upstream, "version": meta.version,
-                    "via": "scan --fix", "path": f.path, "line": f.line, "rule": f.rule,
-                }))
+                audit(
+                    &*store,
+                    "secret.add",
+                    &meta.name,
+                    "ok",
+                    None,
+                    json!({
+                        "environment": meta.environment, "tier": meta.tier, "upstream": meta.upstream, "version": meta.version,
+                        "via": "scan --fix", "path": f.path, "line": f.line, "rule": f.rule,
+                    }),
+                )
                 .await?;
                 stored.insert(value_hash, name.clone());
             }
@@ -656,18 +680,24 @@ async fn fix_findings(ctx: &Ctx, s: &FixSettings, findings: &[Finding], paths: &
         b.add_file(&abs, mode, &data, &new_data, &template, holes, env.as_str())?;
 
         // 3. Atomic rewrite.
-        atomic_write(&path, &new_data, mode).map_err(|e| {
-            Failure::internal(format!("the values from {} are in the vault, but the file could not be rewritten: {e}", path.display()))
-        })?;
+        atomic_write(&path, &new_data, mode)
+            .map_err(|e| Failure::internal(format!("the values from {} are in the vault, but the file could not be rewritten: {e}", path.display())))?;
 
         // 4. Audit and report.
         for (i, _, name) in &chosen {
             let f = cands[*i].f;
             let action = if remove_lines { "removed_line" } else { "replaced" };
-            audit(&*store, "scan.fix", name, "ok", None, json!({
-                "path": abs.display().to_string(), "line": f.line, "rule": f.rule, "fingerprint": f.fingerprint,
-                "action": action, "environment": env.as_str(), "backup": b.manifest.id,
-            }))
+            audit(
+                &*store,
+                "scan.fix",
+                name,
+                "ok",
+                None,
+                json!({
+                    "path": abs.display().to_string(), "line": f.line, "rule": f.rule, "fingerprint": f.fingerprint,
+                    "action": action, "environment": env.as_str(), "backup": b.manifest.id,
+                }),
+            )
             .await?;
             if remove_lines {
                 say(format!("removed {}:{} {}: line removed; value stored as {name} (env {env})", f.path, f.line, f.rule));
@@ -708,7 +738,24 @@ fn outcome(f: &Finding, action: &'static str, name: Option<String>, reason: Opti
 /// (first word) of a vendor rule's id; `unassigned` for generic and credential-file rules.
 fn derived_upstream(f: &Finding) -> Name {
     let first = f.rule.split(['-', '_', '.']).next().unwrap_or("");
-    let generic = ["generic", "netrc", "git", "pgpass", "htpasswd", "private", "pem", "openssh", "putty", "age", "jwt", "password", "connection", "url", "basic", "bearer"];
+    let generic = [
+        "generic",
+        "netrc",
+        "git",
+        "pgpass",
+        "htpasswd",
+        "private",
+        "pem",
+        "openssh",
+        "putty",
+        "age",
+        "jwt",
+        "password",
+        "connection",
+        "url",
+        "basic",
+        "bearer",
+    ];
     let n = if first.is_empty() || generic.contains(&first) { "unassigned" } else { first };
     Name::parse("upstream", n).unwrap_or_else(|_| Name::parse("upstream", "unassigned").expect("valid name"))
 }
@@ -901,7 +948,8 @@ fn backups_dir(state: &StateDir) -> PathBuf {
 
 fn private_dir(p: &Path) -> Result<(), Failure> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(p).map_err(|e| Failure::internal(format!("cannot create {}: {e}", p.display())))?;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).map_err(|e| Failure::internal(format!("cannot set permissions on {}: {e}", p.display())))
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Failure::internal(format!("cannot set permissions on {}: {e}", p.display())))
 }
 
 fn write_private(p: &Path, data: &[u8]) -> Result<(), Failure> {
@@ -953,7 +1001,8 @@ impl Backup {
     /// Replace the manifest atomically (it is rewritten after each file).
     fn save(&self) -> Result<(), Failure> {
         let text = serde_json::to_vec_pretty(&self.manifest).map_err(|e| Failure::internal(e.to_string()))?;
-        atomic_write(&self.dir.join(MANIFEST), &text, 0o600).map_err(|e| Failure::internal(format!("cannot write the backup manifest in {}: {e}", self.dir.display())))
+        atomic_write(&self.dir.join(MANIFEST), &text, 0o600)
+            .map_err(|e| Failure::internal(format!("cannot write the backup manifest in {}: {e}", self.dir.display())))
     }
 }
 
@@ -1042,7 +1091,8 @@ async fn undo(ctx: &Ctx, id: &str, force: bool) -> CmdResult {
     if refused.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(Failure::usage(format!("not restored (changed or missing since the fix): {}", refused.join(", "))).hint(format!("airlock scan --undo {id} --force restores them anyway")))
+        Err(Failure::usage(format!("not restored (changed or missing since the fix): {}", refused.join(", ")))
+            .hint(format!("airlock scan --undo {id} --force restores them anyway")))
     }
 }
 

@@ -102,9 +102,16 @@ pub async fn run(ctx: &Ctx, cmd: SecretCmd) -> CmdResult {
             let value = SecretValue::new(read_secret(a.from_file.as_deref(), &a.name)?);
             let meta = vault.add(&spec, &value).await?;
             drop(value);
-            audit(&*store, "secret.add", &meta.name, "ok", None, serde_json::json!({
-                "environment": meta.environment, "tier": meta.tier, "upstream": meta.upstream, "version": meta.version,
-            }))
+            audit(
+                &*store,
+                "secret.add",
+                &meta.name,
+                "ok",
+                None,
+                serde_json::json!({
+                    "environment": meta.environment, "tier": meta.tier, "upstream": meta.upstream, "version": meta.version,
+                }),
+            )
             .await?;
             if a.json {
                 print_json(&meta);

@@ -13,12 +13,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use airlock_gateway::Gateway;
 use airlock_gateway::audit::GroupCommit;
 use airlock_gateway::ca::LocalCa;
 use airlock_gateway::config::Config;
 use airlock_gateway::forward::ForwardProxy;
 use airlock_gateway::server::{self, AdminState};
-use airlock_gateway::Gateway;
 use airlock_policy::PolicyEngine;
 use airlock_token::{Revocations, Verifier, VerifierOptions};
 
@@ -43,15 +43,13 @@ pub struct ServeArgs {
 }
 
 pub async fn run(ctx: &Ctx, args: ServeArgs) -> CmdResult {
-    let path = ctx.config_path()?.ok_or_else(|| {
-        Failure::usage("no gateway configuration found")
-            .hint("pass --config FILE or set AIRLOCK_CONFIG (see airlock.example.toml)")
-    })?;
+    let path = ctx
+        .config_path()?
+        .ok_or_else(|| Failure::usage("no gateway configuration found").hint("pass --config FILE or set AIRLOCK_CONFIG (see airlock.example.toml)"))?;
     let config = Config::load(&path).map_err(|e| Failure::usage(e.to_string()))?;
     // The rules must live where no agent can write: not in a git work tree, not directly
     // in a world-writable directory.
-    airlock_gateway::placement::refuse_in_workspace(&config.rule_files())
-        .map_err(|e| Failure::new(exit::USAGE, "config_in_workspace", e.to_string()))?;
+    airlock_gateway::placement::refuse_in_workspace(&config.rule_files()).map_err(|e| Failure::new(exit::USAGE, "config_in_workspace", e.to_string()))?;
     let listen = args.listen.unwrap_or(config.listen);
     let admin_listen = args.admin_listen.unwrap_or(config.admin_listen);
     if listen == admin_listen && listen.port() != 0 {
@@ -86,10 +84,10 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> CmdResult {
     // state directory, which `airlock run` hides from agents).
     let mut ca_paths = None;
     let forward = if config.forward_proxy {
-        let ca = LocalCa::load_or_create(&state).map_err(|e| {
-            Failure::new(exit::FAILED, "local_ca", e.to_string()).hint("`airlock doctor` checks the state directory's permissions")
-        })?;
-        ca_paths = Some((ca.cert_path().map(|p| p.display().to_string()).unwrap_or_default(), ca.bundle_path().map(|p| p.display().to_string()).unwrap_or_default()));
+        let ca = LocalCa::load_or_create(&state)
+            .map_err(|e| Failure::new(exit::FAILED, "local_ca", e.to_string()).hint("`airlock doctor` checks the state directory's permissions"))?;
+        ca_paths =
+            Some((ca.cert_path().map(|p| p.display().to_string()).unwrap_or_default(), ca.bundle_path().map(|p| p.display().to_string()).unwrap_or_default()));
         let fwd = ForwardProxy::new(&config, gateway.clone(), verifier, audit.clone(), Arc::new(ca)).map_err(|e| Failure::usage(e.to_string()))?;
         Some(fwd)
     } else {
@@ -105,15 +103,17 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> CmdResult {
     }
 
     let admin = AdminState::new(&config, Some(stats)).with_approvals(approvals, admin_token).with_lookups(gateway.inventory_lookups());
-    let running = server::start_with_forward(gateway, forward, listen, admin_listen, admin)
-        .await
-        .map_err(|e| Failure::new(exit::FAILED, "bind", e.to_string()))?;
+    let running =
+        server::start_with_forward(gateway, forward, listen, admin_listen, admin).await.map_err(|e| Failure::new(exit::FAILED, "bind", e.to_string()))?;
     eprintln!("airlock gateway: agents → http://{}  admin → http://{}", running.agent_addr, running.admin_addr);
     for u in &config.upstreams {
         eprintln!("  /{:<20} → {} ({})", u.name, u.base_url, u.environment);
     }
     if let Some((cert, bundle)) = &ca_paths {
-        eprintln!("  forward proxy: HTTPS_PROXY=http://{} (CONNECT); trust {cert} (CA) or {bundle} (CA + system roots); `airlock env` prints the variables", running.agent_addr);
+        eprintln!(
+            "  forward proxy: HTTPS_PROXY=http://{} (CONNECT); trust {cert} (CA) or {bundle} (CA + system roots); `airlock env` prints the variables",
+            running.agent_addr
+        );
         if !config.pass_through.is_empty() {
             let pt: Vec<String> = config.pass_through.iter().map(|(h, p)| format!("{h}:{p}")).collect();
             eprintln!("  pass-through (blind tunnels, audited): {}", pt.join(", "));

@@ -140,7 +140,15 @@ pub async fn run(ctx: &Ctx, cmd: TaskCmd) -> CmdResult {
             } else {
                 println!("{:<36} {:<16} {:<12} {:<8} {:<20}  GRANTS", "ID", "AGENT", "ENV", "STATUS", "EXPIRES");
                 for v in &views {
-                    println!("{:<36} {:<16} {:<12} {:<8} {:<20}  {}", v.task.id, v.task.agent, v.task.environment, v.status, v.expires, v.task.grants.join(" "));
+                    println!(
+                        "{:<36} {:<16} {:<12} {:<8} {:<20}  {}",
+                        v.task.id,
+                        v.task.agent,
+                        v.task.environment,
+                        v.status,
+                        v.expires,
+                        v.task.grants.join(" ")
+                    );
                 }
             }
         }

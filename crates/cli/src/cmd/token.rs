@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use airlock_token::{Revocations, Verifier, VerifierOptions, VerifiedTask};
+use airlock_token::{Revocations, VerifiedTask, Verifier, VerifierOptions};
 
 use crate::app::{CmdResult, Ctx, Failure, exit, now_unix, parse_duration, print_json, read_token_stdin, rfc3339};
 use crate::cmd::task::parse_grants;
@@ -107,13 +107,21 @@ pub async fn run(ctx: &Ctx, cmd: TokenCmd) -> CmdResult {
             let (child, claims) = airlock_token::attenuate(&token, &public, grants.as_deref(), ttl, now_unix())?;
             // Audit when the store is reachable; attenuation itself needs no store.
             if let Ok(state) = ctx.checked_state()
-                && let Ok(store) = ctx.store(&state).await {
-                    crate::app::audit(&*store, "token.attenuate", &claims.task_id, "ok", Some(&claims.task_id), serde_json::json!({
+                && let Ok(store) = ctx.store(&state).await
+            {
+                crate::app::audit(
+                    &*store,
+                    "token.attenuate",
+                    &claims.task_id,
+                    "ok",
+                    Some(&claims.task_id),
+                    serde_json::json!({
                         "parent_token_hash": parent_hash, "token_hash": claims.token_hash,
                         "grants": claims.grants, "expires_at": claims.expires_at,
-                    }))
-                    .await?;
-                }
+                    }),
+                )
+                .await?;
+            }
             eprintln!(
                 "narrowed token for task {}: grants {}, expires {}",
                 claims.task_id,

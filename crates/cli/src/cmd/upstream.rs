@@ -65,12 +65,8 @@ fn target(ctx: &Ctx) -> Result<PathBuf, Failure> {
     }
     let state = ctx.state()?;
     if !state.root().is_dir() {
-        return Err(Failure::new(
-            exit::STATE,
-            "state",
-            format!("state directory {} does not exist", state.root().display()),
-        )
-        .hint("run `airlock init` first, or pass --config FILE"));
+        return Err(Failure::new(exit::STATE, "state", format!("state directory {} does not exist", state.root().display()))
+            .hint("run `airlock init` first, or pass --config FILE"));
     }
     Ok(state.path(placement::CONFIG_FILE))
 }
@@ -79,53 +75,26 @@ fn add(ctx: &Ctx, a: AddArgs) -> CmdResult {
     let preset = presets::lookup(&a.preset).map_err(add_failure)?;
     let path = target(ctx)?;
     // Refuse a file an agent could rewrite, as `airlock serve` would.
-    placement::refuse_in_workspace(std::slice::from_ref(&path))
-        .map_err(|e| Failure::new(exit::USAGE, "config_in_workspace", e.to_string()))?;
+    placement::refuse_in_workspace(std::slice::from_ref(&path)).map_err(|e| Failure::new(exit::USAGE, "config_in_workspace", e.to_string()))?;
     let existing = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => {
-            return Err(Failure::usage(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
+            return Err(Failure::usage(format!("cannot read {}: {e}", path.display())));
         }
     };
-    let new = NewUpstream {
-        preset,
-        name: a.name.as_deref(),
-        environment: &a.env,
-        secret: &a.secret,
-    };
+    let new = NewUpstream { preset, name: a.name.as_deref(), environment: &a.env, secret: &a.secret };
     let (text, config) = presets::add_to_config(&existing, &path, &new).map_err(add_failure)?;
-    write(&path, &text).map_err(|e| {
-        Failure::new(
-            exit::FAILED,
-            "write",
-            format!("cannot write {}: {e}", path.display()),
-        )
-    })?;
+    write(&path, &text).map_err(|e| Failure::new(exit::FAILED, "write", format!("cannot write {}: {e}", path.display())))?;
     let name = new.name();
-    let created = if existing.is_empty() {
-        "created"
-    } else {
-        "updated"
-    };
-    println!(
-        "added upstream {name:?} (preset {}, environment {}) to {} ({created})",
-        preset.name,
-        a.env,
-        path.display()
-    );
+    let created = if existing.is_empty() { "created" } else { "updated" };
+    println!("added upstream {name:?} (preset {}, environment {}) to {} ({created})", preset.name, a.env, path.display());
     println!(
         "  agents call {}/{name} with their task token in {}; `airlock env` prints {} and {}",
         config.public_url, preset.header, preset.env_base_url, preset.env_key
     );
     println!("  grant model calls with: --grant {}", new.model_grant());
-    println!(
-        "  store the real key (if not done yet): airlock secret add {} --env {} --upstream {name} < key.txt",
-        a.secret, a.env
-    );
+    println!("  store the real key (if not done yet): airlock secret add {} --env {} --upstream {name} < key.txt", a.secret, a.env);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -139,10 +108,7 @@ fn add_failure(e: AddError) -> Failure {
 /// Replace `path` with `text`: a new file next to it, renamed over it (keeping the old
 /// file's permissions), so a crash never leaves half a configuration.
 fn write(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, text.as_bytes())?;
     let mode = std::fs::metadata(path).map(|m| m.permissions()).ok();
@@ -181,32 +147,13 @@ fn list(ctx: &Ctx, a: ListArgs) -> CmdResult {
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!(
-            "no upstreams in {}; add one with `airlock upstream add anthropic --env staging --secret NAME`",
-            config.path.display()
-        );
+        println!("no upstreams in {}; add one with `airlock upstream add anthropic --env staging --secret NAME`", config.path.display());
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<20} {:<12} {:<10} {:<24} {:<40} CAPABILITIES",
-        "NAME", "ENV", "PRESET", "SECRET", "BASE URL"
-    );
+    println!("{:<20} {:<12} {:<10} {:<24} {:<40} CAPABILITIES", "NAME", "ENV", "PRESET", "SECRET", "BASE URL");
     for (u, r) in config.upstreams.iter().zip(&rows) {
-        let caps: Vec<&str> = r["capabilities"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .collect();
-        println!(
-            "{:<20} {:<12} {:<10} {:<24} {:<40} {}",
-            u.name,
-            u.environment,
-            u.preset.unwrap_or("-"),
-            u.secret,
-            u.base_url,
-            caps.join(" ")
-        );
+        let caps: Vec<&str> = r["capabilities"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+        println!("{:<20} {:<12} {:<10} {:<24} {:<40} {}", u.name, u.environment, u.preset.unwrap_or("-"), u.secret, u.base_url, caps.join(" "));
     }
     println!("({})", config.path.display());
     Ok(ExitCode::SUCCESS)

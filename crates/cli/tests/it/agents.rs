@@ -165,7 +165,8 @@ subprocess.run(["git", "commit", "-q", "-m", "fake-aider commit"], check=True)
             python = venv.join("bin/python").display()
         ),
     );
-    let mut c = t.s.cmd(&["run", "--env", "staging", "--grant", "anthropic:model", "--agent", "fake-aider", "--", venv.join("bin/fake-aider").to_str().unwrap()]);
+    let mut c =
+        t.s.cmd(&["run", "--env", "staging", "--grant", "anthropic:model", "--agent", "fake-aider", "--", venv.join("bin/fake-aider").to_str().unwrap()]);
     c.env("HOME", &t.home).env("PATH", "/usr/bin:/bin").env("AIRLOCK_CONFIG", &t.cfg).env("TEST_USER_HOME", &t.home);
     let r = t.s.run_with(c, None);
     t.check(&r, "fake-aider", ".fake-aider/note");

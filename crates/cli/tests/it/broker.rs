@@ -70,7 +70,12 @@ fn loose_permissions_are_refused_naming_the_path() {
 fn secrets_come_from_stdin_or_file_and_never_leak() {
     let s = Sandbox::new();
     s.init();
-    let r = s.run_stdin(&["secret", "add", "gh", "--env", "staging", "--tier", "primary", "--upstream", "github", "--description", "CI token"], &format!("{VALUE}\n")).ok();
+    let r = s
+        .run_stdin(
+            &["secret", "add", "gh", "--env", "staging", "--tier", "primary", "--upstream", "github", "--description", "CI token"],
+            &format!("{VALUE}\n"),
+        )
+        .ok();
     assert!(!r.stdout.contains(VALUE) && !r.stderr.contains(VALUE));
     let file = s.dir.path().join("v.txt");
     std::fs::write(&file, "second-value-xyz").unwrap();
@@ -174,7 +179,25 @@ async fn corrupted_ciphertext_names_the_secret() {
 fn tasks_and_tokens_end_to_end() {
     let s = Sandbox::new();
     s.init();
-    let r = s.run(&["task", "start", "--agent", "coder", "--env", "staging", "--grant", "github:write", "--grant", "railway-staging:read", "--ttl", "30m", "--purpose", "fix CI", "--json"]).ok();
+    let r = s
+        .run(&[
+            "task",
+            "start",
+            "--agent",
+            "coder",
+            "--env",
+            "staging",
+            "--grant",
+            "github:write",
+            "--grant",
+            "railway-staging:read",
+            "--ttl",
+            "30m",
+            "--purpose",
+            "fix CI",
+            "--json",
+        ])
+        .ok();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let token = v["token"].as_str().unwrap().to_owned();
     let id = v["id"].as_str().unwrap().to_owned();
@@ -275,7 +298,11 @@ fn tampered_audit_log_is_detected() {
     s.run(&["audit", "verify"]).ok();
     let db = s.home().join("airlock.db");
     let status = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit SET outcome='denied' WHERE seq=2\"); c.commit()", db.to_str().unwrap()])
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit SET outcome='denied' WHERE seq=2\"); c.commit()",
+            db.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(status.success());

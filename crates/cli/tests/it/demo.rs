@@ -22,11 +22,8 @@ fn demo(args: &[&str]) -> (Run, std::time::Duration) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    };
+    let run =
+        Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() };
     (run, started.elapsed())
 }
 
@@ -69,7 +66,10 @@ fn demo_replays_the_incident_and_every_protection_holds() {
     // The audit trail of the run, with the gateway's decisions.
     let trail = r.stdout.split("The audit trail of the run").nth(1).unwrap_or_else(|| panic!("no audit trail\n{all}"));
     assert!(trail.contains("gateway.request") && trail.contains("denied"), "{trail}");
-    assert!(trail.contains("cross_environment: task is bound to staging") && trail.contains("backup_separation: ") && trail.contains("approval_required: "), "{trail}");
+    assert!(
+        trail.contains("cross_environment: task is bound to staging") && trail.contains("backup_separation: ") && trail.contains("approval_required: "),
+        "{trail}"
+    );
     assert!(trail.contains("hash chain verified"), "{trail}");
     assert!(r.stdout.contains("Every protection held."), "{all}");
 }

@@ -168,7 +168,16 @@ fn scrubbed_variables_are_absent_and_ordinary_ones_remain() {
         .env("LANG", "C.UTF-8");
     let r = a.s.run_with(c, None).ok();
     let vars: Vec<&str> = r.stdout.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
-    for gone in ["GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "DB_PASSWORD", "AIRLOCK_MASTER_KEY", "AIRLOCK_PASSPHRASE", "AIRLOCK_HOME", "INNOCENT_LOOKING"] {
+    for gone in [
+        "GITHUB_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+        "OPENAI_API_KEY",
+        "DB_PASSWORD",
+        "AIRLOCK_MASTER_KEY",
+        "AIRLOCK_PASSPHRASE",
+        "AIRLOCK_HOME",
+        "INNOCENT_LOOKING",
+    ] {
         assert!(!vars.contains(&gone), "{gone} reached the agent\n{}", r.stdout);
         assert!(r.stderr.contains(gone), "{gone} not reported as removed\n{}", r.stderr);
     }
@@ -267,7 +276,11 @@ fn the_agent_cannot_signal_its_supervisor() {
         std::fs::write(&sup, child.id().to_string()).unwrap();
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("kill=1") && stdout.contains("parent=1") && stdout.contains("survived"), "{extra:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            stdout.contains("kill=1") && stdout.contains("parent=1") && stdout.contains("survived"),
+            "{extra:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.status.code(), Some(0), "{extra:?}");
         a.assert_revoked();
     }

@@ -88,7 +88,10 @@ fn json_sarif_and_baselines() {
     let vb: serde_json::Value = serde_json::from_str(&b.stdout).unwrap();
     assert_eq!(va["findings"], vb["findings"]);
     let f = &va["findings"][0];
-    assert_eq!((f["rule"].as_str(), f["path"].as_str(), f["line"].as_u64(), f["column"].as_u64()), (Some("github-pat-classic"), Some("app.env"), Some(1), Some(14)));
+    assert_eq!(
+        (f["rule"].as_str(), f["path"].as_str(), f["line"].as_u64(), f["column"].as_u64()),
+        (Some("github-pat-classic"), Some("app.env"), Some(1), Some(14))
+    );
     assert!(f.get("secret").is_none() && !a.stdout.contains(GH));
     let sarif = s.run(&["scan", "--format", "sarif", "app.env"]);
     assert_eq!(sarif.code, 1);
@@ -222,7 +225,8 @@ fn fix_yes_round_trip_and_undo_restores_byte_identical() {
     // the vault holds them; no plaintext in the state directory (backups included)
     let list = s.run(&["secret", "list", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    let names: Vec<(&str, &str, &str)> = v.as_array().unwrap().iter().map(|m| (m["name"].as_str().unwrap(), m["environment"].as_str().unwrap(), m["upstream"].as_str().unwrap())).collect();
+    let names: Vec<(&str, &str, &str)> =
+        v.as_array().unwrap().iter().map(|m| (m["name"].as_str().unwrap(), m["environment"].as_str().unwrap(), m["upstream"].as_str().unwrap())).collect();
     assert!(names.contains(&("github_token", "staging", "github")), "{names:?}");
     assert!(names.iter().any(|(n, e, _)| n.starts_with("it-netrc-password") && *e == "staging"), "{names:?}");
     assert_eq!(names.len(), 2, "{names:?}");

@@ -119,7 +119,8 @@ ca_file = "{ca}"
     .unwrap();
     let gw = Gateway::start(&s, &cfg, listen);
 
-    let token = s.run(&["task", "start", "--agent", "coder", "--env", "staging", "--grant", "railway-staging:write", "--ttl", "10m"]).ok().stdout.trim().to_owned();
+    let token =
+        s.run(&["task", "start", "--agent", "coder", "--env", "staging", "--grant", "railway-staging:write", "--ttl", "10m"]).ok().stdout.trim().to_owned();
     let query = r#"{"query":"{ volumes { id environment } }"}"#;
 
     // Allowed: the phantom token is replaced by the real credential.
@@ -263,7 +264,8 @@ environment = "production"
         assert_eq!(mode, 0o600);
     }
 
-    let token = s.run(&["task", "start", "--agent", "coder", "--env", "staging", "--grant", "cloud-staging:write", "--ttl", "10m"]).ok().stdout.trim().to_owned();
+    let token =
+        s.run(&["task", "start", "--agent", "coder", "--env", "staging", "--grant", "cloud-staging:write", "--ttl", "10m"]).ok().stdout.trim().to_owned();
     let info: serde_json::Value = serde_json::from_str(&s.run_stdin(&["token", "inspect", "--json"], &token).ok().stdout).unwrap();
     let task_id = info["task_id"].as_str().unwrap().to_owned();
     let env = s.run(&["env", "--config", cfg_arg, "--task", &task_id, "--json"]).ok().stdout;
@@ -308,7 +310,9 @@ echo "curl=$code""#,
     c.env("HOME", s.dir.path().join("home"));
     std::fs::create_dir_all(s.dir.path().join("home")).unwrap();
     let out = s.run_with(c, None).ok();
-    let line = |k: &str| out.stdout.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_else(|| panic!("no {k}= in {}\n{}", out.stdout, out.stderr)).to_owned();
+    let line = |k: &str| {
+        out.stdout.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_else(|| panic!("no {k}= in {}\n{}", out.stdout, out.stderr)).to_owned()
+    };
     assert_eq!(line("proxy"), format!("http://127.0.0.1:{listen}"));
     assert!(!line("bundle").starts_with(s.home().to_str().unwrap()), "the agent was pointed into the state directory");
     assert_eq!(line("bundle_read"), "0", "{}", out.stderr);

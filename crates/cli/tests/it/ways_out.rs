@@ -77,7 +77,9 @@ except OSError as e:
     assert_eq!(&b[..n], b"exfil");
     let gateway = fake_gateway("127.0.0.1");
     let gw = gateway.local_addr().unwrap().to_string();
-    for extra in [&["--network", "gateway-only", "--gateway", &gw][..], &["--network", "gateway-only", "--gateway", &gw, "--isolation", "landlock"][..], &[][..]] {
+    for extra in
+        [&["--network", "gateway-only", "--gateway", &gw][..], &["--network", "gateway-only", "--gateway", &gw, "--isolation", "landlock"][..], &[][..]]
+    {
         let r = a.run(extra, &script).ok();
         assert!(r.stdout.contains("refused 1"), "{extra:?}: {}\n{}", r.stdout, r.stderr);
         assert!(sink.recv(&mut b).is_err(), "{extra:?}: a datagram arrived");
@@ -104,7 +106,12 @@ fn another_loopback_address_on_the_gateways_port_is_not_the_gateway() {
     assert!(!r.stdout.contains("IMPOSTOR"), "{}", r.stdout);
     assert!(r.stderr.contains("Connection refused"), "{}", r.stderr);
     // And the gateway itself answers through the relay at the address the agent is given.
-    let r = a.run(&["--network", "gateway-only", "--gateway", &gw], r#"bash -c 'exec 3<>/dev/tcp/127.0.0.1/${AIRLOCK_GATEWAY##*:} && printf "GET / HTTP/1.1\r\nHost: x\r\n\r\n" >&3 && head -c 12 <&3'; echo"#).ok();
+    let r = a
+        .run(
+            &["--network", "gateway-only", "--gateway", &gw],
+            r#"bash -c 'exec 3<>/dev/tcp/127.0.0.1/${AIRLOCK_GATEWAY##*:} && printf "GET / HTTP/1.1\r\nHost: x\r\n\r\n" >&3 && head -c 12 <&3'; echo"#,
+        )
+        .ok();
     assert!(r.stdout.contains("HTTP/1.1 404"), "{}\n{}", r.stdout, r.stderr);
 }
 
@@ -165,7 +172,8 @@ fn other_processes_files_in_the_shared_temp_dirs_are_not_there() {
         std::fs::write(p, "TICKET-SECRET-5521").unwrap();
         std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     }
-    let script = format!("cat {} {}; echo rc=$?; echo scratch > /tmp/agent-scratch-{} && echo tmp=writable", ticket.display(), shm.display(), std::process::id());
+    let script =
+        format!("cat {} {}; echo rc=$?; echo scratch > /tmp/agent-scratch-{} && echo tmp=writable", ticket.display(), shm.display(), std::process::id());
     let control = a.run(CONTROL, &script).ok();
     assert_eq!(control.stdout.matches("TICKET-SECRET-5521").count(), 2, "control: {}", control.stdout);
     let _ = std::fs::remove_file(format!("/tmp/agent-scratch-{}", std::process::id()));

@@ -34,11 +34,11 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::Placement;
-use crate::pipeline::truncate;
 use crate::audit::AuditSink;
 use crate::classify::parse_json_strict;
 use crate::client::UpstreamClient;
 use crate::config::Upstream;
+use crate::pipeline::truncate;
 use crate::ports::{Secret, SecretCache};
 
 /// Most bytes of a lookup answer read.
@@ -398,7 +398,9 @@ fn build_request(spec: &LookupSpec, up: &Upstream, secret: &Secret, id: &str) ->
         target.push(sep);
         target.push_str(q);
     }
-    let uri: Uri = format!("{}://{}{}", up.scheme, up.authority, &*target).parse().map_err(|_| format!("the lookup URL for id {:?} is not a valid URI", truncate(id, 64)))?;
+    let uri: Uri = format!("{}://{}{}", up.scheme, up.authority, &*target)
+        .parse()
+        .map_err(|_| format!("the lookup URL for id {:?} is not a valid URI", truncate(id, 64)))?;
     let mut b = Request::builder()
         .method(method.clone())
         .uri(uri)
@@ -429,7 +431,9 @@ pub(crate) fn parse_answer(spec: &LookupSpec, body: &[u8]) -> Result<Option<Plac
         Some(_) => return Err(format!("the value at {} is not a string", spec.environment_pointer)),
     };
     let environment = match &spec.environments {
-        Some(map) => map.get(raw.as_str()).cloned().ok_or_else(|| format!("the environment at {} is not one of environments = {{ … }}", spec.environment_pointer))?,
+        Some(map) => {
+            map.get(raw.as_str()).cloned().ok_or_else(|| format!("the environment at {} is not one of environments = {{ … }}", spec.environment_pointer))?
+        }
         None => raw.parse::<Environment>().map_err(|_| format!("the value at {} is not an environment name", spec.environment_pointer))?,
     };
     let tier = match &spec.tier {

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use airlock_store::{
-    ApprovalRecord, ApprovalStatus, AuditEntry, AuditEvent, AuditFilter, Health, Revocation, SecretRecord, Store, TaskRecord,
-};
+use airlock_store::{ApprovalRecord, ApprovalStatus, AuditEntry, AuditEvent, AuditFilter, Health, Revocation, SecretRecord, Store, TaskRecord};
 
 use crate::harness::*;
 
@@ -86,7 +84,9 @@ async fn host_and_forwarded_headers_never_route_or_reach_the_upstream() {
     }
     // A Host naming another upstream changes nothing either.
     let raw = h
-        .raw(format!("GET /stg/v1/y HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nX-Airlock-Token: {token}\r\n\r\n", h.upstream.addr.port()).as_bytes())
+        .raw(
+            format!("GET /stg/v1/y HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nX-Airlock-Token: {token}\r\n\r\n", h.upstream.addr.port()).as_bytes(),
+        )
         .await;
     assert!(raw.starts_with(b"HTTP/1.1 200"));
     assert_eq!(h.records()[1].uri, "/api/v1/y");
@@ -146,9 +146,7 @@ async fn cl_te_request_smuggling() {
     );
     let out = h.raw(req.as_bytes()).await;
     // TE.CL order.
-    let req2 = format!(
-        "POST /stg/v1/first HTTP/1.1\r\nHost: g\r\nX-Airlock-Token: {token}\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{body}"
-    );
+    let req2 = format!("POST /stg/v1/first HTTP/1.1\r\nHost: g\r\nX-Airlock-Token: {token}\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{body}");
     let out2 = h.raw(req2.as_bytes()).await;
     // Obfuscated / non-final chunked and conflicting lengths are 400s.
     for bad in [
@@ -215,7 +213,14 @@ async fn expired_revoked_forged_widened_and_missing_tokens() {
     let task_id = uuid::Uuid::now_v7().to_string();
     let grants: Vec<airlock_types::Grant> = vec!["stg:destroy".parse().unwrap()];
     let forged = other
-        .mint(&airlock_token::Claims { task_id: &task_id, agent: "agent-1", environment: "staging", grants: &grants, purpose: None, expires_at: time_now() + 600 })
+        .mint(&airlock_token::Claims {
+            task_id: &task_id,
+            agent: "agent-1",
+            environment: "staging",
+            grants: &grants,
+            purpose: None,
+            expires_at: time_now() + 600,
+        })
         .unwrap();
     let r = send(forged).await;
     assert_eq!((r.status, r.code().as_str()), (401, "token_invalid"));
@@ -223,8 +228,7 @@ async fn expired_revoked_forged_widened_and_missing_tokens() {
     // Widened: a hand-made attenuation block claiming more than its parent.
     let (parent, _) = h.token("staging", &["stg:read"], 600);
     let biscuit = biscuit_auth::Biscuit::from_base64(parent.strip_prefix("alk_").unwrap(), h.authority.public_key()).unwrap();
-    let block = biscuit_auth::builder::BlockBuilder::new()
-        .context(format!(r#"{{"v":1,"grants":["stg:destroy"],"exp":{}}}"#, time_now() + 600));
+    let block = biscuit_auth::builder::BlockBuilder::new().context(format!(r#"{{"v":1,"grants":["stg:destroy"],"exp":{}}}"#, time_now() + 600));
     let widened = format!("alk_{}", biscuit.append(block).unwrap().to_base64().unwrap());
     let r = h.send("DELETE", "/stg/v1/things/1", &[("X-Airlock-Token", &widened)], b"").await;
     assert_eq!((r.status, r.code().as_str()), (401, "token_widened"));

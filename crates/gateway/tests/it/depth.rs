@@ -136,7 +136,8 @@ impl Depth {
         let mcp = Mcp::start(pki.server.clone()).await;
         let ca_path = dir.path().join("cloud-ca.pem");
         std::fs::write(&ca_path, &pki.ca_pem).unwrap();
-        let config = Config::parse(&config_with(cloud.addr.port(), mcp.addr.port(), ca_path.to_str().unwrap(), stg_extra), &dir.path().join("airlock.toml")).unwrap();
+        let config =
+            Config::parse(&config_with(cloud.addr.port(), mcp.addr.port(), ca_path.to_str().unwrap(), stg_extra), &dir.path().join("airlock.toml")).unwrap();
 
         let vault = Vault::new(store.clone(), MasterKey::generate());
         for (up, env) in [("cloud-stg", "staging"), ("cloud-prod", "production"), ("cloud-hold", "production"), ("mcp-stg", "staging")] {
@@ -225,7 +226,9 @@ fn delete(id: &str) -> Value {
 async fn allowed_queries_pass_with_the_real_credential() {
     let d = Depth::start().await;
     let t = d.token("staging", &["cloud-stg:read"]);
-    let r = d.gql("cloud-stg", &t, &json!({ "query": "query V($e: String) { volumes(environment: $e) { id } me { name } }", "variables": { "e": "staging" } })).await;
+    let r = d
+        .gql("cloud-stg", &t, &json!({ "query": "query V($e: String) { volumes(environment: $e) { id } me { name } }", "variables": { "e": "staging" } }))
+        .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["data"]["volumes"][0]["id"], "vol-staging-db");
     let seen = d.cloud.world.requests();
@@ -257,8 +260,14 @@ async fn destructive_fields_hidden_anywhere_are_found() {
             ("fragment", json!({ "query": format!("mutation {{ ...F }} fragment F on Mutation {{ volumeDelete(volumeId: \"{id}\") }}") })),
             ("inline fragment", json!({ "query": format!("mutation {{ ... on Mutation {{ volumeDelete(volumeId: \"{id}\") }} }}") })),
             ("batch", json!([{ "query": "{ me { name } }" }, { "query": format!("mutation {{ volumeDelete(volumeId: \"{id}\") }}") }])),
-            ("second operation", json!({ "query": format!("query A {{ me {{ name }} }} mutation B {{ volumeDelete(volumeId: \"{id}\") }}"), "operationName": "B" })),
-            ("harmless operationName", json!({ "query": format!("query A {{ me {{ name }} }} mutation B {{ volumeDelete(volumeId: \"{id}\") }}"), "operationName": "A" })),
+            (
+                "second operation",
+                json!({ "query": format!("query A {{ me {{ name }} }} mutation B {{ volumeDelete(volumeId: \"{id}\") }}"), "operationName": "B" }),
+            ),
+            (
+                "harmless operationName",
+                json!({ "query": format!("query A {{ me {{ name }} }} mutation B {{ volumeDelete(volumeId: \"{id}\") }}"), "operationName": "A" }),
+            ),
             ("variable", json!({ "query": "mutation D($v: ID!) { x: volumeDelete(volumeId: $v) }", "variables": { "v": id } })),
         ]
     };
@@ -293,10 +302,14 @@ async fn attribution_production_ids_and_unattributable_destroys() {
         assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"), "{body}");
     }
     // One staging and one production id in the same request: the production one decides.
-    let r = d.gql("cloud-stg", &t, &json!({ "query": "mutation { a: volumeDelete(volumeId: \"vol-staging-db\") b: volumeDelete(volumeId: \"vol-prod-db\") }" })).await;
+    let r = d
+        .gql("cloud-stg", &t, &json!({ "query": "mutation { a: volumeDelete(volumeId: \"vol-staging-db\") b: volumeDelete(volumeId: \"vol-prod-db\") }" }))
+        .await;
     assert_eq!((r.status, r.code().as_str()), (403, "cross_environment"));
     // Bodies that cannot be classified are refused.
-    for body in [&b"{not json"[..], br#"{"query":"mutation { volumeDelete("}"#, br#"{"query":"{me}","query":"mutation{volumeDelete(volumeId:\"vol-staging-db\")}"}"#] {
+    for body in
+        [&b"{not json"[..], br#"{"query":"mutation { volumeDelete("}"#, br#"{"query":"{me}","query":"mutation{volumeDelete(volumeId:\"vol-staging-db\")}"}"#]
+    {
         let r = d.post("cloud-stg", &[("Authorization", &format!("Bearer {t}"))], body).await;
         assert_eq!((r.status, r.code().as_str()), (400, "unparsable_request"), "{}", String::from_utf8_lossy(body));
     }
@@ -325,7 +338,10 @@ async fn approval_reject_mode_passes_exactly_once() {
     assert_eq!(list.status, 200);
     let items = list.json();
     assert_eq!(items.as_array().unwrap().len(), 1);
-    assert_eq!((items[0]["operation"].as_str(), items[0]["resource"].as_str(), items[0]["environment"].as_str()), (Some("volumeDelete"), Some("vol-prod-db"), Some("production")));
+    assert_eq!(
+        (items[0]["operation"].as_str(), items[0]["resource"].as_str(), items[0]["environment"].as_str()),
+        (Some("volumeDelete"), Some("vol-prod-db"), Some("production"))
+    );
 
     let r = d.admin("POST", &format!("/v1/approvals/{id}/approve"), Some(ADMIN), Some(json!({ "note": "restore drill" }))).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -335,7 +351,8 @@ async fn approval_reject_mode_passes_exactly_once() {
     assert_eq!(d.admin("POST", "/v1/approvals/nope/approve", Some(ADMIN), None).await.code(), "approval_not_found");
 
     // A different request does not ride on the approval.
-    let r = d.gql("cloud-prod", &t, &json!({ "query": "mutation { volumeDelete(volumeId: \"vol-prod-db\") backupDelete(backupId: \"bkp-prod-db-1\") }" })).await;
+    let r =
+        d.gql("cloud-prod", &t, &json!({ "query": "mutation { volumeDelete(volumeId: \"vol-prod-db\") backupDelete(backupId: \"bkp-prod-db-1\") }" })).await;
     assert_eq!(r.status, 403);
     assert_eq!(d.forwarded(), 0);
     // An approval request for a batch shows the approver every operation it would release.
@@ -361,7 +378,11 @@ async fn approval_reject_mode_passes_exactly_once() {
 
     let audit = d.audit_until(|a| a.iter().any(|e| e.event.action == "gateway.request" && e.event.detail["approval_id"] == id.as_str())).await;
     assert!(audit.iter().any(|e| e.event.action == "gateway.approval_requested" && e.event.detail["approval_id"] == id.as_str()));
-    assert!(audit.iter().any(|e| e.event.action == "approval.approved" && e.event.subject == id && e.event.actor == "admin" && e.event.detail["note"] == "restore drill"));
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.event.action == "approval.approved" && e.event.subject == id && e.event.actor == "admin" && e.event.detail["note"] == "restore drill")
+    );
     let used = audit.iter().find(|e| e.event.action == "gateway.request" && e.event.outcome == "allowed" && e.event.detail["approval_id"] == id.as_str());
     assert!(used.is_some(), "no forwarded request carries approval {id}");
 }
@@ -579,8 +600,14 @@ async fn curl_through_https_proxy_reads_pass_and_hidden_destroys_fail() {
         ("alias", json!({ "query": format!("mutation {{ listVolumes: volumeDelete(volumeId: \"{id}\") }}") })),
         ("fragment", json!({ "query": format!("mutation {{ ...F }} fragment F on Mutation {{ volumeDelete(volumeId: \"{id}\") }}") })),
         ("batch", json!([{ "query": "{ me { name } }" }, { "query": format!("mutation {{ volumeDelete(volumeId: \"{id}\") }}") }])),
-        ("second operation", json!({ "query": format!("query A {{ me {{ name }} }} mutation B {{ volumeDelete(volumeId: \"{id}\") }}"), "operationName": "B" })),
-        ("harmless operationName", json!({ "query": format!("query A {{ me {{ name }} }} mutation B {{ volumeDelete(volumeId: \"{id}\") }}"), "operationName": "A" })),
+        (
+            "second operation",
+            json!({ "query": format!("query A {{ me {{ name }} }} mutation B {{ volumeDelete(volumeId: \"{id}\") }}"), "operationName": "B" }),
+        ),
+        (
+            "harmless operationName",
+            json!({ "query": format!("query A {{ me {{ name }} }} mutation B {{ volumeDelete(volumeId: \"{id}\") }}"), "operationName": "A" }),
+        ),
     ];
     for (how, body) in &hidden {
         let r = d.curl(&url, &reader, &body.to_string(), &[]).await;
@@ -602,7 +629,11 @@ async fn curl_through_https_proxy_reads_pass_and_hidden_destroys_fail() {
     let r = d.curl("https://unconfigured.invalid/graphql", &reader, &q, &[]).await;
     assert!(!r.ok && r.connect == 403, "{r:?}");
     let audit = d.audit_until(|a| a.iter().any(|e| e.event.action == "gateway.connect" && e.event.outcome == "denied")).await;
-    assert!(audit.iter().any(|e| e.event.action == "gateway.connect" && e.event.detail["code"] == "unknown_host"), "{:?}", audit.iter().map(|e| (&e.event.action, &e.event.detail)).collect::<Vec<_>>());
+    assert!(
+        audit.iter().any(|e| e.event.action == "gateway.connect" && e.event.detail["code"] == "unknown_host"),
+        "{:?}",
+        audit.iter().map(|e| (&e.event.action, &e.event.detail)).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,8 +804,13 @@ async fn mcp_tool_calls_are_classified_and_tools_list_is_filtered() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(d.mcp.seen().last().unwrap()["params"]["arguments"]["volumeId"], "vol-staging-db");
 
-    let audit = d.audit_until(|a| a.iter().any(|e| e.event.action == "gateway.request" && e.event.outcome == "allowed" && e.event.detail["operation"] == "delete_volume")).await;
-    let rec = audit.iter().find(|e| e.event.action == "gateway.request" && e.event.outcome == "allowed" && e.event.detail["operation"] == "delete_volume").unwrap();
+    let audit = d
+        .audit_until(|a| {
+            a.iter().any(|e| e.event.action == "gateway.request" && e.event.outcome == "allowed" && e.event.detail["operation"] == "delete_volume")
+        })
+        .await;
+    let rec =
+        audit.iter().find(|e| e.event.action == "gateway.request" && e.event.outcome == "allowed" && e.event.detail["operation"] == "delete_volume").unwrap();
     assert_eq!(rec.event.detail["resource"], "vol-staging-db");
     assert!(audit.iter().any(|e| e.event.outcome == "denied" && e.event.subject == "mcp-stg/shell_exec"));
 }
@@ -885,7 +921,8 @@ async fn lookup_failures_treat_the_destroy_as_production() {
     let d = lookup_depth().await;
     let t = d.token("staging", &["cloud-stg:destroy"]);
     // Each fault on a different staging volume (failures are negatively cached per id).
-    let faults = [(Fault::Status(500), "vol-staging-tmp-0"), (Fault::Garbage, "vol-staging-tmp-1"), (Fault::Delay(Duration::from_secs(2)), "vol-staging-tmp-2")];
+    let faults =
+        [(Fault::Status(500), "vol-staging-tmp-0"), (Fault::Garbage, "vol-staging-tmp-1"), (Fault::Delay(Duration::from_secs(2)), "vol-staging-tmp-2")];
     for (fault, id) in &faults {
         d.cloud.world.set_read_only_fault(Some(fault.clone()));
         let started = Instant::now();
@@ -899,7 +936,10 @@ async fn lookup_failures_treat_the_destroy_as_production() {
     let lookups = d.lookups(3).await;
     assert_eq!(lookups.iter().filter(|e| e.event.outcome == "failed").count(), 3, "{lookups:?}");
     let reasons: Vec<&str> = lookups.iter().filter_map(|e| e.event.detail["reason"].as_str()).collect();
-    assert!(reasons.iter().any(|r| r.contains("HTTP 500")) && reasons.iter().any(|r| r.contains("not JSON")) && reasons.iter().any(|r| r.contains("within")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("HTTP 500")) && reasons.iter().any(|r| r.contains("not JSON")) && reasons.iter().any(|r| r.contains("within")),
+        "{reasons:?}"
+    );
     // The upstream recovers: the next id is attributed (the failed ones stay negative until negative_ttl).
     d.cloud.world.set_read_only_fault(None);
     let r = d.gql("cloud-stg", &t, &delete("vol-staging-tmp-3")).await;

@@ -60,9 +60,7 @@ async fn token_in_x_airlock_token_and_other_injection_styles() {
     assert_eq!(recs.len(), 3);
     assert_eq!(recs[0].header("x-api-key").unwrap(), secret("prod"));
     assert!(recs[0].header("x-airlock-token").is_none());
-    let enc: String = percent_encoding::utf8_percent_encode(secret("stgq"), percent_encoding::NON_ALPHANUMERIC)
-        .to_string()
-        .replace("%2D", "-");
+    let enc: String = percent_encoding::utf8_percent_encode(secret("stgq"), percent_encoding::NON_ALPHANUMERIC).to_string().replace("%2D", "-");
     assert_eq!(recs[1].uri, format!("/api/v1/y?a=1&b=2&api_key={enc}"));
     assert_eq!(recs[2].header("authorization").unwrap(), format!("Basic {}", base64_encode(&format!("svc:{}", secret("stgb")))));
     for (rec, tok) in [(&recs[0], &ptok), (&recs[1], &stok), (&recs[2], &stok)] {
@@ -86,9 +84,7 @@ async fn secret_echoed_by_the_upstream_is_redacted() {
     }
     let r = h.send("GET", "/stg/echo", &[("Authorization", &format!("Bearer {token}"))], b"").await;
     assert_eq!(r.header("x-echo-auth"), Some("[redacted by airlock]"));
-    let redacted = |a: &[airlock_store::AuditEntry]| {
-        a.iter().any(|e| e.event.action == "gateway.response" && e.event.detail["redactions"].as_u64() >= Some(1))
-    };
+    let redacted = |a: &[airlock_store::AuditEntry]| a.iter().any(|e| e.event.action == "gateway.response" && e.event.detail["redactions"].as_u64() >= Some(1));
     assert!(redacted(&h.audit_until(redacted).await));
 }
 

@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use airlock_gateway::Gateway;
 use airlock_gateway::audit::GroupCommit;
 use airlock_gateway::ca::{self, LocalCa};
 use airlock_gateway::config::Config;
 use airlock_gateway::forward::ForwardProxy;
 use airlock_gateway::server::{self, AdminState, Running};
-use airlock_gateway::Gateway;
 use airlock_policy::PolicyEngine;
 use airlock_store::{AuditEntry, SqliteStore, Store};
 use airlock_token::{Claims, Revocations, TokenAuthority, Verifier, VerifierOptions};
@@ -110,9 +110,7 @@ ca_file = "{ca_file}"
         let gw = Arc::new(Gateway::new(&config, verifier.clone(), Arc::new(vault), policy, audit.clone()).unwrap());
         gw.check_secrets().await.unwrap();
         let fwd = ForwardProxy::new(&config, gw.clone(), verifier, audit, local_ca).unwrap();
-        let running = server::start_with_forward(gw, Some(fwd), config.listen, config.admin_listen, AdminState::new(&config, None))
-            .await
-            .unwrap();
+        let running = server::start_with_forward(gw, Some(fwd), config.listen, config.admin_listen, AdminState::new(&config, None)).await.unwrap();
         Fwd {
             gateway: running.agent_addr,
             upstream,
@@ -227,7 +225,8 @@ async fn pipeline_refusals_hold_inside_the_tunnel() {
     let (_, status, body, _) = f.curl(&["--path-as-is", "-H", &format!("Authorization: Bearer {token}"), &format!("{url}/../admin")], &f.ca_pem).await;
     assert_eq!(status, 400, "{body}");
     // A path outside every upstream's base path on this host.
-    let (_, status, body, _) = f.curl(&["-H", &format!("Authorization: Bearer {token}"), &format!("https://localhost:{}/admin", f.upstream.addr.port())], &f.ca_pem).await;
+    let (_, status, body, _) =
+        f.curl(&["-H", &format!("Authorization: Bearer {token}"), &format!("https://localhost:{}/admin", f.upstream.addr.port())], &f.ca_pem).await;
     assert_eq!(status, 404, "{body}");
     assert!(has(&body, "unknown_upstream"), "{body}");
     // Host header naming another host inside the tunnel.

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use airlock_gateway::Gateway;
 use airlock_gateway::audit::GroupCommit;
 use airlock_gateway::config::Config;
 use airlock_gateway::server::{self, AdminState, Running};
-use airlock_gateway::Gateway;
 use airlock_policy::PolicyEngine;
 use airlock_store::{AuditEntry, AuditFilter, SqliteStore, Store};
 use airlock_token::{Claims, Revocations, TokenAuthority, Verifier, VerifierOptions};
@@ -105,10 +105,7 @@ pub async fn start_upstream(store: Arc<dyn Store>) -> Upstream {
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
+        .with_single_cert(vec![leaf.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()))
         .unwrap();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
@@ -138,11 +135,7 @@ pub async fn start_upstream(store: Arc<dyn Store>) -> Upstream {
 
 type UpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
 
-async fn upstream_answer(
-    req: hyper::Request<hyper::body::Incoming>,
-    recs: Arc<Mutex<Vec<Recorded>>>,
-    store: Arc<dyn Store>,
-) -> hyper::Response<UpBody> {
+async fn upstream_answer(req: hyper::Request<hyper::body::Incoming>, recs: Arc<Mutex<Vec<Recorded>>>, store: Arc<dyn Store>) -> hyper::Response<UpBody> {
     let (parts, mut body) = req.into_parts();
     // Was the audit record committed before we (the upstream) saw the request?
     let mut audited_before = false;
@@ -176,13 +169,9 @@ async fn upstream_answer(
         cred.extend_from_slice(&key);
         cred.extend_from_slice(query.as_bytes());
         let mid = cred.len() / 2;
-        let chunks: VecDeque<Bytes> = vec![
-            Bytes::from_static(b"you sent: "),
-            Bytes::copy_from_slice(&cred[..mid]),
-            Bytes::copy_from_slice(&cred[mid..]),
-            Bytes::from_static(b" (end)"),
-        ]
-        .into();
+        let chunks: VecDeque<Bytes> =
+            vec![Bytes::from_static(b"you sent: "), Bytes::copy_from_slice(&cred[..mid]), Bytes::copy_from_slice(&cred[mid..]), Bytes::from_static(b" (end)")]
+                .into();
         resp = hyper::Response::new(Chunks(chunks).boxed_unsync());
         if let Ok(v) = hyper::header::HeaderValue::from_bytes(&auth) {
             resp.headers_mut().insert("x-echo-auth", v);
@@ -281,19 +270,8 @@ impl Harness {
         let stats = audit.stats();
         let gw = Gateway::new(&config, verifier, Arc::new(vault.clone()), policy, Arc::new(audit)).unwrap();
         gw.check_secrets().await.unwrap();
-        let running = server::start(Arc::new(gw), config.listen, config.admin_listen, AdminState::new(&config, Some(stats)))
-            .await
-            .unwrap();
-        Harness {
-            gateway: running.agent_addr,
-            admin: running.admin_addr,
-            upstream,
-            authority,
-            revocations,
-            store,
-            _running: running,
-            _dir: dir,
-        }
+        let running = server::start(Arc::new(gw), config.listen, config.admin_listen, AdminState::new(&config, Some(stats))).await.unwrap();
+        Harness { gateway: running.agent_addr, admin: running.admin_addr, upstream, authority, revocations, store, _running: running, _dir: dir }
     }
 
     /// Mint a token for a fresh task.
@@ -303,14 +281,7 @@ impl Harness {
         let now = time_now();
         let t = self
             .authority
-            .mint(&Claims {
-                task_id: &task_id,
-                agent: "agent-1",
-                environment: env,
-                grants: &grants,
-                purpose: Some("test"),
-                expires_at: now + ttl_secs,
-            })
+            .mint(&Claims { task_id: &task_id, agent: "agent-1", environment: env, grants: &grants, purpose: Some("test"), expires_at: now + ttl_secs })
             .unwrap();
         (t, task_id)
     }
@@ -399,10 +370,7 @@ pub fn parse(raw: &[u8]) -> Resp {
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
+    let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
     let rest = &raw[split + 4..];
     let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     let body = if chunked {

@@ -34,11 +34,7 @@ struct Models {
 impl Models {
     async fn start(options: Options) -> Models {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&dir.path().join("airlock.db"))
-                .await
-                .unwrap(),
-        );
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("airlock.db")).await.unwrap());
         let model = Anthropic::start(options).await.unwrap();
         let ca = dir.path().join("model-ca.pem");
         std::fs::write(&ca, &model.ca_pem).unwrap();
@@ -50,75 +46,28 @@ impl Models {
         );
         let config = Config::parse(&text, &dir.path().join("airlock.toml")).unwrap();
         let vault = Vault::new(store.clone(), MasterKey::generate());
-        add_secret(
-            &vault,
-            "anthropic-key",
-            "staging",
-            "anthropic",
-            REAL_KEY.as_bytes(),
-        )
-        .await;
+        add_secret(&vault, "anthropic-key", "staging", "anthropic", REAL_KEY.as_bytes()).await;
         let authority = TokenAuthority::ephemeral();
-        let verifier = Arc::new(Verifier::new(
-            authority.public_key(),
-            Revocations::new(),
-            VerifierOptions::default(),
-        ));
+        let verifier = Arc::new(Verifier::new(authority.public_key(), Revocations::new(), VerifierOptions::default()));
         let (audit, _writer) = GroupCommit::start(store.clone(), 64);
-        let gw = Gateway::new(
-            &config,
-            verifier,
-            Arc::new(vault),
-            Arc::new(PolicyEngine::builtin().unwrap()),
-            Arc::new(audit),
-        )
-        .unwrap();
+        let gw = Gateway::new(&config, verifier, Arc::new(vault), Arc::new(PolicyEngine::builtin().unwrap()), Arc::new(audit)).unwrap();
         gw.check_secrets().await.unwrap();
-        let running = server::start(
-            Arc::new(gw),
-            config.listen,
-            config.admin_listen,
-            AdminState::new(&config, None),
-        )
-        .await
-        .unwrap();
-        Models {
-            gateway: running.agent_addr,
-            model,
-            authority,
-            _running: running,
-            _dir: dir,
-        }
+        let running = server::start(Arc::new(gw), config.listen, config.admin_listen, AdminState::new(&config, None)).await.unwrap();
+        Models { gateway: running.agent_addr, model, authority, _running: running, _dir: dir }
     }
 
     fn token(&self, grants: &[&str]) -> String {
         let grants: Vec<Grant> = grants.iter().map(|g| g.parse().unwrap()).collect();
         let task_id = uuid::Uuid::now_v7().to_string();
         self.authority
-            .mint(&Claims {
-                task_id: &task_id,
-                agent: "claude",
-                environment: "staging",
-                grants: &grants,
-                purpose: None,
-                expires_at: time_now() + 600,
-            })
+            .mint(&Claims { task_id: &task_id, agent: "claude", environment: "staging", grants: &grants, purpose: None, expires_at: time_now() + 600 })
             .unwrap()
     }
 
     /// A request as the Anthropic SDK sends it: the task token where the API key goes.
     fn request(&self, method: &str, path: &str, token: &str, body: &str) -> Vec<u8> {
-        let headers = [
-            ("x-api-key", token),
-            ("anthropic-version", "2023-06-01"),
-            ("content-type", "application/json"),
-        ];
-        request(
-            method,
-            &format!("/anthropic{path}"),
-            &headers,
-            body.as_bytes(),
-        )
+        let headers = [("x-api-key", token), ("anthropic-version", "2023-06-01"), ("content-type", "application/json")];
+        request(method, &format!("/anthropic{path}"), &headers, body.as_bytes())
     }
 
     async fn send(&self, method: &str, path: &str, token: &str, body: &str) -> Resp {
@@ -138,15 +87,10 @@ async fn model_grant_streams_the_answer_redacted_and_allows_nothing_else() {
     // Read the answer as it arrives: the first event must come long before the last.
     let started = Instant::now();
     let mut s = TcpStream::connect(m.gateway).await.unwrap();
-    s.write_all(&m.request("POST", "/v1/messages", &token, STREAM))
-        .await
-        .unwrap();
+    s.write_all(&m.request("POST", "/v1/messages", &token, STREAM)).await.unwrap();
     let (mut got, mut first_event, mut buf) = (Vec::new(), None, [0u8; 4096]);
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
         if n == 0 {
             break;
         }
@@ -160,16 +104,9 @@ async fn model_grant_streams_the_answer_redacted_and_allows_nothing_else() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
     let first = first_event.expect("message_start arrived");
-    assert!(
-        total - first >= Duration::from_millis(500),
-        "not streamed: first event after {first:?}, end after {total:?}"
-    );
+    assert!(total - first >= Duration::from_millis(500), "not streamed: first event after {first:?}, end after {total:?}");
     let body = String::from_utf8_lossy(&r.body).into_owned();
-    for part in [
-        "event: message_start",
-        "event: content_block_delta",
-        "event: message_stop",
-    ] {
+    for part in ["event: message_start", "event: content_block_delta", "event: message_stop"] {
         assert!(body.contains(part), "{part} missing: {body}");
     }
     for t in STREAMED_TEXT {
@@ -177,59 +114,25 @@ async fn model_grant_streams_the_answer_redacted_and_allows_nothing_else() {
     }
     // The fixture echoed the key it received (the real one), split across two chunks:
     // the agent sees it masked, never in clear.
-    assert!(
-        !contains(&got, REAL_KEY.as_bytes()),
-        "the real key reached the agent: {body}"
-    );
-    assert!(
-        body.contains(&format!("you sent {}", "*".repeat(REAL_KEY.len()))),
-        "{body}"
-    );
+    assert!(!contains(&got, REAL_KEY.as_bytes()), "the real key reached the agent: {body}");
+    assert!(body.contains(&format!("you sent {}", "*".repeat(REAL_KEY.len()))), "{body}");
     // The fixture got the real key, never the task token.
     let seen = m.model.requests();
     assert_eq!(seen.len(), 1);
-    assert!(
-        seen[0]
-            .headers
-            .iter()
-            .any(|(k, v)| k == "x-api-key" && v == REAL_KEY)
-    );
-    assert!(
-        !seen[0].headers.iter().any(|(_, v)| v.contains(&token)),
-        "the task token reached the model API"
-    );
+    assert!(seen[0].headers.iter().any(|(k, v)| k == "x-api-key" && v == REAL_KEY));
+    assert!(!seen[0].headers.iter().any(|(_, v)| v.contains(&token)), "the task token reached the model API");
 
     // Non-streamed calls and token counting are model calls too.
-    let r = m
-        .send(
-            "POST",
-            "/v1/messages",
-            &token,
-            r#"{"model":"m","max_tokens":8,"messages":[]}"#,
-        )
-        .await;
+    let r = m.send("POST", "/v1/messages", &token, r#"{"model":"m","max_tokens":8,"messages":[]}"#).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["content"][0]["text"], STREAMED_TEXT.concat());
 
     // Any other write is not "model": refused before it reaches the API. So is a read.
-    for (method, path) in [
-        ("POST", "/v1/files"),
-        ("POST", "/v1/messages/batches"),
-        ("GET", "/v1/models"),
-    ] {
+    for (method, path) in [("POST", "/v1/files"), ("POST", "/v1/messages/batches"), ("GET", "/v1/models")] {
         let r = m.send(method, path, &token, "{}").await;
-        assert_eq!(
-            r.status,
-            403,
-            "{method} {path}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, 403, "{method} {path}: {}", String::from_utf8_lossy(&r.body));
     }
-    assert_eq!(
-        m.model.requests().len(),
-        2,
-        "refused requests reached the model API"
-    );
+    assert_eq!(m.model.requests().len(), 2, "refused requests reached the model API");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,8 @@ async fn check(config: &str, secret_env: &str, secret_upstream: &str) -> Result<
     gw.check_secrets().await
 }
 
-const CONFIG: &str = "[[upstream]]\nname = \"api\"\nbase_url = \"https://api.example.com\"\nenvironment = \"production\"\nsecret = \"k\"\ninject = { header = \"x-api-key\" }\n";
+const CONFIG: &str =
+    "[[upstream]]\nname = \"api\"\nbase_url = \"https://api.example.com\"\nenvironment = \"production\"\nsecret = \"k\"\ninject = { header = \"x-api-key\" }\n";
 
 #[tokio::test]
 async fn secret_from_another_environment_is_a_config_error() {

@@ -41,10 +41,7 @@ fn resource_in_another_environment_is_cross_environment() {
     let d = engine().decide(&c.request());
     assert_deny(&d, DenyCode::CrossEnvironment, ids::CROSS_ENVIRONMENT);
     assert_eq!(d.code(), Some("cross_environment"));
-    assert_eq!(
-        d.reason().unwrap(),
-        "task is bound to staging but resource \"vol-prod-db\" lives in production"
-    );
+    assert_eq!(d.reason().unwrap(), "task is bound to staging but resource \"vol-prod-db\" lives in production");
 }
 
 #[test]
@@ -279,11 +276,7 @@ fn the_incident_is_denied_with_every_broken_rule_named() {
     c.expires_at = NOW - 1;
     let d = engine().decide(&c.request());
     assert_deny(&d, DenyCode::CrossEnvironment, ids::CROSS_ENVIRONMENT);
-    assert_eq!(
-        d.policies(),
-        [ids::CROSS_ENVIRONMENT, ids::TASK_EXPIRED, ids::NOT_GRANTED].map(str::to_owned),
-        "ordered by precedence"
-    );
+    assert_eq!(d.policies(), [ids::CROSS_ENVIRONMENT, ids::TASK_EXPIRED, ids::NOT_GRANTED].map(str::to_owned), "ordered by precedence");
     let reason = d.reason().unwrap();
     assert!(reason.starts_with("task is bound to staging but resource \"vol-prod-db\" lives in production; "), "{reason}");
 }

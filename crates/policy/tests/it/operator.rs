@@ -198,11 +198,7 @@ fn disabling_a_default_switches_it_off_and_only_it() {
     c.grants.clear();
     assert_eq!(e.decide(&c.request()).code(), Some("not_granted"), "other defaults still on");
 
-    let e = PolicyEngine::from_config(&PolicyConfig {
-        files: vec![],
-        disable: vec![ids::PRODUCTION_DESTROY_APPROVAL.to_owned()],
-    })
-    .unwrap();
+    let e = PolicyEngine::from_config(&PolicyConfig { files: vec![], disable: vec![ids::PRODUCTION_DESTROY_APPROVAL.to_owned()] }).unwrap();
     let c = Case::production("volumeDelete", Capability::Destroy, &["railway-prod:destroy"]);
     assert!(e.decide(&c.request()).is_allow());
 }
@@ -293,11 +289,7 @@ when { context.arguments.hasTag("options.force") && context.arguments.getTag("op
 fn evaluation_error_fails_closed() {
     let dir = tempfile::tempdir().unwrap();
     // Validates, but overflows at run time for any realistic `now`.
-    let file = write(
-        dir.path(),
-        "overflow.cedar",
-        "@id(\"overflow\")\npermit (principal, action, resource) when { context.now * 10000000000000 > 0 };\n",
-    );
+    let file = write(dir.path(), "overflow.cedar", "@id(\"overflow\")\npermit (principal, action, resource) when { context.now * 10000000000000 > 0 };\n");
     let e = PolicyEngine::with_files(&[file]).unwrap();
     match e.decide(&Case::staging_read().request()) {
         Decision::Deny { code, reason, policies } => {

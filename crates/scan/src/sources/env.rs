@@ -17,9 +17,8 @@ pub type EnvVar = (String, Zeroizing<String>);
 /// The current process environment, sorted by name (lossy UTF-8).
 #[must_use]
 pub fn process_env() -> Vec<EnvVar> {
-    let mut v: Vec<EnvVar> = std::env::vars_os()
-        .map(|(k, val)| (k.to_string_lossy().into_owned(), Zeroizing::new(val.to_string_lossy().into_owned())))
-        .collect();
+    let mut v: Vec<EnvVar> =
+        std::env::vars_os().map(|(k, val)| (k.to_string_lossy().into_owned(), Zeroizing::new(val.to_string_lossy().into_owned()))).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }

@@ -115,11 +115,7 @@ pub fn walk_workspace(roots: &[PathBuf]) -> Result<Walk, Error> {
                 continue;
             };
             let Some(ft) = entry.file_type() else { continue };
-            let is_file = if ft.is_symlink() {
-                std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
-            } else {
-                ft.is_file()
-            };
+            let is_file = if ft.is_symlink() { std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) } else { ft.is_file() };
             if is_file {
                 if let Some(repo) = crate::sources::git::repository_of(root, entry.path(), Some(ft)) {
                     repos.push(repo);
@@ -181,13 +177,7 @@ impl Scanner {
 
     /// [`Scanner::scan_files`], skipping files `cache` knows clean and recording the new
     /// clean ones (see [`crate::cache`]).
-    pub(crate) fn scan_files_cached(
-        &self,
-        files: &[FileEntry],
-        opts: &ScanOptions,
-        source: Source,
-        cache: Option<&CleanCache>,
-    ) -> ScanReport {
+    pub(crate) fn scan_files_cached(&self, files: &[FileEntry], opts: &ScanOptions, source: Source, cache: Option<&CleanCache>) -> ScanReport {
         let start = Instant::now();
         let progress = crate::report::progress_bar(opts.progress, files.len() as u64);
         let done = AtomicU64::new(0);

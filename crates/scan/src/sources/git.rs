@@ -73,13 +73,7 @@ impl Scanner {
     /// Scan the history of `r`. With a cache, commits whose whole ancestry is known clean
     /// are not walked, trees known clean at their path are not descended, blobs known
     /// clean at their path class are not read; what this scan finds clean is recorded.
-    pub(crate) fn scan_opened_repository(
-        &self,
-        r: gix::Repository,
-        repo: &Path,
-        opts: &ScanOptions,
-        cache: Option<&CleanCache>,
-    ) -> Result<ScanReport, Error> {
+    pub(crate) fn scan_opened_repository(&self, r: gix::Repository, repo: &Path, opts: &ScanOptions, cache: Option<&CleanCache>) -> Result<ScanReport, Error> {
         let start = Instant::now();
         let commits = commits_parents_first(&r, cache).map_err(|e| git_err(repo, e))?;
         let walked = unique_blobs(self, &r, &commits, cache).map_err(|e| git_err(repo, e))?;
@@ -370,10 +364,7 @@ impl Walked {
                 Ok(Some(n)) => clean[*n] == Some(true),
                 Err(()) => false,
             };
-            let ok = tree_ok
-                && c.parents.iter().all(|p| {
-                    done.get(p).copied().unwrap_or_else(|| cache.hit(&CleanCache::commit_key(p.as_slice())))
-                });
+            let ok = tree_ok && c.parents.iter().all(|p| done.get(p).copied().unwrap_or_else(|| cache.hit(&CleanCache::commit_key(p.as_slice()))));
             done.insert(c.id, ok);
             if ok {
                 cache.record(CleanCache::commit_key(c.id.as_slice()));
@@ -397,12 +388,7 @@ fn same_path_class(scanner: &Scanner, a: &str, b: &str) -> bool {
     scanner.rules().iter().all(|r| r.paths.is_none() || r.applies_to_path(a) == r.applies_to_path(b))
 }
 
-fn unique_blobs(
-    scanner: &Scanner,
-    r: &gix::Repository,
-    commits: &[CommitEntry],
-    cache: Option<&CleanCache>,
-) -> Result<Walked, BoxErr> {
+fn unique_blobs(scanner: &Scanner, r: &gix::Repository, commits: &[CommitEntry], cache: Option<&CleanCache>) -> Result<Walked, BoxErr> {
     let mut seen_trees: HashMap<ObjectId, usize> = HashMap::new();
     let mut seen_blobs: HashMap<ObjectId, Vec<usize>> = HashMap::new();
     let mut w = Walked { blobs: Vec::new(), trees: Vec::new(), roots: Vec::with_capacity(commits.len()) };
@@ -452,12 +438,7 @@ fn unique_blobs(
                         seen_trees.insert(oid, w.trees.len());
                         deps.push(Dep::Tree(w.trees.len()));
                         stack.push(w.trees.len());
-                        w.trees.push(TreeNode {
-                            id: oid,
-                            prefix: format!("{prefix}{}/", e.filename),
-                            deps: Vec::new(),
-                            certain: true,
-                        });
+                        w.trees.push(TreeNode { id: oid, prefix: format!("{prefix}{}/", e.filename), deps: Vec::new(), certain: true });
                     }
                 } else if e.mode.is_blob() {
                     let oid = e.oid.to_owned();

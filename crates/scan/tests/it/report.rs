@@ -105,7 +105,8 @@ fn sarif_validates_against_the_2_1_0_schema() {
     let doc: Value = serde_json::from_str(&render(|w| airlock_scan::write_sarif(w, &r, false))).unwrap();
     let run = &doc["runs"][0];
     assert_eq!(run["results"].as_array().unwrap().len(), 4);
-    let uris: Vec<&str> = run["results"].as_array().unwrap().iter().map(|x| x["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].as_str().unwrap()).collect();
+    let uris: Vec<&str> =
+        run["results"].as_array().unwrap().iter().map(|x| x["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].as_str().unwrap()).collect();
     assert!(uris.iter().any(|u| u.contains("dir%20with%20space/%C3%A9.txt")), "{uris:?}");
     for res in run["results"].as_array().unwrap() {
         let idx = res["ruleIndex"].as_u64().unwrap() as usize;

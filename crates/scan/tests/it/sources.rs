@@ -250,7 +250,20 @@ fn home_locations_in_a_fake_home() {
     assert!(test_scanner().scan_home(empty.path(), &ScanOptions::default()).unwrap().findings.is_empty());
     // the table documents every entry
     assert!(airlock_scan::HOME_LOCATIONS.iter().all(|l| !l.what.is_empty()));
-    for must in [".aws/credentials", ".kube/config", ".docker/config.json", ".netrc", ".git-credentials", ".pgpass", ".npmrc", ".pypirc", ".config/gh/hosts.yml", ".ssh/", ".config/gcloud/", ".azure/"] {
+    for must in [
+        ".aws/credentials",
+        ".kube/config",
+        ".docker/config.json",
+        ".netrc",
+        ".git-credentials",
+        ".pgpass",
+        ".npmrc",
+        ".pypirc",
+        ".config/gh/hosts.yml",
+        ".ssh/",
+        ".config/gcloud/",
+        ".azure/",
+    ] {
         assert!(airlock_scan::HOME_LOCATIONS.iter().any(|l| l.path == must), "{must} missing from HOME_LOCATIONS");
     }
 }

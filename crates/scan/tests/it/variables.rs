@@ -40,11 +40,28 @@ fn a_uuid_under_a_credential_name_is_one_finding_in_every_context() {
 #[test]
 fn placeholders_references_and_file_names_are_not_findings() {
     let values = [
-        "", "${CLOUD_TOKEN}", "$CLOUD_TOKEN", "\"${CLOUD_TOKEN:-}\"", "<your-token>", "your_token_here", "changeme",
-        "xxxxxxxxxxxxxxxx", "TODO", "dummy-token", "test_token_1", "example-cloud-token", "airlock://staging/cloud",
-        "op://Private/Cloud/token", "vault:secret/data/cloud#token", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cloud-x1Y2z3",
-        "/run/secrets/cloud_token", "./secrets/token.txt", "https://vault.internal.net/v1/cloud", "$(cat /run/secrets/t)",
-        "00000000-0000-0000-0000-000000000000", "REPLACE_ME",
+        "",
+        "${CLOUD_TOKEN}",
+        "$CLOUD_TOKEN",
+        "\"${CLOUD_TOKEN:-}\"",
+        "<your-token>",
+        "your_token_here",
+        "changeme",
+        "xxxxxxxxxxxxxxxx",
+        "TODO",
+        "dummy-token",
+        "test_token_1",
+        "example-cloud-token",
+        "airlock://staging/cloud",
+        "op://Private/Cloud/token",
+        "vault:secret/data/cloud#token",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cloud-x1Y2z3",
+        "/run/secrets/cloud_token",
+        "./secrets/token.txt",
+        "https://vault.internal.net/v1/cloud",
+        "$(cat /run/secrets/t)",
+        "00000000-0000-0000-0000-000000000000",
+        "REPLACE_ME",
     ];
     for v in values {
         for (path, text) in [
@@ -59,7 +76,10 @@ fn placeholders_references_and_file_names_are_not_findings() {
     }
     for (path, text) in [
         (".github/workflows/ci.yml", "    env:\n      CLOUD_TOKEN: ${{ secrets.CLOUD_TOKEN }}\n    with:\n      token: ${{ github.token }}\n"),
-        (".env", "CLOUD_TOKEN_TTL=3600\nCLOUD_TOKEN_URL=https://auth.example.net/token\nDB_SECRET_NAME=prod-db\nDB_PASSWORD_FILE=/run/secrets/db\nSESSION_TOKEN=true\n"),
+        (
+            ".env",
+            "CLOUD_TOKEN_TTL=3600\nCLOUD_TOKEN_URL=https://auth.example.net/token\nDB_SECRET_NAME=prod-db\nDB_PASSWORD_FILE=/run/secrets/db\nSESSION_TOKEN=true\n",
+        ),
         (".env", "AWS_ACCESS_KEY_ID_HINT=see-the-wiki\nPWD=/home/dev/work\n"),
         ("docker-compose.yml", "    environment:\n      POSTGRES_PASSWORD: postgres\n      POSTGRES_PASSWORD_FILE: /run/secrets/pg\n"),
     ] {

@@ -68,10 +68,7 @@ fn a_token_committed_then_deleted_is_found_only_in_history() {
     git(root, &["commit", "-qm", "oops"]);
 
     let r = scan(root);
-    assert_eq!(
-        summary(root, &r),
-        vec![(Source::Git, Some(String::new()), ".env".into(), "credential-variable-env".into(), Some(GitReach::Refs))]
-    );
+    assert_eq!(summary(root, &r), vec![(Source::Git, Some(String::new()), ".env".into(), "credential-variable-env".into(), Some(GitReach::Refs))]);
     assert_eq!(r.findings[0].commit.as_deref(), Some(introduced.as_str()));
     assert_eq!(r.stats.repositories, 1);
     assert!(!format!("{:?}", r.findings).contains(UUID_A), "a finding's Debug never shows the value");
@@ -213,7 +210,8 @@ fn credentials_in_git_config_and_a_git_credential_store_are_found() {
     // `credential.helper = store --file .git/credentials`
     put(root, ".git/credentials", "https://me:Zq8vL2pX9wK4mN7b@git.example.com\n");
     let r = scan(root);
-    let mut got: Vec<(String, String)> = r.findings.iter().map(|f| (f.path.rsplit_once(".git/").map_or(f.path.clone(), |(_, p)| p.to_owned()), f.rule.clone())).collect();
+    let mut got: Vec<(String, String)> =
+        r.findings.iter().map(|f| (f.path.rsplit_once(".git/").map_or(f.path.clone(), |(_, p)| p.to_owned()), f.rule.clone())).collect();
     got.sort();
     assert_eq!(
         got,

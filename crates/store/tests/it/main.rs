@@ -2,30 +2,19 @@
 
 use std::sync::Arc;
 
-use airlock_store::{
-    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, Error, PgStore, SecretRecord, SqliteStore, Store, TaskRecord, chain,
-};
+use airlock_store::{ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, Error, PgStore, SecretRecord, SqliteStore, Store, TaskRecord, chain};
 
 /// The PostgreSQL server the tests use (started by `.ci/run`; this machine kind runs one).
 fn pg_url() -> String {
-    std::env::var("AIRLOCK_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("AIRLOCK_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// A fresh schema per test so tests never see each other's rows.
 fn fresh_schema() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "t_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("t_{}_{}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// One store of each backend. A PostgreSQL that cannot be reached fails the test:
@@ -36,12 +25,7 @@ async fn stores() -> Vec<(tempfile::TempDir, Arc<dyn Store>)> {
     let pg: Arc<dyn Store> = Arc::new(
         PgStore::connect_in_schema(&pg_url(), Some(&fresh_schema()))
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL at {} is required for the store tests: {e}",
-                    pg_url()
-                )
-            }),
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} is required for the store tests: {e}", pg_url())),
     );
     vec![(d, sqlite), (tempfile::tempdir().unwrap(), pg)]
 }
@@ -69,11 +53,7 @@ fn event(n: usize, task: Option<&str>) -> AuditEvent {
         id: uuid_like(n),
         ts_ms: n as i64,
         actor: "test".into(),
-        action: if n.is_multiple_of(2) {
-            "gateway.request".into()
-        } else {
-            "task.start".into()
-        },
+        action: if n.is_multiple_of(2) { "gateway.request".into() } else { "task.start".into() },
         subject: format!("s{n}"),
         outcome: "ok".into(),
         task_id: task.map(str::to_owned),
@@ -101,10 +81,7 @@ async fn schema_is_migrated_and_healthy() {
 #[tokio::test]
 async fn open_existing_refuses_a_missing_file() {
     let d = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        SqliteStore::open_existing(&d.path().join("missing.db")).await,
-        Err(Error::Open { .. })
-    ));
+    assert!(matches!(SqliteStore::open_existing(&d.path().join("missing.db")).await, Err(Error::Open { .. })));
 }
 
 #[tokio::test]
@@ -114,33 +91,17 @@ async fn secrets_are_unique_per_environment_and_versioned() {
         s.insert_secret(&secret("gh", "production")).await.unwrap();
         let mut dup = secret("gh", "staging");
         dup.id = "other".into();
-        assert!(matches!(
-            s.insert_secret(&dup).await,
-            Err(Error::DuplicateSecret { .. })
-        ));
+        assert!(matches!(s.insert_secret(&dup).await, Err(Error::DuplicateSecret { .. })));
         assert_eq!(s.find_secrets("gh").await.unwrap().len(), 2);
         let mut r = s.get_secret("gh", "staging").await.unwrap().unwrap();
         r.version = 2;
         r.ciphertext = vec![9; 20];
         s.replace_secret(&r, 1).await.unwrap();
         // A second writer holding the old version loses.
-        assert!(matches!(
-            s.replace_secret(&r, 1).await,
-            Err(Error::NotFound { .. })
-        ));
-        assert_eq!(
-            s.get_secret("gh", "staging")
-                .await
-                .unwrap()
-                .unwrap()
-                .ciphertext,
-            vec![9; 20]
-        );
+        assert!(matches!(s.replace_secret(&r, 1).await, Err(Error::NotFound { .. })));
+        assert_eq!(s.get_secret("gh", "staging").await.unwrap().unwrap().ciphertext, vec![9; 20]);
         s.delete_secret(&r.id).await.unwrap();
-        assert!(matches!(
-            s.delete_secret(&r.id).await,
-            Err(Error::NotFound { .. })
-        ));
+        assert!(matches!(s.delete_secret(&r.id).await, Err(Error::NotFound { .. })));
         assert_eq!(s.list_secrets().await.unwrap().len(), 1);
     }
 }
@@ -160,16 +121,10 @@ async fn ending_a_task_feeds_the_revocation_list_once() {
             created_by: "test".into(),
         };
         s.insert_task(&t).await.unwrap();
-        assert!(matches!(
-            s.insert_task(&t).await,
-            Err(Error::DuplicateTask(_))
-        ));
+        assert!(matches!(s.insert_task(&t).await, Err(Error::DuplicateTask(_))));
         assert!(s.end_task("t1", 5, "done").await.unwrap());
         assert!(!s.end_task("t1", 6, "again").await.unwrap());
-        assert!(matches!(
-            s.end_task("nope", 6, "x").await,
-            Err(Error::NotFound { .. })
-        ));
+        assert!(matches!(s.end_task("nope", 6, "x").await, Err(Error::NotFound { .. })));
         let revs = s.revocations_since(0).await.unwrap();
         assert_eq!(revs.len(), 1);
         assert_eq!(revs[0].task_id, "t1");
@@ -186,21 +141,10 @@ async fn concurrent_writers_keep_one_chain() {
     let path = d.path().join("a.db");
     let schema = fresh_schema();
     let pairs: Vec<(Arc<dyn Store>, Arc<dyn Store>)> = vec![
+        (Arc::new(SqliteStore::open(&path).await.unwrap()), Arc::new(SqliteStore::open(&path).await.unwrap())),
         (
-            Arc::new(SqliteStore::open(&path).await.unwrap()),
-            Arc::new(SqliteStore::open(&path).await.unwrap()),
-        ),
-        (
-            Arc::new(
-                PgStore::connect_in_schema(&pg_url(), Some(&schema))
-                    .await
-                    .unwrap(),
-            ),
-            Arc::new(
-                PgStore::connect_in_schema(&pg_url(), Some(&schema))
-                    .await
-                    .unwrap(),
-            ),
+            Arc::new(PgStore::connect_in_schema(&pg_url(), Some(&schema)).await.unwrap()),
+            Arc::new(PgStore::connect_in_schema(&pg_url(), Some(&schema)).await.unwrap()),
         ),
     ];
     for (a, b) in pairs {
@@ -211,9 +155,7 @@ async fn concurrent_writers_keep_one_chain() {
                 for i in 0..25 {
                     let n = w * 1000 + i;
                     if i % 5 == 0 {
-                        s.append_audit_batch(&[event(n, None), event(n + 500, Some("t"))])
-                            .await
-                            .unwrap();
+                        s.append_audit_batch(&[event(n, None), event(n + 500, Some("t"))]).await.unwrap();
                     } else {
                         s.append_audit(&event(n, None)).await.unwrap();
                     }
@@ -253,18 +195,10 @@ async fn large_audit_batches_chain_across_chunks() {
 #[tokio::test]
 async fn audit_filters() {
     for (_d, s) in stores().await {
-        let evs: Vec<_> = (1..=10)
-            .map(|n| event(n, if n > 5 { Some("t9") } else { None }))
-            .collect();
+        let evs: Vec<_> = (1..=10).map(|n| event(n, if n > 5 { Some("t9") } else { None })).collect();
         let stored = s.append_audit_batch(&evs).await.unwrap();
         assert_eq!(stored.last().unwrap().seq, 10);
-        let by_task = s
-            .list_audit(&AuditFilter {
-                task_id: Some("t9".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let by_task = s.list_audit(&AuditFilter { task_id: Some("t9".into()), ..Default::default() }).await.unwrap();
         assert_eq!(by_task.len(), 5);
         // The task form of the query (served by the task index) with every other filter.
         let narrowed = s
@@ -273,38 +207,14 @@ async fn audit_filters() {
             .unwrap();
         // t9's gateway records are seq 6, 8 and 10: the newest two, oldest first.
         assert_eq!(narrowed.iter().map(|e| e.seq).collect::<Vec<_>>(), [8, 10]);
-        let by_action = s
-            .list_audit(&AuditFilter {
-                action_prefix: Some("gateway.".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let by_action = s.list_audit(&AuditFilter { action_prefix: Some("gateway.".into()), ..Default::default() }).await.unwrap();
         assert_eq!(by_action.len(), 5);
         // `_` in a prefix is literal, not a wildcard.
-        let none = s
-            .list_audit(&AuditFilter {
-                action_prefix: Some("gateway_".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let none = s.list_audit(&AuditFilter { action_prefix: Some("gateway_".into()), ..Default::default() }).await.unwrap();
         assert!(none.is_empty());
-        let newest = s
-            .list_audit(&AuditFilter {
-                limit: Some(3),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let newest = s.list_audit(&AuditFilter { limit: Some(3), ..Default::default() }).await.unwrap();
         assert_eq!(newest.iter().map(|e| e.seq).collect::<Vec<_>>(), [8, 9, 10]);
-        let after = s
-            .list_audit(&AuditFilter {
-                after_seq: Some(7),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let after = s.list_audit(&AuditFilter { after_seq: Some(7), ..Default::default() }).await.unwrap();
         assert_eq!(after.len(), 3);
         assert!(s.append_audit_batch(&[]).await.unwrap().is_empty());
     }
