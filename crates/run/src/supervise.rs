@@ -389,6 +389,12 @@ pub fn init(spec: &Spec, argv: &[OsString]) -> (u8, Option<Error>) {
     if let Err(e) = die_with_parent() {
         return (EXIT_SANDBOX_FAILED, Some(e));
     }
+    // Hold the airlock binary open before the private /tmp may cover its path (an airlock
+    // installed or built under /tmp): the third stage is started through this descriptor.
+    let exe_file = match std::fs::File::open("/proc/self/exe") {
+        Ok(f) => f,
+        Err(e) => return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(format!("cannot open the airlock binary: {e}")))),
+    };
     let pid1 = rustix::process::getpid().as_raw_nonzero().get() == 1;
     if spec.isolation.pid_ns {
         if !pid1 {
@@ -413,10 +419,8 @@ pub fn init(spec: &Spec, argv: &[OsString]) -> (u8, Option<Error>) {
     // The init stays outside the Landlock domain: the agent can then neither signal nor
     // trace it (Landlock scopes both), in every isolation mode. The third stage applies
     // the sandbox to itself and execs the agent.
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(format!("cannot locate the airlock binary: {e}")))),
-    };
+    // exec through the held descriptor (closed on exec; the kernel has opened the file by then).
+    let exe = std::path::PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&exe_file)));
     let rt = match current_thread_runtime() {
         Ok(rt) => rt,
         Err(e) => return (EXIT_SANDBOX_FAILED, Some(e)),

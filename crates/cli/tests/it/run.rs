@@ -559,3 +559,24 @@ fn an_agent_that_fails_on_a_refused_path_is_told_the_flag_that_allows_it() {
     // With the flag the same command works.
     a.run(&["--allow-read", tool.to_str().unwrap()], &format!("cat {}/config", tool.display())).ok();
 }
+
+/// The private /tmp must not hide airlock itself: an airlock installed (or built) under /tmp
+/// still starts its sandbox's last stage (found by the start-up benchmark).
+#[test]
+fn an_airlock_binary_under_tmp_still_starts_the_sandbox() {
+    let a = Agent::new();
+    let dir = tempfile::Builder::new().prefix("airlock-bin-").tempdir_in("/tmp").unwrap();
+    let bin = dir.path().join("airlock");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_airlock"), &bin).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_airlock"), &bin).unwrap();
+    }
+    let mut c = Command::new(&bin);
+    c.args(["run", "--env", "staging", "--grant", "github:read", "--network", "none", "--", "sh", "-c", "echo inside"])
+        .current_dir(a.s.work())
+        .env("AIRLOCK_HOME", a.s.home())
+        .env("HOME", a.home())
+        .env_remove("AIRLOCK_CONFIG");
+    let r = a.s.run_with(c, None).ok();
+    assert!(r.stdout.contains("inside"), "{}", r.stderr);
+    assert!(r.stderr.contains("network+pid+mount namespaces"), "{}", r.stderr);
+}
