@@ -34,7 +34,7 @@ use airlock_store::AuditEvent;
 use airlock_types::Environment;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
@@ -48,6 +48,7 @@ use tokio::net::TcpStream;
 use crate::audit::AuditSink;
 use crate::ca::{LEAF_LIFETIME, LocalCa};
 use crate::client::BoxError;
+use crate::codes::RefusalCode;
 use crate::config::{Config, Injection, upstream_host_port};
 use crate::error::Error;
 use crate::pipeline::{Gateway, REQUEST_ID_HEADER, ResBody};
@@ -140,12 +141,12 @@ impl ForwardProxy {
         let request_id = crate::audit::new_id();
         let target = req.uri().authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
         if req.method() != Method::CONNECT {
-            return answer(&request_id, StatusCode::METHOD_NOT_ALLOWED, "bad_connect", "only CONNECT opens a tunnel");
+            return answer(&request_id, RefusalCode::MethodNotAllowed, "only CONNECT opens a tunnel");
         }
         let Some((host, port)) = crate::config::parse_host_port(&target) else {
             let msg = "CONNECT needs an authority-form target host:port";
             self.connect_event(&request_id, &target, "denied", json!({ "code": "bad_connect" }));
-            return answer(&request_id, StatusCode::BAD_REQUEST, "bad_connect", msg);
+            return answer(&request_id, RefusalCode::BadConnect, msg);
         };
         let key = (host.clone(), port);
 
@@ -154,7 +155,7 @@ impl ForwardProxy {
                 Ok(l) => l,
                 Err(e) => {
                     self.connect_event(&request_id, &target, "denied", json!({ "code": "ca_error" }));
-                    return answer(&request_id, StatusCode::INTERNAL_SERVER_ERROR, "ca_error", &e.to_string());
+                    return answer(&request_id, RefusalCode::CaError, &e.to_string());
                 }
             };
             let this = self.clone();
@@ -173,23 +174,18 @@ impl ForwardProxy {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     self.connect_event(&request_id, &target, "denied", json!({ "code": "upstream_unreachable", "mode": "pass_through" }));
-                    return answer(&request_id, StatusCode::BAD_GATEWAY, "upstream_unreachable", &format!("cannot connect to pass-through host {target}: {e}"));
+                    return answer(&request_id, RefusalCode::UpstreamUnreachable, &format!("cannot connect to pass-through host {target}: {e}"));
                 }
                 Err(_) => {
                     self.connect_event(&request_id, &target, "denied", json!({ "code": "upstream_timeout", "mode": "pass_through" }));
-                    return answer(
-                        &request_id,
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        &format!("connecting to pass-through host {target} timed out"),
-                    );
+                    return answer(&request_id, RefusalCode::UpstreamTimeout, &format!("connecting to pass-through host {target} timed out"));
                 }
             };
             let _ = tcp.set_nodelay(true);
             // Durable record before any byte reaches the host.
             let open = self.event(&request_id, &target, "pass_through", json!({ "mode": "pass_through" }));
             if self.audit.record(open).await.is_err() {
-                return answer(&request_id, StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "the tunnel was not opened because it could not be audited");
+                return answer(&request_id, RefusalCode::AuditUnavailable, "the tunnel was not opened because it could not be audited");
             }
             let this = self.clone();
             tokio::spawn(async move {
@@ -230,8 +226,7 @@ impl ForwardProxy {
         self.connect_event(&request_id, &target, "denied", json!({ "code": "unknown_host" }));
         answer(
             &request_id,
-            StatusCode::FORBIDDEN,
-            "unknown_host",
+            RefusalCode::UnknownHost,
             &format!(
                 "{target} is not a configured upstream{port_hint} and not listed in [gateway] pass_through; add an [[upstream]] for it or ask an operator to pass it through"
             ),
@@ -305,14 +300,14 @@ impl ForwardProxy {
                 parts.uri = origin;
                 self.gateway.handle(Request::from_parts(parts, body)).await
             }
-            Err((status, code, msg)) => {
+            Err((code, msg)) => {
                 let id = crate::audit::new_id();
                 let mut ev = self.event(
                     &id,
                     &target,
                     "denied",
                     json!({
-                        "code": code,
+                        "code": code.as_str(),
                         "reason": msg,
                         "method": parts.method.as_str(),
                         "path": parts.uri.path().chars().take(512).collect::<String>(),
@@ -321,35 +316,34 @@ impl ForwardProxy {
                 );
                 ev.action = "gateway.request".into();
                 self.audit.record_later(ev);
-                answer(&id, status, code, &msg)
+                answer(&id, code, &msg)
             }
         }
     }
 
     /// The origin-form target the reverse proxy would have received for this request.
-    fn route(&self, parts: &http::request::Parts, host: &str, port: u16, target: &str) -> Result<http::Uri, (StatusCode, &'static str, String)> {
+    fn route(&self, parts: &http::request::Parts, host: &str, port: u16, target: &str) -> Result<http::Uri, (RefusalCode, String)> {
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() || !parts.uri.path().starts_with('/') {
-            return Err((StatusCode::BAD_REQUEST, "absolute_uri", "inside a tunnel only origin-form request targets (/path) are accepted".into()));
+            return Err((RefusalCode::AbsoluteUri, "inside a tunnel only origin-form request targets (/path) are accepted".into()));
         }
         if let Some(h) = parts.headers.get(header::HOST) {
             let ok = h.to_str().ok().and_then(|h| host_matches(h, host, port)).unwrap_or(false);
             if !ok {
                 return Err((
-                    StatusCode::BAD_REQUEST,
-                    "host_mismatch",
+                    RefusalCode::HostMismatch,
                     format!("the Host header does not name the CONNECT target {target}; the host is fixed when the tunnel opens"),
                 ));
             }
         }
         let Some(on_host) = self.hosts.get(&(host.to_owned(), port)) else {
-            return Err((StatusCode::FORBIDDEN, "unknown_host", format!("{target} is not a configured upstream")));
+            return Err((RefusalCode::UnknownHost, format!("{target} is not a configured upstream")));
         };
         let path = parts.uri.path();
         // The longest base path that prefixes the path at a segment boundary.
         let fits = |u: &&HostUpstream| path.strip_prefix(u.base_path.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/'));
         let best = on_host.iter().filter(fits).map(|u| u.base_path.len()).max();
         let Some(best) = best else {
-            return Err((StatusCode::NOT_FOUND, "unknown_upstream", format!("no upstream on {target} serves this path")));
+            return Err((RefusalCode::UnknownUpstream, format!("no upstream on {target} serves this path")));
         };
         let candidates: Vec<&HostUpstream> = on_host.iter().filter(fits).filter(|u| u.base_path.len() == best).collect();
         let chosen = if candidates.len() == 1 { candidates[0] } else { self.by_environment(&parts.headers, parts.uri.query(), &candidates, target)? };
@@ -362,7 +356,7 @@ impl ForwardProxy {
             origin.push('?');
             origin.push_str(q);
         }
-        origin.parse().map_err(|_| (StatusCode::BAD_REQUEST, "bad_request", "the request path cannot be routed".to_owned()))
+        origin.parse().map_err(|_| (RefusalCode::BadRequest, "the request path cannot be routed".to_owned()))
     }
 
     /// Several upstreams share this host and path: pick the one serving the task's environment.
@@ -375,7 +369,7 @@ impl ForwardProxy {
         query: Option<&str>,
         candidates: &[&'a HostUpstream],
         target: &str,
-    ) -> Result<&'a HostUpstream, (StatusCode, &'static str, String)> {
+    ) -> Result<&'a HostUpstream, (RefusalCode, String)> {
         let injections: Vec<&Injection> = candidates.iter().map(|c| &c.injection).collect();
         let Some(task) = crate::token_place::find_token(headers, query, &injections).and_then(|t| self.verifier.verify(&t).ok()) else {
             return Ok(candidates[0]);
@@ -385,8 +379,7 @@ impl ForwardProxy {
         }
         let served: Vec<String> = candidates.iter().map(|u| format!("{} ({})", u.name, u.environment.as_str())).collect();
         Err((
-            StatusCode::FORBIDDEN,
-            "cross_environment",
+            RefusalCode::CrossEnvironment,
             format!("task is bound to environment {:?} but {target} is served here only by {}", task.environment.as_str(), served.join(", ")),
         ))
     }
@@ -497,8 +490,9 @@ fn tunnel_ok() -> Response<ResBody> {
     Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed_unsync())
 }
 
-fn answer(request_id: &str, status: StatusCode, code: &str, message: &str) -> Response<ResBody> {
-    let body = json!({ "error": code, "message": message, "policies": [], "request_id": request_id });
+fn answer(request_id: &str, code: RefusalCode, message: &str) -> Response<ResBody> {
+    let status = code.status();
+    let body = json!({ "error": code.as_str(), "message": message, "policies": [], "request_id": request_id });
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).map_err(|e| match e {}).boxed_unsync());
     *resp.status_mut() = status;
     let h = resp.headers_mut();

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod ca;
 pub mod classify;
 pub mod client;
+pub mod codes;
 pub mod config;
 pub mod env;
 mod error;

@@ -38,6 +38,7 @@ use crate::approvals::{Approvals, request_hash};
 use crate::audit::AuditSink;
 use crate::classify::{Operation, class_rank};
 use crate::client::{BoxError, ConnectTimeout, ReqBody, UpstreamClient};
+use crate::codes::RefusalCode;
 use crate::config::ApprovalMode;
 use crate::config::{Config, Injection, Upstream, is_hop_by_hop};
 use crate::error::Error;
@@ -136,8 +137,18 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), policies: Vec::new(), task: None, upstream: None, operation: None, approval_id: None }
+    /// A refusal with `code`, answered with the code's status ([`RefusalCode`]).
+    pub fn new(code: RefusalCode, message: impl Into<String>) -> Self {
+        Self {
+            status: code.status(),
+            code: code.as_str(),
+            message: message.into(),
+            policies: Vec::new(),
+            task: None,
+            upstream: None,
+            operation: None,
+            approval_id: None,
+        }
     }
 }
 
@@ -284,20 +295,15 @@ impl Gateway {
         // One request, one meaning: no method override, no second GraphQL document in the
         // URL, no MCP request that is not a POST.
         if let Err(a) = up.classifier.one_meaning(&parts.method, &parts.headers, parts.uri.query()) {
-            let status = if matches!(a, crate::classify::Ambiguity::Method { .. }) { StatusCode::METHOD_NOT_ALLOWED } else { StatusCode::BAD_REQUEST };
-            let code = if status == StatusCode::METHOD_NOT_ALLOWED { "method_not_allowed" } else { "ambiguous_request" };
-            return self.refuse(&request_id, &parts, with_auth(Refusal::new(status, code, a.to_string()), &auth));
+            let code = if matches!(a, crate::classify::Ambiguity::Method { .. }) { RefusalCode::MethodNotAllowed } else { RefusalCode::AmbiguousRequest };
+            return self.refuse(&request_id, &parts, with_auth(Refusal::new(code, a.to_string()), &auth));
         }
 
         // Body cap: refuse up front when the declared length is already too big.
         if let Some(len) = content_length(&parts.headers)
             && len > up.max_body
         {
-            let r = Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request body of {len} bytes exceeds this upstream's limit of {} bytes", up.max_body),
-            );
+            let r = Refusal::new(RefusalCode::BodyTooLarge, format!("request body of {len} bytes exceeds this upstream's limit of {} bytes", up.max_body));
             return self.refuse(&request_id, &parts, with_auth(r, &auth));
         }
 
@@ -370,11 +376,7 @@ impl Gateway {
         // 8. Durable audit record, before anything reaches the upstream.
         let event = self.request_event(&request_id, &parts, &admitted);
         if let Err(e) = self.audit.record(event).await {
-            let r = Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
-                format!("the request was not forwarded because it could not be audited: {e}"),
-            );
+            let r = Refusal::new(RefusalCode::AuditUnavailable, format!("the request was not forwarded because it could not be audited: {e}"));
             return answer(&request_id, &with_context(r, &admitted));
         }
 
@@ -403,11 +405,7 @@ impl Gateway {
                 return answer(&request_id, &with_context(r, &admitted));
             }
             Err(_) => {
-                let r = Refusal::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    format!("upstream {} did not answer within {:?}", up.name, up.request_timeout),
-                );
+                let r = Refusal::new(RefusalCode::UpstreamTimeout, format!("upstream {} did not answer within {:?}", up.name, up.request_timeout));
                 self.outcome(&request_id, &admitted, 504, 0, started, r.code, 0);
                 return answer(&request_id, &with_context(r, &admitted));
             }
@@ -426,8 +424,7 @@ impl Gateway {
             .any(|v| v.to_str().map_or(true, |s| s.split(',').map(str::trim).any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked"))));
         if other_coding {
             let r = Refusal::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_encoded_response",
+                RefusalCode::UpstreamEncodedResponse,
                 "the upstream sent a transfer-coding other than chunked; the body cannot be checked for secret echoes, so it is withheld",
             );
             self.outcome(&request_id, &admitted, 502, 0, started, r.code, 0);
@@ -442,8 +439,7 @@ impl Gateway {
             let may_have_body = parts.method != Method::HEAD && head.status != StatusCode::NO_CONTENT && head.status != StatusCode::NOT_MODIFIED;
             if may_have_body && !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
                 let r = Refusal::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_encoded_response",
+                    RefusalCode::UpstreamEncodedResponse,
                     "the upstream sent a compressed response although airlock asked for identity encoding; it cannot be checked for secret echoes, so it is withheld",
                 );
                 self.outcome(&request_id, &admitted, 502, 0, started, r.code, redactions);
@@ -494,7 +490,7 @@ impl Gateway {
             Ok(a) => Ok(a),
             Err(Stop::Refused(r)) => Err(r),
             Err(Stop::NeedsApproval(p)) => {
-                let mut r = Refusal::new(StatusCode::FORBIDDEN, "approval_required", p.reason);
+                let mut r = Refusal::new(RefusalCode::ApprovalRequired, p.reason);
                 r.policies = p.admitted.policies.clone();
                 Err(with_context(r, &p.admitted))
             }
@@ -506,17 +502,14 @@ impl Gateway {
         // 1. Route: origin-form only, upstream from the first segment, no escape from its prefix.
         let route = route(&parts.uri).map_err(|e| match e {
             RouteError::NotOriginForm => Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "absolute_uri",
+                RefusalCode::AbsoluteUri,
                 "only origin-form request targets (/<upstream>/<path>) are accepted; the host is never chosen by the request",
             ),
-            RouteError::NoUpstream => {
-                Refusal::new(StatusCode::NOT_FOUND, "unknown_upstream", "request paths start with a configured upstream name: /<upstream>/<path>")
-            }
-            RouteError::Traversal(why) => Refusal::new(StatusCode::BAD_REQUEST, "path_traversal", format!("the path would leave the upstream's prefix: {why}")),
+            RouteError::NoUpstream => Refusal::new(RefusalCode::UnknownUpstream, "request paths start with a configured upstream name: /<upstream>/<path>"),
+            RouteError::Traversal(why) => Refusal::new(RefusalCode::PathTraversal, format!("the path would leave the upstream's prefix: {why}")),
         })?;
         let Some(rt) = self.upstreams.get(route.upstream) else {
-            return Err(Refusal::new(StatusCode::NOT_FOUND, "unknown_upstream", format!("no upstream named {:?} is configured", truncate(route.upstream, 64))));
+            return Err(Refusal::new(RefusalCode::UnknownUpstream, format!("no upstream named {:?} is configured", truncate(route.upstream, 64))));
         };
         let up = &rt.cfg;
         let with_upstream = |mut r: Refusal| {
@@ -526,16 +519,12 @@ impl Gateway {
 
         // 2. Authenticate: the task token from X-Airlock-Token or where the upstream's credential goes.
         let token = crate::token_place::find_token(&parts.headers, route.query, &[&up.injection]).ok_or_else(|| {
-            with_upstream(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_token",
-                format!("no task token: send it in {TOKEN_HEADER} or where {}'s API key goes", up.name),
-            ))
+            with_upstream(Refusal::new(RefusalCode::MissingToken, format!("no task token: send it in {TOKEN_HEADER} or where {}'s API key goes", up.name)))
         })?;
-        let task = self.verifier.verify(&token).map_err(|e| with_upstream(Refusal::new(StatusCode::UNAUTHORIZED, e.code, e.message)))?;
+        let task = self.verifier.verify(&token).map_err(|e| with_upstream(Refusal::new(RefusalCode::for_token(e.code), e.message)))?;
         let now = unix_now();
         if task.expires_at <= now {
-            let mut r = with_upstream(Refusal::new(StatusCode::UNAUTHORIZED, "token_expired", "the task token has expired; start a new task"));
+            let mut r = with_upstream(Refusal::new(RefusalCode::TokenExpired, "the task token has expired; start a new task"));
             r.task = Some(task);
             return Err(r);
         }
@@ -543,8 +532,7 @@ impl Gateway {
         // 3. Environment binding: a task never acts outside its environment.
         if task.environment != up.environment {
             let mut r = with_upstream(Refusal::new(
-                StatusCode::FORBIDDEN,
-                "cross_environment",
+                RefusalCode::CrossEnvironment,
                 format!("task is bound to environment {:?} but upstream {} serves {:?}", task.environment.as_str(), up.name, up.environment.as_str()),
             ));
             r.task = Some(task);
@@ -564,8 +552,7 @@ impl Gateway {
         let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let operations = up.classifier.classify_all(&parts.method, &auth.segments, content_type, body).map_err(|e| {
             Stop::Refused(refusal(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "unparsable_request",
+                RefusalCode::UnparsableRequest,
                 format!("the request body cannot be classified, so it is not forwarded: {}", e.0),
             )))
         })?;
@@ -611,7 +598,7 @@ impl Gateway {
             }
         }
         let Some((_, i, decision, attribution)) = worst else {
-            return Err(Stop::Refused(refusal(Refusal::new(StatusCode::BAD_REQUEST, "unparsable_request", "the request performs no operation"))));
+            return Err(Stop::Refused(refusal(Refusal::new(RefusalCode::UnparsableRequest, "the request performs no operation"))));
         };
         let operation = operations[i].clone();
         let admitted = |policies: Vec<String>| Admitted {
@@ -628,11 +615,7 @@ impl Gateway {
             Decision::Allow { .. } => Ok(admitted(allowed_by)),
             Decision::NeedsApproval { reason, policies } => Err(Stop::NeedsApproval(Box::new(NeedsApproval { admitted: admitted(policies), reason }))),
             denied => {
-                let mut r = refusal(Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    denied.code().unwrap_or("policy_denied"),
-                    denied.reason().unwrap_or("denied by policy").to_owned(),
-                ));
+                let mut r = refusal(Refusal::new(RefusalCode::for_policy(denied.code()), denied.reason().unwrap_or("denied by policy").to_owned()));
                 r.policies = denied.policies().to_vec();
                 r.operation = Some(operation.name.clone());
                 r.approval_id = approval.map(str::to_owned);
@@ -652,15 +635,10 @@ impl Gateway {
         // Name the limit that binds: the upstream's body cap, or the classification cap.
         let too_big = || {
             if max_body <= self.classify_limit {
-                Refusal::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("request body exceeds this upstream's limit of {max_body} bytes; nothing was forwarded"),
-                )
+                Refusal::new(RefusalCode::BodyTooLarge, format!("request body exceeds this upstream's limit of {max_body} bytes; nothing was forwarded"))
             } else {
                 Refusal::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "classify_limit",
+                    RefusalCode::ClassifyLimit,
                     format!(
                         "the request body must be read to classify it (or to approve it), and it exceeds the {limit}-byte classification limit ([gateway] classify_limit)"
                     ),
@@ -673,10 +651,8 @@ impl Gateway {
         match tokio::time::timeout(up.request_timeout, read_capped(body, limit)).await {
             Ok(Ok(b)) => Ok(b),
             Ok(Err(Capped::TooBig)) => Err(too_big()),
-            Ok(Err(Capped::Failed(_))) => Err(Refusal::new(StatusCode::BAD_REQUEST, "body_read_error", "the request body could not be read")),
-            Err(_) => {
-                Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout)))
-            }
+            Ok(Err(Capped::Failed(_))) => Err(Refusal::new(RefusalCode::BodyReadError, "the request body could not be read")),
+            Err(_) => Err(Refusal::new(RefusalCode::BodyTimeout, format!("the request body did not arrive within {:?}", up.request_timeout))),
         }
     }
 
@@ -691,15 +667,12 @@ impl Gateway {
         let limit = self.classify_limit.min(max_body.saturating_add(1));
         match tokio::time::timeout(up.request_timeout, crate::prefix::read_prefix(body, limit)).await {
             Ok(Ok(p)) if p.head.len() > max_body => Err(Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                RefusalCode::BodyTooLarge,
                 format!("request body exceeds this upstream's limit of {} bytes; nothing was forwarded", up.max_body),
             )),
             Ok(Ok(p)) => Ok(p),
-            Ok(Err(_)) => Err(Refusal::new(StatusCode::BAD_REQUEST, "body_read_error", "the request body could not be read")),
-            Err(_) => {
-                Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the request body did not arrive within {:?}", up.request_timeout)))
-            }
+            Ok(Err(_)) => Err(Refusal::new(RefusalCode::BodyReadError, "the request body could not be read")),
+            Err(_) => Err(Refusal::new(RefusalCode::BodyTimeout, format!("the request body did not arrive within {:?}", up.request_timeout))),
         }
     }
 
@@ -723,8 +696,7 @@ impl Gateway {
         });
         tracing::warn!(task = %auth.task.task_id, kind = %found.kind, location = %found.location, "request carried a credential airlock did not issue; refused");
         let r = Refusal::new(
-            StatusCode::FORBIDDEN,
-            "raw_credential",
+            RefusalCode::RawCredential,
             format!(
                 "the request carries a {} ({}) that airlock did not issue; it was not forwarded. Use the task token only, and report where the credential was found so it can be moved into the vault",
                 found.kind, found.location
@@ -748,11 +720,8 @@ impl Gateway {
     async fn approval_gate_inner(&self, request_id: &str, parts: &request::Parts, pending: NeedsApproval, body: &[u8]) -> Result<Admitted, Response<ResBody>> {
         let a = &pending.admitted;
         let Some(approvals) = self.approvals.clone() else {
-            let mut r = Refusal::new(
-                StatusCode::FORBIDDEN,
-                "approval_required",
-                format!("{}; this gateway has no approval store, so nothing can approve it", pending.reason),
-            );
+            let mut r =
+                Refusal::new(RefusalCode::ApprovalRequired, format!("{}; this gateway has no approval store, so nothing can approve it", pending.reason));
             r.policies = a.policies.clone();
             return Err(self.refuse(request_id, parts, with_context(r, a)));
         };
@@ -820,7 +789,7 @@ impl Gateway {
                     }),
                 };
                 if let Err(e) = self.audit.record(event).await {
-                    let r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", format!("the approval request could not be audited: {e}"));
+                    let r = Refusal::new(RefusalCode::AuditUnavailable, format!("the approval request could not be audited: {e}"));
                     return Err(self.refuse(request_id, parts, with_context(r, a)));
                 }
                 rec
@@ -830,8 +799,7 @@ impl Gateway {
 
         if settings.mode == ApprovalMode::Reject {
             return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id,
-                StatusCode::FORBIDDEN,
-                "approval_required",
+                RefusalCode::ApprovalRequired,
                 format!("{}. Approval request {} was sent to an admin (`airlock approve {}`); once approved, send exactly the same request again within {}s and it passes once", pending.reason, rec.id, rec.id, settings.ttl.as_secs()),
             )));
         }
@@ -847,8 +815,7 @@ impl Gateway {
                     approval_refusal(
                         a,
                         &rec.id,
-                        StatusCode::FORBIDDEN,
-                        "approval_timeout",
+                        RefusalCode::ApprovalTimeout,
                         format!("no admin decided approval request {} within {}s; the request was not forwarded", rec.id, settings.hold_timeout.as_secs()),
                     ),
                 ));
@@ -860,7 +827,7 @@ impl Gateway {
                     return Err(self.refuse(
                         request_id,
                         parts,
-                        approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_required", format!("approval request {} disappeared", rec.id)),
+                        approval_refusal(a, &rec.id, RefusalCode::ApprovalRequired, format!("approval request {} disappeared", rec.id)),
                     ));
                 }
                 Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
@@ -873,13 +840,7 @@ impl Gateway {
                         return Err(self.refuse(
                             request_id,
                             parts,
-                            approval_refusal(
-                                a,
-                                &rec.id,
-                                StatusCode::FORBIDDEN,
-                                "approval_used",
-                                format!("approval {} was already used by an identical request", rec.id),
-                            ),
+                            approval_refusal(a, &rec.id, RefusalCode::ApprovalUsed, format!("approval {} was already used by an identical request", rec.id)),
                         ));
                     }
                     Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
@@ -889,20 +850,14 @@ impl Gateway {
                     return Err(self.refuse(
                         request_id,
                         parts,
-                        approval_refusal(a, &rec.id, StatusCode::FORBIDDEN, "approval_denied", format!("an admin denied approval request {}: {why}", rec.id)),
+                        approval_refusal(a, &rec.id, RefusalCode::ApprovalDenied, format!("an admin denied approval request {}: {why}", rec.id)),
                     ));
                 }
                 ApprovalStatus::Used => {
                     return Err(self.refuse(
                         request_id,
                         parts,
-                        approval_refusal(
-                            a,
-                            &rec.id,
-                            StatusCode::FORBIDDEN,
-                            "approval_used",
-                            format!("approval {} was already used by an identical request", rec.id),
-                        ),
+                        approval_refusal(a, &rec.id, RefusalCode::ApprovalUsed, format!("approval {} was already used by an identical request", rec.id)),
                     ));
                 }
             }
@@ -920,7 +875,7 @@ impl Gateway {
             Ok(a) => Ok(a),
             Err(Stop::Refused(r)) => Err(self.refuse(request_id, parts, r)),
             Err(Stop::NeedsApproval(p)) => {
-                let mut r = Refusal::new(StatusCode::FORBIDDEN, "approval_required", format!("{} (still, after approval {})", p.reason, rec.id));
+                let mut r = Refusal::new(RefusalCode::ApprovalRequired, format!("{} (still, after approval {})", p.reason, rec.id));
                 r.approval_id = Some(rec.id.clone());
                 Err(self.refuse(request_id, parts, with_context(r, &p.admitted)))
             }
@@ -951,11 +906,7 @@ impl Gateway {
     ) -> Result<ResBody, Refusal> {
         let up = &auth.rt.cfg;
         let withheld = |why: String| {
-            Refusal::new(
-                StatusCode::BAD_GATEWAY,
-                "unfilterable_response",
-                format!("the tools/list answer cannot be filtered to the task's tools, so it is withheld: {why}"),
-            )
+            Refusal::new(RefusalCode::UnfilterableResponse, format!("the tools/list answer cannot be filtered to the task's tools, so it is withheld: {why}"))
         };
         let event_stream = head
             .headers
@@ -982,11 +933,7 @@ impl Gateway {
     ) -> Result<ResBody, Refusal> {
         let up = &auth.rt.cfg;
         let withheld = |why: String| {
-            Refusal::new(
-                StatusCode::BAD_GATEWAY,
-                "unfilterable_response",
-                format!("the tools/list answer cannot be filtered to the task's tools, so it is withheld: {why}"),
-            )
+            Refusal::new(RefusalCode::UnfilterableResponse, format!("the tools/list answer cannot be filtered to the task's tools, so it is withheld: {why}"))
         };
         let may_call = |tool: &str| {
             let (capability, tier) = mcp.tool_class(tool);
@@ -1019,19 +966,17 @@ impl Gateway {
     /// The injection material for `rt`'s current secret (rebuilt when the cache hands out a new value).
     async fn prepare(&self, rt: &UpstreamRuntime) -> Result<Arc<Prepared>, Refusal> {
         let up = &rt.cfg;
-        let secret = self.secrets.get(&up.secret, &up.environment).await.map_err(|e| {
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "secret_unavailable",
-                format!("the credential for upstream {} is unavailable: {}", up.name, e.message),
-            )
-        })?;
+        let secret = self
+            .secrets
+            .get(&up.secret, &up.environment)
+            .await
+            .map_err(|e| Refusal::new(RefusalCode::SecretUnavailable, format!("the credential for upstream {} is unavailable: {}", up.name, e.message)))?;
         if let Some(p) = rt.prepared.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
             && Arc::ptr_eq(&p.secret, &secret)
         {
             return Ok(p.clone());
         }
-        secret_fits(&secret, up).map_err(|why| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "secret_mismatch", why))?;
+        secret_fits(&secret, up).map_err(|why| Refusal::new(RefusalCode::SecretMismatch, why))?;
         let p = Arc::new(prepare_injection(up, secret)?);
         *rt.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
         Ok(p)
@@ -1186,8 +1131,7 @@ fn prepare_injection(up: &Upstream, secret: Arc<Secret>) -> Result<Prepared, Ref
     let raw = secret.expose();
     let injected = inject(&up.injection, raw).map_err(|()| {
         Refusal::new(
-            StatusCode::BAD_GATEWAY,
-            "secret_unusable",
+            RefusalCode::SecretUnusable,
             format!("the credential for upstream {} contains bytes that cannot be sent in a header; fix the vault value", up.name),
         )
     })?;
@@ -1237,7 +1181,7 @@ where
         .authority(up.authority.clone())
         .path_and_query(target.as_str())
         .build()
-        .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", "the request path or query cannot be forwarded"))?;
+        .map_err(|_| Refusal::new(RefusalCode::BadRequest, "the request path or query cannot be forwarded"))?;
 
     let mut headers = forwarded_headers(&parts.headers, &up.injection);
     // A task token anywhere in what would be forwarded (another header, a cookie, the query,
@@ -1250,8 +1194,7 @@ where
         .or_else(|| headers.iter().find(|(_, v)| carries_task_token(&String::from_utf8_lossy(v.as_bytes()))).map(|(n, _)| format!("the {n} header")))
     {
         return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "token_misplaced",
+            RefusalCode::TokenMisplaced,
             format!("a task token appears in {place}; send it only in X-Airlock-Token or in the upstream's credential header, where the gateway replaces it"),
         ));
     }
@@ -1434,12 +1377,12 @@ async fn consume_approval(store: &dyn Store, task_id: &str, hash: &str) -> Resul
 }
 
 fn store_down(e: airlock_store::Error) -> Refusal {
-    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "approval_store_unavailable", format!("the approval store failed, so the request is not forwarded: {e}"))
+    Refusal::new(RefusalCode::ApprovalStoreUnavailable, format!("the approval store failed, so the request is not forwarded: {e}"))
 }
 
 /// A refusal about approval `id` of the request `a`.
-fn approval_refusal(a: &Admitted, id: &str, status: StatusCode, code: &'static str, message: String) -> Refusal {
-    let mut r = with_context(Refusal::new(status, code, message), a);
+fn approval_refusal(a: &Admitted, id: &str, code: RefusalCode, message: String) -> Refusal {
+    let mut r = with_context(Refusal::new(code, message), a);
     r.policies = a.policies.clone();
     r.approval_id = Some(id.to_owned());
     r
@@ -1479,11 +1422,11 @@ fn upstream_failure(e: &hyper_util::client::legacy::Error, needles: Option<&Need
     }
     let detail = String::from_utf8_lossy(&detail);
     if timed_out {
-        Refusal::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "connecting to the upstream timed out")
+        Refusal::new(RefusalCode::UpstreamTimeout, "connecting to the upstream timed out")
     } else if e.is_connect() {
-        Refusal::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("cannot connect to the upstream: {detail}"))
+        Refusal::new(RefusalCode::UpstreamUnreachable, format!("cannot connect to the upstream: {detail}"))
     } else {
-        Refusal::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("the upstream request failed: {detail}"))
+        Refusal::new(RefusalCode::UpstreamError, format!("the upstream request failed: {detail}"))
     }
 }
 
