@@ -37,7 +37,7 @@ use cynic_parser::executable::{Argument, Iter, Selection};
 use cynic_parser::values::Value as GqlValue;
 use serde_json::Value;
 
-use crate::classify::{Operation, Unparsable, parse_json_strict};
+use crate::operation::{Operation, Unparsable, parse_json_strict};
 
 /// Most requests in one batched array.
 pub const MAX_BATCH: usize = 256;
@@ -501,9 +501,9 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// A resource id from a JSON value, in its one canonical form ([`crate::classify::resource_id`]).
+/// A resource id from a JSON value, in its one canonical form ([`crate::operation::resource_id`]).
 fn id_of(v: &Value) -> Option<String> {
-    crate::classify::resource_id(v)
+    crate::operation::resource_id(v)
 }
 
 fn truncate(s: &str) -> String {
@@ -529,7 +529,7 @@ mod tests {
     }
 
     fn worst(ops: &[Operation]) -> Capability {
-        ops.iter().map(|o| o.capability.clone()).max_by_key(crate::classify::class_rank).unwrap()
+        ops.iter().map(|o| o.capability.clone()).max_by_key(crate::operation::class_rank).unwrap()
     }
 
     fn names(ops: &[Operation]) -> Vec<(&str, Option<&str>)> {

@@ -21,6 +21,7 @@
 //! environment than it can prove.
 
 pub mod lookup;
+pub mod spec;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,8 +30,8 @@ use std::sync::Arc;
 use airlock_types::{Environment, Tier};
 use http::{header, request};
 
-use crate::classify::{Operation, is_destructive};
 use crate::error::Error;
+use crate::operation::{Operation, is_destructive};
 use crate::ports::SecretCache;
 use lookup::{Lookup, LookupContext, LookupSpec};
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use airlock_types::{Capability, Tier};
 use serde_json::Value;
 
-use crate::classify::{Operation, Unparsable, parse_json_strict};
+use crate::operation::{Operation, Unparsable, parse_json_strict};
 
 /// Most messages in one batch.
 pub const MAX_BATCH: usize = 256;
@@ -130,7 +130,7 @@ impl McpClassifier {
             let name: String = tool.chars().take(128).collect();
             return Ok(match self.tools.get(tool) {
                 Some(rule) => {
-                    let resource_id = rule.resource.as_deref().and_then(|p| arguments.pointer(p)).and_then(crate::classify::resource_id);
+                    let resource_id = rule.resource.as_deref().and_then(|p| arguments.pointer(p)).and_then(crate::operation::resource_id);
                     Operation { name, capability: rule.capability.clone(), tier: rule.tier, resource_id, declared: true, arguments: Some(arguments) }
                 }
                 None => {

@@ -24,13 +24,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_policy::{Decision, PolicyEngine};
 use airlock_store::{ApprovalRecord, ApprovalStatus, AuditEvent, Store};
-use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, request};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::percent_decode_str;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -42,6 +41,7 @@ use crate::codes::RefusalCode;
 use crate::config::ApprovalMode;
 use crate::config::{Config, Injection, Upstream, is_hop_by_hop};
 use crate::error::Error;
+use crate::inject::{inject, truncate};
 use crate::inventory::lookup::LookupContext;
 use crate::inventory::{Attribution, Inventory};
 use crate::ports::{Secret, SecretCache, SecretSource, TaskIdentity, TokenVerifier};
@@ -53,8 +53,7 @@ use crate::token_place::query_name;
 /// The body of every answer the gateway gives.
 pub type ResBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
-/// The header carrying a task token when the upstream's own auth header is not used.
-pub const TOKEN_HEADER: &str = "x-airlock-token";
+pub use crate::token_place::TOKEN_HEADER;
 /// The response header carrying the request id (also the audit record id).
 pub const REQUEST_ID_HEADER: &str = "x-airlock-request-id";
 
@@ -152,17 +151,7 @@ impl Refusal {
     }
 }
 
-/// Checks an outgoing request for credentials airlock did not issue (the agent found a
-/// secret the preflight missed). The default, [`crate::rawcred::ScannerDetector`], is the
-/// scanner's engine (high-confidence rules) plus strict built-in formats (GitHub tokens,
-/// AWS access key ids, PEM private keys); another check can be plugged in with
-/// [`Gateway::with_credential_check`].
-pub trait RawCredentialCheck: Send + Sync + 'static {
-    /// The first credential in the request's headers, target (path and query) or buffered
-    /// body (GraphQL/MCP bodies up to the classification cap; `None` for streamed bodies).
-    /// Must ignore airlock's own task tokens (`alk_…`) and never return the value itself.
-    fn check(&self, headers: &HeaderMap, target: &str, body: Option<&[u8]>) -> Option<Finding>;
-}
+pub use crate::rawcred::RawCredentialCheck;
 
 /// A route, an authenticated task and its environment binding: steps 1–3.
 struct Authed {
@@ -1079,53 +1068,6 @@ fn secret_fits(secret: &Secret, up: &Upstream) -> Result<(), String> {
     Ok(())
 }
 
-/// Characters percent-encoded in an injected query value.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
-
-/// A credential in the form its upstream takes it (see [`inject`]).
-pub(crate) struct Injected {
-    /// The header to set (name, value marked sensitive), for header and basic injection.
-    pub(crate) header: Option<(HeaderName, HeaderValue)>,
-    /// `param=value` (value percent-encoded) to append to the query, for query injection.
-    pub(crate) query: Option<Zeroizing<String>>,
-    /// The encoded form the credential travels in, beyond the raw value (the base64 of
-    /// `user:secret`, the percent-encoded value): an echo of it must be redacted too.
-    pub(crate) encoded: Option<Zeroizing<Vec<u8>>>,
-}
-
-/// Put `raw` in the form `injection` sends it. `Err(())`: the value cannot be sent that
-/// way (bytes a header may not hold, or a query value that is not UTF-8). Shared by the
-/// request path and the inventory lookup, so both send a credential the same way.
-pub(crate) fn inject(injection: &Injection, raw: &[u8]) -> Result<Injected, ()> {
-    match injection {
-        Injection::Header { name, prefix, suffix } => {
-            let mut v = Zeroizing::new(Vec::with_capacity(prefix.len() + raw.len() + suffix.len()));
-            v.extend_from_slice(prefix.as_bytes());
-            v.extend_from_slice(raw);
-            v.extend_from_slice(suffix.as_bytes());
-            let mut hv = HeaderValue::from_bytes(&v).map_err(|_| ())?;
-            hv.set_sensitive(true);
-            Ok(Injected { header: Some((name.clone(), hv)), query: None, encoded: None })
-        }
-        Injection::Basic { username } => {
-            let mut userpass = Zeroizing::new(Vec::with_capacity(username.len() + 1 + raw.len()));
-            userpass.extend_from_slice(username.as_bytes());
-            userpass.push(b':');
-            userpass.extend_from_slice(raw);
-            let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*userpass));
-            let mut hv = HeaderValue::from_str(&format!("Basic {}", &*b64)).map_err(|_| ())?;
-            hv.set_sensitive(true);
-            Ok(Injected { header: Some((header::AUTHORIZATION, hv)), query: None, encoded: Some(Zeroizing::new(b64.as_bytes().to_vec())) })
-        }
-        Injection::Query { param } => {
-            let value = std::str::from_utf8(raw).map_err(|_| ())?;
-            let enc = Zeroizing::new(utf8_percent_encode(value, QUERY_VALUE).to_string());
-            let query = Zeroizing::new(format!("{param}={}", &*enc));
-            Ok(Injected { header: None, query: Some(query), encoded: Some(Zeroizing::new(enc.as_bytes().to_vec())) })
-        }
-    }
-}
-
 /// Derive the header or query value to inject and the needles to redact from `secret`.
 fn prepare_injection(up: &Upstream, secret: Arc<Secret>) -> Result<Prepared, Refusal> {
     let raw = secret.expose();
@@ -1541,18 +1483,6 @@ impl Body for CountingBody {
     }
 }
 
-/// `s` cut to at most `max` bytes on a character boundary (for messages quoting input).
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &s[..cut]
-}
-
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -1625,7 +1555,7 @@ mod tests {
         let q = Injection::Query { param: "key".into() };
         assert_eq!(crate::token_place::find_token(&HeaderMap::new(), Some("a=1&key=t%2B4"), &[&q]).as_deref(), Some("t+4"));
         let basic = Injection::Basic { username: "u".into() };
-        let b = base64::engine::general_purpose::STANDARD.encode("x:t5");
+        let b = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "x:t5");
         assert_eq!(crate::token_place::find_token(&hm(&[("authorization", &format!("Basic {b}"))]), None, &[&basic]).as_deref(), Some("t5"));
         assert_eq!(crate::token_place::find_token(&HeaderMap::new(), None, &[&bearer()]), None);
     }

@@ -199,19 +199,6 @@ pub fn lookup(name: &str) -> Result<&'static Preset, AddError> {
     find(name).ok_or_else(|| AddError::UnknownPreset { name: name.to_owned(), suggestion: suggest(name, names()), known: names() })
 }
 
-/// `existing` (the configuration file's text, empty when it does not exist yet) with `new`
-/// appended, validated by the real configuration loader as the file at `path` would be.
-/// Refuses a name already configured. Returns the new text and its validated form.
-pub fn add_to_config(existing: &str, path: &std::path::Path, new: &NewUpstream<'_>) -> Result<(String, crate::config::Config), AddError> {
-    let before = crate::config::Config::parse(existing, path)?;
-    if before.upstream(new.name()).is_some() {
-        return Err(AddError::Duplicate { path: path.to_owned(), name: new.name().to_owned(), environment: new.environment.to_owned() });
-    }
-    let text = new.append_to(existing);
-    let after = crate::config::Config::parse(&text, path)?;
-    Ok((text, after))
-}
-
 /// A TOML basic string.
 fn quote(s: &str) -> String {
     let mut q = String::with_capacity(s.len() + 2);
@@ -252,30 +239,6 @@ mod tests {
         assert_eq!(suggest("opnai", names()), Some("openai"));
         assert_eq!(suggest("gitlab", names()), None);
         assert_eq!(suggest("read", ["read"]), None, "an exact match is not a suggestion");
-    }
-
-    #[test]
-    fn add_validates_and_refuses_duplicates() {
-        let p = std::path::Path::new("/etc/airlock/airlock.toml");
-        let n = NewUpstream { preset: lookup("anthropic").unwrap(), name: None, environment: "staging", secret: "anthropic-key" };
-        let (text, c) = add_to_config("# keep me\n", p, &n).unwrap();
-        assert!(text.starts_with("# keep me\n"));
-        assert_eq!(c.upstream("anthropic").unwrap().preset, Some("anthropic"));
-        let e = add_to_config(&text, p, &n).unwrap_err();
-        assert!(matches!(&e, AddError::Duplicate { name, .. } if name == "anthropic"), "{e:?}");
-        assert!(e.to_string().contains("--name anthropic-staging"), "{e}");
-        // A second environment under another name is fine.
-        let prod = NewUpstream { name: Some("anthropic-prod"), environment: "production", ..n.clone() };
-        let (text, c) = add_to_config(&text, p, &prod).unwrap();
-        assert_eq!(c.upstreams.len(), 2, "{text}");
-        // Bad values are reported by the loader, with the line of the new block.
-        let bad = NewUpstream { environment: "Staging!", ..n.clone() };
-        let e = add_to_config("", p, &bad).unwrap_err();
-        assert!(matches!(&e, AddError::Invalid(crate::Error::Config { line: 4, .. })), "{e:?}");
-        // A broken existing file is not appended to.
-        assert!(matches!(add_to_config("[gateway\n", p, &n), Err(AddError::Invalid(_))));
-        let e = lookup("antropic").unwrap_err();
-        assert!(e.to_string().contains("did you mean \"anthropic\"") && e.to_string().contains("anthropic, openai"), "{e}");
     }
 
     #[test]

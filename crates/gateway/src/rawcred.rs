@@ -1,5 +1,5 @@
 //! Raw credentials on the way out: the detectors behind
-//! [`crate::pipeline::RawCredentialCheck`].
+//! [`RawCredentialCheck`].
 //!
 //! A request that carries a credential airlock did not issue means the agent found a
 //! secret somewhere the preflight missed. Two layers look at the request headers (an
@@ -29,6 +29,18 @@ use aho_corasick::AhoCorasick;
 use airlock_scan::{Confidence, INLINE_ALLOW, RuleSet, Scanner};
 use base64::Engine as _;
 use http::HeaderMap;
+
+/// Checks an outgoing request for credentials airlock did not issue (the agent found a
+/// secret the preflight missed). The default, [`ScannerDetector`], is the
+/// scanner's engine (high-confidence rules) plus strict built-in formats (GitHub tokens,
+/// AWS access key ids, PEM private keys); another check can be plugged in with
+/// [`crate::Gateway::with_credential_check`].
+pub trait RawCredentialCheck: Send + Sync + 'static {
+    /// The first credential in the request's headers, target (path and query) or buffered
+    /// body (GraphQL/MCP bodies up to the classification cap; `None` for streamed bodies).
+    /// Must ignore airlock's own task tokens (`alk_…`) and never return the value itself.
+    fn check(&self, headers: &HeaderMap, target: &str, body: Option<&[u8]>) -> Option<Finding>;
+}
 
 /// A credential found in a request: what kind, and where (never the value).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +113,7 @@ impl ScannerDetector {
     }
 }
 
-impl crate::pipeline::RawCredentialCheck for ScannerDetector {
+impl RawCredentialCheck for ScannerDetector {
     fn check(&self, headers: &HeaderMap, target: &str, body: Option<&[u8]>) -> Option<Finding> {
         // Headers and target in one buffer, one line each: one scan, mapped back by offset.
         let (buf, places) = head_buffer(headers, target);
@@ -347,7 +359,7 @@ impl BuiltinDetector {
     }
 }
 
-impl crate::pipeline::RawCredentialCheck for BuiltinDetector {
+impl RawCredentialCheck for BuiltinDetector {
     fn check(&self, headers: &HeaderMap, target: &str, body: Option<&[u8]>) -> Option<Finding> {
         for (name, value) in headers {
             let found = self.find_in(value.as_bytes()).or_else(|| basic_credentials(value.as_bytes()).and_then(|d| self.find_in(&d)));
@@ -385,7 +397,6 @@ fn inside_task_token(hay: &[u8], at: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::RawCredentialCheck as _;
 
     const GH: &str = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
 

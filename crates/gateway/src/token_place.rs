@@ -12,7 +12,9 @@ use http::HeaderMap;
 use percent_encoding::percent_decode_str;
 
 use crate::config::Injection;
-use crate::pipeline::TOKEN_HEADER;
+
+/// The header carrying a task token when the upstream's own auth header is not used.
+pub const TOKEN_HEADER: &str = "x-airlock-token";
 
 /// The decoded name of a `name=value` query pair.
 pub(crate) fn query_name(kv: &str) -> std::borrow::Cow<'_, str> {

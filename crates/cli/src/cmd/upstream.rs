@@ -84,7 +84,7 @@ fn add(ctx: &Ctx, a: AddArgs) -> CmdResult {
         }
     };
     let new = NewUpstream { preset, name: a.name.as_deref(), environment: &a.env, secret: &a.secret };
-    let (text, config) = presets::add_to_config(&existing, &path, &new).map_err(add_failure)?;
+    let (text, config) = airlock_gateway::config::add_to_config(&existing, &path, &new).map_err(add_failure)?;
     write(&path, &text).map_err(|e| Failure::new(exit::FAILED, "write", format!("cannot write {}: {e}", path.display())))?;
     let name = new.name();
     let created = if existing.is_empty() { "created" } else { "updated" };

@@ -15,14 +15,14 @@
 //! variable), never log or audit the secret or the upstream's answer body, and never turn a
 //! failure into an attribution: anything short of a clean answer leaves the id unattributed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use airlock_store::AuditEvent;
-use airlock_types::{Environment, Name, Tier};
+use airlock_types::{Environment, Tier};
 use bytes::Bytes;
 use http::header;
 use http::{Method, Request, StatusCode, Uri};
@@ -35,10 +35,10 @@ use zeroize::Zeroizing;
 
 use super::Placement;
 use crate::audit::AuditSink;
-use crate::classify::parse_json_strict;
 use crate::client::UpstreamClient;
 use crate::config::Upstream;
-use crate::pipeline::truncate;
+use crate::inject::truncate;
+use crate::operation::parse_json_strict;
 use crate::ports::{Secret, SecretCache};
 
 /// Most bytes of a lookup answer read.
@@ -55,60 +55,7 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(1);
 /// unreserved characters.
 const ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// What to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LookupRequest {
-    /// POST `{"query": query, "variables": {"id": id}}` to the base path + `path`.
-    Graphql {
-        /// Path below the base URL (may be empty).
-        path: String,
-        /// The query (one `query` operation declaring `$id`).
-        query: String,
-    },
-    /// GET the base path + `template` with `{id}` replaced by the percent-encoded id.
-    Get {
-        /// Path template containing `{id}` once.
-        template: String,
-    },
-}
-
-/// Where a looked-up resource's tier comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TierSource {
-    /// The same tier for every resource.
-    Fixed(Tier),
-    /// A JSON pointer into the answer (`primary` / `backup`).
-    Pointer(String),
-}
-
-/// `[upstream.inventory_lookup]`, validated.
-#[derive(Debug, Clone)]
-pub struct LookupSpec {
-    /// The upstream it asks.
-    pub upstream: Name,
-    /// That upstream's environment (the secret must belong to it).
-    pub environment: Environment,
-    /// The read-only vault secret.
-    pub secret: String,
-    /// Line of the `secret` key (for startup errors).
-    pub secret_line: usize,
-    /// The request.
-    pub request: LookupRequest,
-    /// JSON pointer to the environment.
-    pub environment_pointer: String,
-    /// Upstream environment names → airlock environments (`None`: the value must be one).
-    pub environments: Option<BTreeMap<String, Environment>>,
-    /// Where the tier comes from.
-    pub tier: TierSource,
-    /// Cache lifetime of an answer.
-    pub ttl: Duration,
-    /// Cache lifetime of "not found" and of failures.
-    pub negative_ttl: Duration,
-    /// Longest a lookup may take.
-    pub timeout: Duration,
-    /// Most cached ids.
-    pub max_entries: usize,
-}
+pub use crate::inventory::spec::{LookupRequest, LookupSpec, TierSource};
 
 /// Lookup counters.
 #[derive(Debug, Default)]
@@ -391,7 +338,7 @@ fn build_request(spec: &LookupSpec, up: &Upstream, secret: &Secret, id: &str) ->
     if target.is_empty() {
         target.push('/');
     }
-    let injected = crate::pipeline::inject(&up.injection, raw).map_err(|()| unusable())?;
+    let injected = crate::inject::inject(&up.injection, raw).map_err(|()| unusable())?;
     let mut target = Zeroizing::new(target);
     if let Some(q) = &injected.query {
         let sep = if target.contains('?') { '&' } else { '?' };
@@ -449,6 +396,8 @@ pub(crate) fn parse_answer(spec: &LookupSpec, body: &[u8]) -> Result<Option<Plac
 #[cfg(test)]
 mod tests {
     use super::*;
+    use airlock_types::Name;
+    use std::collections::BTreeMap;
     use std::sync::atomic::AtomicUsize;
 
     fn spec(request: LookupRequest) -> LookupSpec {
