@@ -268,204 +268,152 @@ impl Gateway {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let started = Instant::now();
-        let request_id = crate::audit::new_id();
+        let mut cx = RequestCx { id: crate::audit::new_id(), started: Instant::now(), auth: None, admitted: None, recorded: false, masked: 0 };
         let (parts, body) = req.into_parts();
-        let mut body: ReqBody = body.map_err(Into::into).boxed_unsync();
+        let result = self.enforce(&mut cx, &parts, body.map_err(Into::into).boxed_unsync()).await;
+        self.finish(&cx, &parts, result)
+    }
 
+    /// The fixed phases of a request, top to bottom. Each returns a [`Refusal`] with `?`;
+    /// [`Gateway::finish`] turns it into the one record and the answer. `cx` says how far
+    /// the request got (authenticated, admitted, durably recorded).
+    async fn enforce(&self, cx: &mut RequestCx, parts: &request::Parts, body: ReqBody) -> Result<Response<ResBody>, Refusal> {
         // 1–3. Route, authenticate, bind environment.
-        let auth = match self.authenticate(&parts) {
-            Ok(a) => a,
-            Err(refusal) => return self.refuse(&request_id, &parts, refusal),
-        };
+        let auth = self.authenticate(parts)?;
         let rt = auth.rt.clone();
         let up = &rt.cfg;
+        cx.auth = Some((auth.task.clone(), up.name.to_string()));
 
         // One request, one meaning: no method override, no second GraphQL document in the
-        // URL, no MCP request that is not a POST.
-        if let Err(a) = up.classifier.one_meaning(&parts.method, &parts.headers, parts.uri.query()) {
-            let code = if matches!(a, crate::classify::Ambiguity::Method { .. }) { RefusalCode::MethodNotAllowed } else { RefusalCode::AmbiguousRequest };
-            return self.refuse(&request_id, &parts, with_auth(Refusal::new(code, a.to_string()), &auth));
-        }
+        // URL, no MCP request that is not a POST; the declared body length within the cap.
+        check_one_meaning(up, parts)?;
 
-        // Body cap: refuse up front when the declared length is already too big.
-        if let Some(len) = content_length(&parts.headers)
-            && len > up.max_body
-        {
-            let r = Refusal::new(RefusalCode::BodyTooLarge, format!("request body of {len} bytes exceeds this upstream's limit of {} bytes", up.max_body));
-            return self.refuse(&request_id, &parts, with_auth(r, &auth));
-        }
-
-        // 4. GraphQL and MCP are classified from the body: buffer it, up to the classification cap.
-        let mut buffered: Option<Bytes> = None;
-        if up.classifier.needs_body() {
-            match self.buffer(&parts, body, up).await {
-                Ok(b) => {
-                    body = full_body(b.clone());
-                    buffered = Some(b);
-                }
-                Err(r) => return self.refuse(&request_id, &parts, with_auth(r, &auth)),
-            }
-        }
-
-        // 5. A credential airlock did not issue never leaves: the agent found a secret. The
-        //    check sees headers, target and body up to the classification cap: a REST body
-        //    is not buffered whole, but its first `classify_limit` bytes are read and put
-        //    back in front of the rest, which still streams.
-        let mut head: Option<Bytes> = None;
-        if buffered.is_none() && may_have_body(&parts) {
-            match self.read_head(body, up).await {
-                Ok(p) => {
-                    body = p.body;
-                    head = Some(p.head);
-                }
-                Err(r) => return self.refuse(&request_id, &parts, with_auth(r, &auth)),
-            }
-        }
-        let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        if let Some(found) = self.raw_credentials.check(&parts.headers, target, buffered.as_deref().or(head.as_deref())) {
-            return self.raw_credential(&request_id, &parts, &auth, &found);
-        }
-        drop(head);
+        // 4–5. GraphQL and MCP bodies are read to classify them (up to the classification
+        //      cap); every body's first bytes are read for the raw-credential check and put
+        //      back in front of the rest, which still streams.
+        let (mut body, buffered) = self.read_body(parts, body, up).await?;
+        self.no_raw_credential(cx, parts, &auth, buffered.as_deref())?;
+        let buffered = buffered.filter(|_| up.classifier.needs_body());
 
         // Before 6–7: resource ids the static inventory does not place are looked up on the
         // upstream ([upstream.inventory_lookup]: read-only credential, cached). A lookup that
         // fails leaves its id unattributed, so a destroy of it counts as production.
-        let lookup = LookupContext {
-            upstream: up,
-            client: &rt.client,
-            secrets: &self.secrets,
-            audit: &*self.audit,
-            request_id: &request_id,
-            task_id: &auth.task.task_id,
-        };
-        self.inventory.resolve(lookup, &parts, &auth.segments, buffered.as_deref()).await;
+        let lookup =
+            LookupContext { upstream: up, client: &rt.client, secrets: &self.secrets, audit: &*self.audit, request_id: &cx.id, task_id: &auth.task.task_id };
+        self.inventory.resolve(lookup, parts, &auth.segments, buffered.as_deref()).await;
 
-        // 6–7. Classify, attribute each operation's resource, decide.
-        let admitted = match self.decide(&auth, &parts, buffered.as_deref(), None) {
+        // 6–7. Classify once, attribute each operation's resource, decide; a request that
+        //      needs a human goes through the approval gate with its exact body.
+        let admitted = match self.decide(&auth, parts, buffered.as_deref(), None) {
             Ok(a) => a,
-            Err(Stop::Refused(r)) => return self.refuse(&request_id, &parts, r),
+            Err(Stop::Refused(r)) => return Err(r),
             Err(Stop::NeedsApproval(pending)) => {
-                // An approval is for one exact request: its body is part of it.
                 let bytes = match buffered {
                     Some(b) => b,
-                    None => match self.buffer(&parts, body, up).await {
-                        Ok(b) => b,
-                        Err(r) => return self.refuse(&request_id, &parts, with_auth(r, &auth)),
-                    },
+                    None => self.buffer(parts, body, up).await?,
                 };
                 body = full_body(bytes.clone());
-                match self.approval_gate(&request_id, &parts, *pending, &bytes).await {
-                    Ok(a) => a,
-                    Err(resp) => return resp,
-                }
+                self.approval_gate(&cx.id, parts, *pending, &bytes).await?
             }
         };
 
-        // 8. Durable audit record, before anything reaches the upstream.
-        let event = self.request_event(&request_id, &parts, &admitted);
+        // 8. Durable audit record, before anything reaches the upstream. From here on a
+        //    refusal is the request's outcome, never a second decision record.
+        let event = self.request_event(&cx.id, parts, &admitted);
+        cx.admitted = Some(admitted);
         if let Err(e) = self.audit.record(event).await {
-            let r = Refusal::new(RefusalCode::AuditUnavailable, format!("the request was not forwarded because it could not be audited: {e}"));
-            return answer(&request_id, &with_context(r, &admitted));
+            return Err(Refusal::new(RefusalCode::AuditUnavailable, format!("the request was not forwarded because it could not be audited: {e}")));
         }
+        cx.recorded = true;
+        let admitted = cx.admitted.as_ref().expect("admitted above");
 
-        // From here on the request's decision record is durable: a refusal is its outcome
-        // (one `gateway.response` record pointing at the request id), never a second
-        // decision record under the same id.
-
-        // 9. Fetch the secret and prepare injection and redaction.
-        let prepared = match self.prepare(&rt).await {
-            Ok(p) => p,
-            Err(r) => return self.refuse_admitted(&request_id, &admitted, started, r),
-        };
-
-        // 10. Build the upstream request: fixed host, cleaned headers, injected credential.
-        let outbound = match build_upstream_request(up, &parts, &admitted.rest, &prepared, &request_id, body) {
-            Ok(r) => r,
-            Err(r) => return self.refuse_admitted(&request_id, &admitted, started, r),
-        };
+        // 9–10. Fetch the secret, prepare injection and redaction, build the upstream
+        //       request: fixed host, cleaned headers, injected credential.
+        let prepared = self.prepare(&rt).await?;
+        let outbound = build_upstream_request(up, parts, &admitted.rest, &prepared, &cx.id, body)?;
 
         // 11. Forward (pooled client, never follows redirects), bounded by the request timeout.
         let response = match tokio::time::timeout(up.request_timeout, rt.client.client.request(outbound)).await {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                let r = upstream_failure(&e, prepared.needles.as_deref());
-                self.outcome(&request_id, &admitted, r.status.as_u16(), 0, started, r.code, 0);
-                return answer(&request_id, &with_context(r, &admitted));
-            }
-            Err(_) => {
-                let r = Refusal::new(RefusalCode::UpstreamTimeout, format!("upstream {} did not answer within {:?}", up.name, up.request_timeout));
-                self.outcome(&request_id, &admitted, 504, 0, started, r.code, 0);
-                return answer(&request_id, &with_context(r, &admitted));
-            }
+            Ok(Err(e)) => return Err(upstream_failure(&e, prepared.needles.as_deref())),
+            Err(_) => return Err(Refusal::new(RefusalCode::UpstreamTimeout, format!("upstream {} did not answer within {:?}", up.name, up.request_timeout))),
         };
 
-        // 12. Redact echoes of the secret from headers and (streaming) body. What cannot be
-        //     inspected is withheld: a transfer-coding other than chunked (the body would
-        //     reach the agent still encoded, its TE header gone with the hop-by-hop ones).
-        //     A non-canonical reason phrase is dropped: the status line is not redacted.
-        let (mut head, incoming) = response.into_parts();
-        head.extensions.remove::<hyper::ext::ReasonPhrase>();
-        let other_coding = head
-            .headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .any(|v| v.to_str().map_or(true, |s| s.split(',').map(str::trim).any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked"))));
-        if other_coding {
-            let r = Refusal::new(
-                RefusalCode::UpstreamEncodedResponse,
-                "the upstream sent a transfer-coding other than chunked; the body cannot be checked for secret echoes, so it is withheld",
-            );
-            self.outcome(&request_id, &admitted, 502, 0, started, r.code, 0);
-            return answer(&request_id, &with_context(r, &admitted));
-        }
-        strip_hop_by_hop(&mut head.headers);
-        let mut redactions = 0;
-        if let Some(n) = &prepared.needles {
-            redactions = n.redact_headers(&mut head.headers);
-        }
-        if let Some(enc) = head.headers.get(header::CONTENT_ENCODING) {
-            let may_have_body = parts.method != Method::HEAD && head.status != StatusCode::NO_CONTENT && head.status != StatusCode::NOT_MODIFIED;
-            if may_have_body && !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-                let r = Refusal::new(
-                    RefusalCode::UpstreamEncodedResponse,
-                    "the upstream sent a compressed response although airlock asked for identity encoding; it cannot be checked for secret echoes, so it is withheld",
-                );
-                self.outcome(&request_id, &admitted, 502, 0, started, r.code, redactions);
-                return answer(&request_id, &with_context(r, &admitted));
-            }
-        }
-        head.headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&request_id).expect("uuid is a header value"));
-        let masked = Arc::new(AtomicUsize::new(redactions));
-        let mut body: ResBody = match &prepared.needles {
-            Some(n) => RedactBody::new(incoming, n.clone(), masked.clone()).map_err(Into::into).boxed_unsync(),
-            None => incoming.map_err(Into::into).boxed_unsync(),
-        };
+        // 12. Redact echoes of the secret from headers and (streaming) body; withhold what
+        //     cannot be inspected.
+        let (mut head, body, masked) = redact_response(&mut cx.masked, parts, &prepared, response)?;
+        head.headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&cx.id).expect("uuid is a header value"));
 
         // 13. MCP: the agent only sees the tools its task may call.
+        let mut body = body;
         if let Some(mcp) = up.classifier.as_mcp()
             && crate::mcp::lists_tools(&admitted.operations)
             && head.status.is_success()
         {
-            match self.filter_tools(mcp, &auth, &admitted, &mut head, body).await {
-                Ok(b) => body = b,
-                Err(r) => {
-                    self.outcome(&request_id, &admitted, r.status.as_u16(), 0, started, r.code, masked.load(Ordering::Relaxed));
-                    return answer(&request_id, &with_context(r, &admitted));
-                }
-            }
+            cx.masked = masked.load(Ordering::Relaxed);
+            body = self.filter_tools(mcp, &auth, admitted, &mut head, body).await?;
         }
 
-        // 14. Audit the outcome (status, bytes, duration) when the body ends or is dropped.
+        // 14. The outcome is audited when the body ends or is dropped.
         let guard = OutcomeGuard {
             audit: self.audit.clone(),
-            event: Some(self.outcome_event(&request_id, &admitted)),
+            event: Some(self.outcome_event(&cx.id, admitted)),
             status: head.status.as_u16(),
             bytes: 0,
-            started,
+            started: cx.started,
             masked,
         };
-        Response::from_parts(head, CountingBody { inner: body, guard: Some(guard) }.boxed_unsync())
+        Ok(Response::from_parts(head, CountingBody { inner: body, guard: Some(guard) }.boxed_unsync()))
+    }
+
+    /// The one exit of every request: an answer passes through; a refusal gets exactly one
+    /// record under the request id — the decision (`denied`) before the durable record, the
+    /// outcome after it, none when the audit store itself failed — and its JSON answer,
+    /// with what the request got as far as (task, upstream, operation).
+    fn finish(&self, cx: &RequestCx, parts: &request::Parts, result: Result<Response<ResBody>, Refusal>) -> Response<ResBody> {
+        let mut r = match result {
+            Ok(resp) => return resp,
+            Err(r) => r,
+        };
+        if let Some((task, upstream)) = &cx.auth {
+            r.task.get_or_insert_with(|| task.clone());
+            r.upstream.get_or_insert_with(|| upstream.clone());
+        }
+        match &cx.admitted {
+            Some(a) if cx.recorded => {
+                let r = with_context(r, a);
+                self.outcome(&cx.id, a, r.status.as_u16(), 0, cx.started, r.code, cx.masked);
+                answer(&cx.id, &r)
+            }
+            // The decision could not be recorded: nothing is forwarded, and nothing more is
+            // written to a store that just failed.
+            Some(a) => answer(&cx.id, &with_context(r, a)),
+            None => self.refuse(&cx.id, parts, r),
+        }
+    }
+
+    /// Steps 4–5 (reading): the buffered body for GraphQL/MCP (or the first bytes of a
+    /// streamed body) and the body to forward.
+    async fn read_body(&self, parts: &request::Parts, body: ReqBody, up: &Upstream) -> Result<(ReqBody, Option<Bytes>), Refusal> {
+        if up.classifier.needs_body() {
+            let b = self.buffer(parts, body, up).await?;
+            return Ok((full_body(b.clone()), Some(b)));
+        }
+        if may_have_body(parts) {
+            let p = self.read_head(body, up).await?;
+            return Ok((p.body, Some(p.head)));
+        }
+        Ok((body, None))
+    }
+
+    /// Step 5 (checking): a credential airlock did not issue never leaves — the agent found
+    /// a secret. Raises an alert and refuses.
+    fn no_raw_credential(&self, cx: &RequestCx, parts: &request::Parts, auth: &Authed, seen: Option<&[u8]>) -> Result<(), Refusal> {
+        let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        match self.raw_credentials.check(&parts.headers, target, seen) {
+            Some(found) => Err(self.raw_credential(&cx.id, auth, &found)),
+            None => Ok(()),
+        }
     }
 
     /// Steps 1–7 for a request whose body is not needed (REST): route, authenticate, bind
@@ -666,7 +614,7 @@ impl Gateway {
     }
 
     /// Refuse a request carrying a credential airlock did not issue, and raise an alert.
-    fn raw_credential(&self, request_id: &str, parts: &request::Parts, auth: &Authed, found: &Finding) -> Response<ResBody> {
+    fn raw_credential(&self, request_id: &str, auth: &Authed, found: &Finding) -> Refusal {
         self.audit.record_later(AuditEvent {
             id: crate::audit::new_id(),
             ts_ms: unix_ms(),
@@ -691,7 +639,7 @@ impl Gateway {
                 found.kind, found.location
             ),
         );
-        self.refuse(request_id, parts, with_auth(r, auth))
+        with_auth(r, auth)
     }
 
     /// A request that needs a human: use an approval given for this exact request (once),
@@ -702,17 +650,17 @@ impl Gateway {
         parts: &'a request::Parts,
         pending: NeedsApproval,
         body: &'a [u8],
-    ) -> BoxFuture<'a, Result<Admitted, Response<ResBody>>> {
+    ) -> BoxFuture<'a, Result<Admitted, Refusal>> {
         Box::pin(async move { self.approval_gate_inner(request_id, parts, pending, body).await })
     }
 
-    async fn approval_gate_inner(&self, request_id: &str, parts: &request::Parts, pending: NeedsApproval, body: &[u8]) -> Result<Admitted, Response<ResBody>> {
+    async fn approval_gate_inner(&self, request_id: &str, parts: &request::Parts, pending: NeedsApproval, body: &[u8]) -> Result<Admitted, Refusal> {
         let a = &pending.admitted;
         let Some(approvals) = self.approvals.clone() else {
             let mut r =
                 Refusal::new(RefusalCode::ApprovalRequired, format!("{}; this gateway has no approval store, so nothing can approve it", pending.reason));
             r.policies = a.policies.clone();
-            return Err(self.refuse(request_id, parts, with_context(r, a)));
+            return Err(with_context(r, a));
         };
         let store = approvals.store().clone();
         let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -722,9 +670,9 @@ impl Gateway {
 
         // An approval given for this exact request passes it now, exactly once.
         match consume_approval(&*store, &task_id, &hash).await {
-            Ok(Some(rec)) => return self.after_approval(request_id, parts, body, &rec),
+            Ok(Some(rec)) => return self.after_approval(parts, body, &rec),
             Ok(None) => {}
-            Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
+            Err(e) => return Err(with_context(store_down(e), a)),
         }
 
         // Otherwise reuse the open request for it, or open one.
@@ -753,7 +701,7 @@ impl Gateway {
                     used_at: None,
                 };
                 if let Err(e) = store.create_approval(&rec).await {
-                    return Err(self.refuse(request_id, parts, with_context(store_down(e), a)));
+                    return Err(with_context(store_down(e), a));
                 }
                 let event = AuditEvent {
                     id: crate::audit::new_id(),
@@ -779,18 +727,26 @@ impl Gateway {
                 };
                 if let Err(e) = self.audit.record(event).await {
                     let r = Refusal::new(RefusalCode::AuditUnavailable, format!("the approval request could not be audited: {e}"));
-                    return Err(self.refuse(request_id, parts, with_context(r, a)));
+                    return Err(with_context(r, a));
                 }
                 rec
             }
-            Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
+            Err(e) => return Err(with_context(store_down(e), a)),
         };
 
         if settings.mode == ApprovalMode::Reject {
-            return Err(self.refuse(request_id, parts, approval_refusal(a, &rec.id,
+            return Err(approval_refusal(
+                a,
+                &rec.id,
                 RefusalCode::ApprovalRequired,
-                format!("{}. Approval request {} was sent to an admin (`airlock approve {}`); once approved, send exactly the same request again within {}s and it passes once", pending.reason, rec.id, rec.id, settings.ttl.as_secs()),
-            )));
+                format!(
+                    "{}. Approval request {} was sent to an admin (`airlock approve {}`); once approved, send exactly the same request again within {}s and it passes once",
+                    pending.reason,
+                    rec.id,
+                    rec.id,
+                    settings.ttl.as_secs()
+                ),
+            ));
         }
 
         // hold: keep the request open until a decision or the timeout.
@@ -798,55 +754,45 @@ impl Gateway {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(self.refuse(
-                    request_id,
-                    parts,
-                    approval_refusal(
-                        a,
-                        &rec.id,
-                        RefusalCode::ApprovalTimeout,
-                        format!("no admin decided approval request {} within {}s; the request was not forwarded", rec.id, settings.hold_timeout.as_secs()),
-                    ),
+                return Err(approval_refusal(
+                    a,
+                    &rec.id,
+                    RefusalCode::ApprovalTimeout,
+                    format!("no admin decided approval request {} within {}s; the request was not forwarded", rec.id, settings.hold_timeout.as_secs()),
                 ));
             }
             approvals.wait_decided(left.min(HOLD_POLL)).await;
             let current = match store.get_approval(&rec.id).await {
                 Ok(Some(r)) => r,
                 Ok(None) => {
-                    return Err(self.refuse(
-                        request_id,
-                        parts,
-                        approval_refusal(a, &rec.id, RefusalCode::ApprovalRequired, format!("approval request {} disappeared", rec.id)),
-                    ));
+                    return Err(approval_refusal(a, &rec.id, RefusalCode::ApprovalRequired, format!("approval request {} disappeared", rec.id)));
                 }
-                Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
+                Err(e) => return Err(with_context(store_down(e), a)),
             };
             match current.status {
                 ApprovalStatus::Pending => continue,
                 ApprovalStatus::Approved => match consume_approval(&*store, &task_id, &hash).await {
-                    Ok(Some(used)) => return self.after_approval(request_id, parts, body, &used),
+                    Ok(Some(used)) => return self.after_approval(parts, body, &used),
                     Ok(None) => {
-                        return Err(self.refuse(
-                            request_id,
-                            parts,
-                            approval_refusal(a, &rec.id, RefusalCode::ApprovalUsed, format!("approval {} was already used by an identical request", rec.id)),
+                        return Err(approval_refusal(
+                            a,
+                            &rec.id,
+                            RefusalCode::ApprovalUsed,
+                            format!("approval {} was already used by an identical request", rec.id),
                         ));
                     }
-                    Err(e) => return Err(self.refuse(request_id, parts, with_context(store_down(e), a))),
+                    Err(e) => return Err(with_context(store_down(e), a)),
                 },
                 ApprovalStatus::Denied => {
                     let why = current.decision_note.as_deref().unwrap_or("no reason given");
-                    return Err(self.refuse(
-                        request_id,
-                        parts,
-                        approval_refusal(a, &rec.id, RefusalCode::ApprovalDenied, format!("an admin denied approval request {}: {why}", rec.id)),
-                    ));
+                    return Err(approval_refusal(a, &rec.id, RefusalCode::ApprovalDenied, format!("an admin denied approval request {}: {why}", rec.id)));
                 }
                 ApprovalStatus::Used => {
-                    return Err(self.refuse(
-                        request_id,
-                        parts,
-                        approval_refusal(a, &rec.id, RefusalCode::ApprovalUsed, format!("approval {} was already used by an identical request", rec.id)),
+                    return Err(approval_refusal(
+                        a,
+                        &rec.id,
+                        RefusalCode::ApprovalUsed,
+                        format!("approval {} was already used by an identical request", rec.id),
                     ));
                 }
             }
@@ -855,18 +801,18 @@ impl Gateway {
 
     /// An approval for this exact request was consumed: authenticate again (the token may
     /// have been revoked while it waited) and decide again with `approved = true`.
-    fn after_approval(&self, request_id: &str, parts: &request::Parts, body: &[u8], rec: &ApprovalRecord) -> Result<Admitted, Response<ResBody>> {
+    fn after_approval(&self, parts: &request::Parts, body: &[u8], rec: &ApprovalRecord) -> Result<Admitted, Refusal> {
         let auth = self.authenticate(parts).map_err(|mut r| {
             r.approval_id = Some(rec.id.clone());
-            self.refuse(request_id, parts, r)
+            r
         })?;
         match self.decide(&auth, parts, Some(body), Some(&rec.id)) {
             Ok(a) => Ok(a),
-            Err(Stop::Refused(r)) => Err(self.refuse(request_id, parts, r)),
+            Err(Stop::Refused(r)) => Err(r),
             Err(Stop::NeedsApproval(p)) => {
                 let mut r = Refusal::new(RefusalCode::ApprovalRequired, format!("{} (still, after approval {})", p.reason, rec.id));
                 r.approval_id = Some(rec.id.clone());
-                Err(self.refuse(request_id, parts, with_context(r, &p.admitted)))
+                Err(with_context(r, &p.admitted))
             }
         }
     }
@@ -991,12 +937,6 @@ impl Gateway {
             }),
         });
         answer(request_id, &r)
-    }
-
-    /// A refusal after the decision record was written: recorded as the request's outcome.
-    fn refuse_admitted(&self, request_id: &str, a: &Admitted, started: Instant, r: Refusal) -> Response<ResBody> {
-        self.outcome(request_id, a, r.status.as_u16(), 0, started, r.code, 0);
-        answer(request_id, &with_context(r, a))
     }
 
     fn request_event(&self, request_id: &str, parts: &request::Parts, a: &Admitted) -> AuditEvent {
@@ -1265,6 +1205,81 @@ fn carries_task_token(s: &str) -> bool {
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The per-request context the phases fill in and [`Gateway::finish`] reads: how far the
+/// request got.
+struct RequestCx {
+    /// The request id (also its decision record's id).
+    id: String,
+    started: Instant,
+    /// The verified task and the upstream, once authenticated.
+    auth: Option<(Arc<TaskIdentity>, String)>,
+    /// The admitted request, once policy (or an approval) admitted it.
+    admitted: Option<Admitted>,
+    /// Whether its decision record is durable (then a refusal is its outcome).
+    recorded: bool,
+    /// Redactions so far (for an outcome written by `finish`).
+    masked: usize,
+}
+
+/// One request, one meaning, and the declared body length within the upstream's cap.
+fn check_one_meaning(up: &Upstream, parts: &request::Parts) -> Result<(), Refusal> {
+    if let Err(a) = up.classifier.one_meaning(&parts.method, &parts.headers, parts.uri.query()) {
+        let code = if matches!(a, crate::classify::Ambiguity::Method { .. }) { RefusalCode::MethodNotAllowed } else { RefusalCode::AmbiguousRequest };
+        return Err(Refusal::new(code, a.to_string()));
+    }
+    if let Some(len) = content_length(&parts.headers)
+        && len > up.max_body
+    {
+        return Err(Refusal::new(RefusalCode::BodyTooLarge, format!("request body of {len} bytes exceeds this upstream's limit of {} bytes", up.max_body)));
+    }
+    Ok(())
+}
+
+/// Step 12: strip hop-by-hop headers, mask echoes of the secret in headers, wrap the body
+/// in the streaming redactor, and refuse what cannot be inspected: a transfer-coding other
+/// than chunked (the body would reach the agent still encoded, its TE header gone with the
+/// hop-by-hop ones) or a content-coding other than identity. A non-canonical reason phrase
+/// is dropped: the status line is not redacted.
+fn redact_response(
+    masked_so_far: &mut usize,
+    parts: &request::Parts,
+    prepared: &Prepared,
+    response: Response<hyper::body::Incoming>,
+) -> Result<(http::response::Parts, ResBody, Arc<AtomicUsize>), Refusal> {
+    let (mut head, incoming) = response.into_parts();
+    head.extensions.remove::<hyper::ext::ReasonPhrase>();
+    let other_coding = head
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| v.to_str().map_or(true, |s| s.split(',').map(str::trim).any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked"))));
+    if other_coding {
+        return Err(Refusal::new(
+            RefusalCode::UpstreamEncodedResponse,
+            "the upstream sent a transfer-coding other than chunked; the body cannot be checked for secret echoes, so it is withheld",
+        ));
+    }
+    strip_hop_by_hop(&mut head.headers);
+    if let Some(n) = &prepared.needles {
+        *masked_so_far = n.redact_headers(&mut head.headers);
+    }
+    if let Some(enc) = head.headers.get(header::CONTENT_ENCODING) {
+        let may_have_body = parts.method != Method::HEAD && head.status != StatusCode::NO_CONTENT && head.status != StatusCode::NOT_MODIFIED;
+        if may_have_body && !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err(Refusal::new(
+                RefusalCode::UpstreamEncodedResponse,
+                "the upstream sent a compressed response although airlock asked for identity encoding; it cannot be checked for secret echoes, so it is withheld",
+            ));
+        }
+    }
+    let masked = Arc::new(AtomicUsize::new(*masked_so_far));
+    let body: ResBody = match &prepared.needles {
+        Some(n) => RedactBody::new(incoming, n.clone(), masked.clone()).map_err(Into::into).boxed_unsync(),
+        None => incoming.map_err(Into::into).boxed_unsync(),
+    };
+    Ok((head, body, masked))
 }
 
 fn with_context(mut r: Refusal, a: &Admitted) -> Refusal {
