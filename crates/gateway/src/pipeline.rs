@@ -1,13 +1,17 @@
 //! The request path, top to bottom: one agent request in, one answer out.
 //!
 //! ```text
-//! route → authenticate → environment binding → classify → decide → durable audit
-//!       → fetch secret, inject → forward → redact → audit outcome
+//! route → authenticate → environment binding → one meaning → read body → raw credentials
+//!       → lookup → classify → decide / approve → durable audit → fetch secret, inject
+//!       → forward → redact → MCP filter → audit outcome
 //! ```
 //!
-//! [`Gateway::handle`] is that path; read it first. [`Gateway::admit`] is its synchronous
-//! front half (everything up to the decision), which benchmarks call on its own. Helpers
-//! below them build the upstream request and the answers to the agent.
+//! [`Gateway::handle`] builds the request's context (`RequestCx`), runs `enforce` — those
+//! fixed phases, each returning a [`Refusal`] with `?`, in one function of about a page;
+//! read it first — and ends in `finish`, the one exit, which writes exactly one decision or
+//! outcome record per request id and builds the answer. [`Gateway::admit`] is the
+//! synchronous front half (everything up to the decision), which benchmarks call on its
+//! own. Helpers below them build the upstream request and the answers to the agent.
 //!
 //! This module must never forward on doubt (every failure before the upstream is a
 //! refusal), never let anything the agent sends choose the upstream host, never let the
