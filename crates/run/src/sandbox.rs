@@ -374,7 +374,11 @@ pub fn plan(inputs: &Inputs, abi: u8) -> Result<Plan, Error> {
     if let Some(home) = &inputs.agent_home {
         let c = std::fs::canonicalize(home).map_err(|e| Error::Sandbox(format!("--agent-home {}: {e}", home.display())))?;
         // Inside the state directory only under agents/; never holding a protected path.
-        let inside_state_ok = |p: &Protected| p.what == STATE_WHAT && c.starts_with(p.path.join(AGENT_HOMES)) && c != p.path.join(AGENT_HOMES);
+        // (Any protected entry naming the state directory itself counts: the default state
+        // directory, ~/.local/share/airlock, is also listed among the home's stores.)
+        let state = protected.iter().find(|p| p.what == STATE_WHAT).map(|p| p.path.clone());
+        let inside_state_ok =
+            |p: &Protected| state.as_ref().is_some_and(|st| p.path == *st) && c.starts_with(p.path.join(AGENT_HOMES)) && c != p.path.join(AGENT_HOMES);
         if let Some(p) = protected.iter().find(|p| p.path.starts_with(&c) || (p.no_inside && c.starts_with(&p.path) && !inside_state_ok(p))) {
             return Err(Error::Sandbox(format!(
                 "--agent-home {} would expose {} ({}); use a directory of its own (the default is <state dir>/{AGENT_HOMES}/<agent>/home)",
@@ -651,6 +655,16 @@ mod tests {
         let mut i = inputs(&t);
         i.agent_home = Some(t.root.join("state/agents/coder/home"));
         assert!(has(&plan(&i, 7).unwrap().spec, &t.root.join("state/agents/coder/home"), Access::ReadWrite));
+        // The default state directory, ~/.local/share/airlock, is also one of the home's
+        // protected stores: its agents/ part is still the agent home's place.
+        let default_state = t.root.join("home/.local/share/airlock");
+        std::fs::create_dir_all(default_state.join("agents/coder/home")).unwrap();
+        let mut d = inputs(&t);
+        d.protected = protected_paths(Some(&t.root.join("home")), &default_state);
+        d.agent_home = Some(default_state.join("agents/coder/home"));
+        assert!(has(&plan(&d, 7).unwrap().spec, &default_state.join("agents/coder/home"), Access::ReadWrite));
+        d.agent_home = Some(default_state.join("agents"));
+        assert!(plan(&d, 7).is_err());
         for bad in ["state", "state/agents", "home/.ssh", "home"] {
             i.agent_home = Some(t.root.join(bad));
             assert!(plan(&i, 7).unwrap_err().to_string().contains("--agent-home"), "{bad}");

@@ -580,3 +580,58 @@ fn an_airlock_binary_under_tmp_still_starts_the_sandbox() {
     assert!(r.stdout.contains("inside"), "{}", r.stderr);
     assert!(r.stderr.contains("network+pid+mount namespaces"), "{}", r.stderr);
 }
+
+/// The unprivileged path (a user namespace mapping the caller's uid, mount capability passed
+/// by the ambient set, the default state directory ~/.local/share/airlock): CI runs as root,
+/// so this test drops to an unprivileged uid with `setpriv` when it can. As a normal user
+/// every other test here already takes that path.
+#[test]
+fn an_unprivileged_user_gets_the_same_sandbox() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !rustix::process::getuid().is_root() {
+        // Not root: the rest of this file runs unprivileged already; check the mapping here.
+        let a = Agent::new();
+        let r = a.run(&[], "id -u; grep CapEff /proc/self/status").ok();
+        assert!(r.stdout.contains("CapEff:\t0000000000000000"), "{}", r.stdout);
+        return;
+    }
+    let home = tempfile::Builder::new().prefix("airlock-nobody-").tempdir_in("/var/tmp").unwrap();
+    let h = home.path();
+    std::fs::create_dir_all(h.join("ws")).unwrap();
+    std::fs::create_dir_all(h.join(".ssh")).unwrap();
+    std::fs::write(h.join(".ssh/id_ed25519"), "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    for p in [h.to_path_buf(), h.join("ws"), h.join(".ssh"), h.join(".ssh/id_ed25519")] {
+        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(h, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(env!("CARGO_BIN_EXE_airlock")).args(args);
+        c.current_dir(h.join("ws")).env_clear().env("HOME", h).env("PATH", "/usr/bin:/bin").env("LANG", "C.UTF-8");
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    let init = as_nobody(&["init"]);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let out = as_nobody(&[
+        "run",
+        "--env",
+        "staging",
+        "--grant",
+        "github:read",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "id -u; grep CapEff /proc/self/status; ls /proc | grep -c '^[0-9]'; cat {}/.ssh/id_ed25519; echo ssh=$?; echo t > /tmp/t && echo tmp-ok; touch $HOME/x && echo home=$HOME",
+            h.display()
+        ),
+    ]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("65534\n"), "the agent keeps the user's uid: {stdout}");
+    assert!(stdout.contains("CapEff:\t0000000000000000") && stdout.contains("ssh=1") && stdout.contains("tmp-ok"), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("home={}/.local/share/airlock/agents/sh/home", h.display())), "{stdout}");
+    assert!(stderr.contains("network+pid+mount namespaces"), "{stderr}");
+}
