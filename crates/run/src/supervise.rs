@@ -317,7 +317,11 @@ pub fn trampoline(spec: Option<&Spec>, supervisor: i32, argv: &[OsString]) -> (u
                         Err(e) => (EXIT_SANDBOX_FAILED, Some(Error::Signal(format!("cannot wait for the sandbox's init: {e}")))),
                     };
                 }
-                _ = signals.int.recv() => send(pid, Signal::INT),
+                // Like the supervisor: a Ctrl-C on the terminal reached the agent itself (same
+                // process group); passing it on again would make one Ctrl-C two or three. An
+                // interrupt from elsewhere goes to the init as SIGUSR1: inside its PID
+                // namespace the init cannot tell the terminal's SIGINT from ours.
+                _ = signals.int.recv() => if !sigint_from_terminal() { send(pid, Signal::USR1) },
                 _ = signals.term.recv() => send(pid, Signal::TERM),
                 _ = signals.hup.recv() => send(pid, Signal::HUP),
             }
@@ -426,10 +430,10 @@ pub fn init(spec: &Spec, argv: &[OsString]) -> (u8, Option<Error>) {
         Err(e) => return (EXIT_SANDBOX_FAILED, Some(e)),
     };
     rt.block_on(async {
-        let (mut signals, mut chld) = match (Signals::install(), signal(SignalKind::child())) {
-            (Ok(s), Ok(c)) => (s, c),
-            (Err(e), _) => return (EXIT_SANDBOX_FAILED, Some(e)),
-            (_, Err(e)) => return (EXIT_SANDBOX_FAILED, Some(Error::Signal(format!("cannot watch child processes: {e}")))),
+        let (mut signals, mut chld, mut usr1) = match (Signals::install(), signal(SignalKind::child()), signal(SignalKind::user_defined1())) {
+            (Ok(s), Ok(c), Ok(u)) => (s, c, u),
+            (Err(e), _, _) => return (EXIT_SANDBOX_FAILED, Some(e)),
+            (_, Err(e), _) | (_, _, Err(e)) => return (EXIT_SANDBOX_FAILED, Some(Error::Signal(format!("cannot watch signals: {e}")))),
         };
         let me = rustix::process::getpid().as_raw_nonzero().get().to_string();
         let child = match std::process::Command::new(&exe)
@@ -463,7 +467,10 @@ pub fn init(spec: &Spec, argv: &[OsString]) -> (u8, Option<Error>) {
             }
             tokio::select! {
                 _ = chld.recv() => {}
-                _ = signals.int.recv() => send(agent, Signal::INT),
+                // SIGINT reaching the init came from the terminal (the agent got it too);
+                // an interrupt to pass on arrives from the first stage as SIGUSR1.
+                _ = signals.int.recv() => {}
+                _ = usr1.recv() => send(agent, Signal::INT),
                 _ = signals.term.recv() => send(agent, Signal::TERM),
                 _ = signals.hup.recv() => send(agent, Signal::HUP),
             }

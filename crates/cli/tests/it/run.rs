@@ -635,3 +635,44 @@ fn an_unprivileged_user_gets_the_same_sandbox() {
     assert!(stdout.contains(&format!("home={}/.local/share/airlock/agents/sh/home", h.display())), "{stdout}");
     assert!(stderr.contains("network+pid+mount namespaces"), "{stderr}");
 }
+
+/// One Ctrl-C on the terminal is one SIGINT for the agent: the agent is in the terminal's
+/// foreground process group with airlock and its sandbox stages, so none of them may pass
+/// it on again (an agent that exits on a second Ctrl-C would otherwise exit on the first).
+#[test]
+fn one_ctrl_c_on_a_terminal_is_one_sigint() {
+    let a = Agent::new();
+    let script = format!(
+        r#"
+import os, pty, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ.update({{"AIRLOCK_HOME": {state:?}, "HOME": {home:?}}})
+    os.chdir({work:?})
+    os.execv({bin:?}, ["airlock", "run", "--env", "staging", "--grant", "github:read", "--network", "none", "--", "sh", "-c",
+        "trap 'echo got-INT' INT; echo ready; i=0; while [ $i -lt 40 ]; do sleep 0.1; i=$((i+1)); done; echo done"])
+buf = b""
+def read(until):
+    global buf
+    end = time.time() + 15
+    while time.time() < end and until not in buf:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                buf += os.read(fd, 4096)
+            except OSError:
+                return
+read(b"ready")
+os.write(fd, b"\x03")
+read(b"done")
+print("count", buf.count(b"got-INT"), "done", b"done" in buf)
+"#,
+        state = a.s.home().display().to_string(),
+        home = a.home().display().to_string(),
+        work = a.s.work().display().to_string(),
+        bin = env!("CARGO_BIN_EXE_airlock"),
+    );
+    let out = Command::new("python3").arg("-c").arg(&script).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("count 1 done True"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}
