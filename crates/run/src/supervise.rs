@@ -458,11 +458,13 @@ pub fn init(spec: &Spec, argv: &[OsString]) -> (u8, Option<Error>) {
         loop {
             // Reap everything that has ended; the agent's status ends the loop.
             loop {
-                match rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG) {
+                // `wait` is waitpid(-1): any child. (`waitpid(None)` is waitpid(0), this
+                // process group only — and an interactive shell moves into its own.)
+                match rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
                     Ok(Some((pid, st))) if pid == agent => return (status_code(st.exit_status(), st.terminating_signal()), None),
                     Ok(Some(_)) => continue,
                     Ok(None) => break,
-                    Err(_) => return (EXIT_SANDBOX_FAILED, Some(Error::Signal("the agent vanished".into()))),
+                    Err(e) => return (EXIT_SANDBOX_FAILED, Some(Error::Signal(format!("the agent vanished ({e})")))),
                 }
             }
             tokio::select! {

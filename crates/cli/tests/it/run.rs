@@ -676,3 +676,45 @@ print("count", buf.count(b"got-INT"), "done", b"done" in buf)
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("count 1 done True"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// An interactive shell with job control on a terminal (it moves itself into a process
+/// group of its own) runs, keeps its jobs, and its exit code comes back: the sandbox's init
+/// reaps any child, not only its own process group's (it reported "the agent vanished").
+#[test]
+fn an_interactive_shell_with_job_control_works_on_a_terminal() {
+    let a = Agent::new();
+    let script = format!(
+        r#"
+import os, pty, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ.update({{"AIRLOCK_HOME": {state:?}, "HOME": {home:?}, "PS1": "$ "}})
+    os.chdir({work:?})
+    os.execv({bin:?}, ["airlock", "run", "--env", "staging", "--grant", "github:read", "--network", "none", "--", "bash", "--norc", "-i"])
+buf = b""
+def read(until, secs=15):
+    global buf
+    end = time.time() + secs
+    while time.time() < end and until not in buf:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                buf += os.read(fd, 4096)
+            except OSError:
+                return
+read(b"$ ")
+os.write(fd, b"sleep 30 &\njobs; kill %1; echo marker-$((6*7)); exit 3\n")
+read(b"token is revoked")
+_, status = os.waitpid(pid, 0)
+print("exit", os.waitstatus_to_exitcode(status), "marker", b"marker-42" in buf, "running", b"Running" in buf)
+print(buf.decode(errors="replace")[-800:])
+"#,
+        state = a.s.home().display().to_string(),
+        home = a.home().display().to_string(),
+        work = a.s.work().display().to_string(),
+        bin = env!("CARGO_BIN_EXE_airlock"),
+    );
+    let out = Command::new("python3").arg("-c").arg(&script).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("exit 3 marker True running True"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}
