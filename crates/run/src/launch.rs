@@ -236,6 +236,33 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
         }
     }
 
+    // Tool managers that find their installation through $HOME (rustup's ~/.rustup behind
+    // the ~/.cargo/bin proxies, pyenv, nvm, volta, bun): the agent's $HOME is its own, so
+    // point them at the user's installation, read-only, when it is in use.
+    let mut manager_env: Vec<(String, String)> = Vec::new();
+    if let Some(home) = &req.user_home {
+        let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.clone());
+        const MANAGERS: [(&str, &str, &str); 5] = [
+            (".rustup", "RUSTUP_HOME", ".cargo/bin"),
+            (".pyenv", "PYENV_ROOT", ".pyenv"),
+            (".nvm", "NVM_DIR", ".nvm"),
+            (".volta", "VOLTA_HOME", ".volta"),
+            (".bun", "BUN_INSTALL", ".bun"),
+        ];
+        for (dir, var, trigger) in MANAGERS {
+            let root = home.join(dir);
+            let used = exec_roots.iter().any(|(r, _): &(PathBuf, String)| r.starts_with(home.join(trigger)) || home.join(trigger).starts_with(r));
+            if !used || !root.is_dir() || avoid.iter().any(|a| a.starts_with(&root)) {
+                continue;
+            }
+            if !exec_roots.iter().any(|(r, _)| root.starts_with(r)) {
+                opened.push(format!("{} (read-only: {var} for the tools on PATH)", root.display()));
+                exec_roots.push((root.clone(), format!("{var} of the tools on PATH")));
+            }
+            manager_env.push((var.to_owned(), root.display().to_string()));
+        }
+    }
+
     // The agent's home.
     let home_dir = req.agent_home.clone().unwrap_or_else(|| crate::home::default_home(&req.state, &req.agent));
     let agent_home = crate::home::ensure(&home_dir)?;
@@ -282,6 +309,7 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
     let mut plan = sandbox::plan(&inputs, abi)?;
     warnings.append(&mut plan.notes);
     let mut env = crate::home::env(&agent_home);
+    env.extend(manager_env);
     let mut private_tmp = None;
     if let Some(why) = &plan.private_tmp {
         let dir = tempfile::Builder::new().prefix("airlock-run-").tempdir().map_err(|e| Error::Sandbox(format!("cannot create a private temp dir: {e}")))?;
@@ -384,6 +412,47 @@ fn refused_path(line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// rustup's proxies in ~/.cargo/bin find their toolchains through $HOME/.rustup; the
+    /// agent's $HOME is its own, so RUSTUP_HOME points at the user's, opened read-only.
+    #[test]
+    fn tool_managers_found_through_home_are_pointed_at_the_users_installation() {
+        let d = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(d.path()).unwrap();
+        let home = root.join("home");
+        for p in ["home/.cargo/bin", "home/.rustup/toolchains", "ws", "state"] {
+            std::fs::create_dir_all(root.join(p)).unwrap();
+        }
+        std::fs::write(home.join(".cargo/credentials.toml"), "[registry]\ntoken = \"x\"\n").unwrap();
+        let req = Request {
+            agent: "coder".into(),
+            workspace: root.join("ws"),
+            cwd: root.join("ws"),
+            command: vec!["true".into()],
+            path_var: Some(std::env::join_paths([home.join(".cargo/bin"), PathBuf::from("/usr/bin"), PathBuf::from("/bin")]).unwrap()),
+            user_home: Some(home.clone()),
+            state: root.join("state"),
+            allow_read: vec![],
+            allow_write: vec![],
+            agent_home: None,
+            network: Network::None,
+            isolation: IsolationMode::Landlock,
+            gateway_addr: "127.0.0.1:7700".into(),
+            temp_dirs: vec![],
+        };
+        let p = match prepare(&req, Path::new("/nonexistent")) {
+            Ok(p) => p,
+            Err(e) => {
+                // Without Landlock nothing is planned; that is the only acceptable failure.
+                assert!(sandbox::probe().abi.is_none(), "{e}");
+                return;
+            }
+        };
+        assert!(p.env.iter().any(|(k, v)| k == "RUSTUP_HOME" && *v == home.join(".rustup").display().to_string()), "{:?}", p.env);
+        assert!(p.spec.rules.iter().any(|r| r.path == home.join(".rustup") && r.access == Access::ReadExec));
+        // ~/.cargo itself (with its credentials) stays closed: only its bin directory is open.
+        assert!(!p.spec.rules.iter().any(|r| home.join(".cargo/credentials.toml").starts_with(&r.path)), "{:?}", p.spec.rules);
+    }
 
     #[test]
     fn hint_names_the_flag_for_what_was_refused() {
