@@ -85,7 +85,7 @@ enum Command {
     Deny(cmd::approvals::DenyArgs),
     /// Replay the incident on loopback: an agent destroys production without airlock, and is stopped with it.
     Demo(cmd::demo::DemoArgs),
-    /// Start an agent with no secrets in reach: preflight scan, scrubbed environment, task token, Landlock sandbox, revocation on exit.
+    /// Start an agent with nothing in reach: preflight scan (files and git history), scrubbed environment, task token, its own network/PID/mount namespaces with only the gateway reachable, Landlock and seccomp, revocation on exit.
     Run(cmd::run::RunArgs),
     /// Find every secret an agent could read (hidden and gitignored files, git history, environments, home); --fix moves them into the vault.
     ///

@@ -47,7 +47,18 @@ pub enum IsolationArg {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    after_help = "Examples:
+  airlock upstream add anthropic --env staging --secret anthropic-staging   # once
+  airlock serve &                                                          # the gateway must answer
+  airlock run --env staging --grant anthropic:model -- claude
+  airlock run --env staging --grant github:read --network none -- bash
+  airlock run --env staging --grant github:read --allow-write ~/.cache/pip -- aider
+
+Exit codes: the agent's own; 5 when the preflight finds readable secrets; 2 for bad flags.
+What the sandbox blocks, with and without namespaces: docs/agents.md"
+)]
 pub struct RunArgs {
     /// The agent's name (default: the command's file name).
     #[arg(long)]
