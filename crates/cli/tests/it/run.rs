@@ -636,21 +636,18 @@ fn an_unprivileged_user_gets_the_same_sandbox() {
     assert!(stderr.contains("network+pid+mount namespaces"), "{stderr}");
 }
 
-/// One Ctrl-C on the terminal is one SIGINT for the agent: the agent is in the terminal's
-/// foreground process group with airlock and its sandbox stages, so none of them may pass
-/// it on again (an agent that exits on a second Ctrl-C would otherwise exit on the first).
-#[test]
-fn one_ctrl_c_on_a_terminal_is_one_sigint() {
-    let a = Agent::new();
+/// Run `airlock run --env staging --grant github:read --network none -- <agent>` on a real
+/// pseudo-terminal (Python's `pty`), drive it with `steps` (Python statements using
+/// `read(until)`, `os.write(fd, …)` and `buf`), and return what the steps print.
+fn on_a_terminal(a: &Agent, agent: &[&str], steps: &str) -> String {
     let script = format!(
         r#"
 import os, pty, time, select
 pid, fd = pty.fork()
 if pid == 0:
-    os.environ.update({{"AIRLOCK_HOME": {state:?}, "HOME": {home:?}}})
+    os.environ.update({{"AIRLOCK_HOME": {state:?}, "HOME": {home:?}, "PS1": "$ "}})
     os.chdir({work:?})
-    os.execv({bin:?}, ["airlock", "run", "--env", "staging", "--grant", "github:read", "--network", "none", "--", "sh", "-c",
-        "trap 'echo got-INT' INT; echo ready; i=0; while [ $i -lt 40 ]; do sleep 0.1; i=$((i+1)); done; echo done"])
+    os.execv({bin:?}, ["airlock", "run", "--env", "staging", "--grant", "github:read", "--network", "none", "--"] + {agent})
 buf = b""
 def read(until):
     global buf
@@ -662,19 +659,31 @@ def read(until):
                 buf += os.read(fd, 4096)
             except OSError:
                 return
-read(b"ready")
-os.write(fd, b"\x03")
-read(b"done")
-print("count", buf.count(b"got-INT"), "done", b"done" in buf)
+{steps}
 "#,
         state = a.s.home().display().to_string(),
         home = a.home().display().to_string(),
         work = a.s.work().display().to_string(),
         bin = env!("CARGO_BIN_EXE_airlock"),
+        agent = serde_json::to_string(agent).unwrap(),
     );
     let out = Command::new("python3").arg("-c").arg(&script).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("count 1 done True"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// One Ctrl-C on the terminal is one SIGINT for the agent: the agent is in the terminal's
+/// foreground process group with airlock and its sandbox stages, so none of them may pass
+/// it on again (an agent that exits on a second Ctrl-C would otherwise exit on the first).
+#[test]
+fn one_ctrl_c_on_a_terminal_is_one_sigint() {
+    let a = Agent::new();
+    let agent = ["sh", "-c", "trap 'echo got-INT' INT; echo ready; i=0; while [ $i -lt 40 ]; do sleep 0.1; i=$((i+1)); done; echo done"];
+    let out = on_a_terminal(
+        &a,
+        &agent,
+        "read(b\"ready\")\nos.write(fd, b\"\\x03\")\nread(b\"done\")\nprint(\"count\", buf.count(b\"got-INT\"), \"done\", b\"done\" in buf)",
+    );
+    assert!(out.contains("count 1 done True"), "{out}");
 }
 
 /// An interactive shell with job control on a terminal (it moves itself into a process
@@ -683,38 +692,12 @@ print("count", buf.count(b"got-INT"), "done", b"done" in buf)
 #[test]
 fn an_interactive_shell_with_job_control_works_on_a_terminal() {
     let a = Agent::new();
-    let script = format!(
-        r#"
-import os, pty, time, select
-pid, fd = pty.fork()
-if pid == 0:
-    os.environ.update({{"AIRLOCK_HOME": {state:?}, "HOME": {home:?}, "PS1": "$ "}})
-    os.chdir({work:?})
-    os.execv({bin:?}, ["airlock", "run", "--env", "staging", "--grant", "github:read", "--network", "none", "--", "bash", "--norc", "-i"])
-buf = b""
-def read(until, secs=15):
-    global buf
-    end = time.time() + secs
-    while time.time() < end and until not in buf:
-        r, _, _ = select.select([fd], [], [], 0.1)
-        if r:
-            try:
-                buf += os.read(fd, 4096)
-            except OSError:
-                return
-read(b"$ ")
+    let steps = r#"read(b"$ ")
 os.write(fd, b"sleep 30 &\njobs; kill %1; echo marker-$((6*7)); exit 3\n")
 read(b"token is revoked")
 _, status = os.waitpid(pid, 0)
 print("exit", os.waitstatus_to_exitcode(status), "marker", b"marker-42" in buf, "running", b"Running" in buf)
-print(buf.decode(errors="replace")[-800:])
-"#,
-        state = a.s.home().display().to_string(),
-        home = a.home().display().to_string(),
-        work = a.s.work().display().to_string(),
-        bin = env!("CARGO_BIN_EXE_airlock"),
-    );
-    let out = Command::new("python3").arg("-c").arg(&script).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("exit 3 marker True running True"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+print(buf.decode(errors="replace")[-800:])"#;
+    let out = on_a_terminal(&a, &["bash", "--norc", "-i"], steps);
+    assert!(out.starts_with("exit 3 marker True running True"), "{out}");
 }
