@@ -155,7 +155,10 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
     let gateway_port = port_of(&req.gateway_addr)?;
 
     // The network, by mode and by what the kernel gave us.
-    let mut iso = Isolation { seccomp: true, pid_ns: ns, private_tmp: ns, ..Default::default() };
+    // A private /tmp and /dev/shm, unless the workspace *is* one of them (a fresh tmpfs would
+    // hide the very files the agent is to work on).
+    let private_tmp = ns && !sandbox::FRESH_MOUNTS.iter().any(|m| req.workspace == Path::new(m));
+    let mut iso = Isolation { seccomp: true, pid_ns: ns, private_tmp, ..Default::default() };
     let mut connect_tcp = None;
     match (req.network, ns) {
         (Network::None, true) => iso.net_ns = true,
@@ -304,7 +307,7 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
         allow_write: req.allow_write.clone(),
         exec_roots,
         agent_home: Some(agent_home.clone()),
-        fresh_tmp: ns,
+        fresh_tmp: private_tmp,
     };
     let mut plan = sandbox::plan(&inputs, abi)?;
     warnings.append(&mut plan.notes);
