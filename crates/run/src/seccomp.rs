@@ -6,7 +6,7 @@
 //! permission error); nothing is killed.
 //!
 //! Refused, and why:
-//! * `socket()` for every family but IPv4/IPv6 stream sockets and netlink: no Unix-domain
+//! * `socket()` for every family but IPv4/IPv6 TCP sockets and netlink: no Unix-domain
 //!   sockets (ssh-agent, Docker, D-Bus listen on pathname sockets Landlock cannot hide), no
 //!   UDP, no raw or packet sockets, no vsock to a hypervisor. `socketpair()` stays (pipes
 //!   between a program's own processes hold nothing);
@@ -73,6 +73,14 @@ fn socket_rules(allow_udp: bool) -> Result<Vec<SeccompRule>, Error> {
             }
             v.push(rule(vec![cond(0, Op::Eq, domain)?, cond(1, Op::MaskedEq(0xf), t)?])?);
         }
+        // A stream socket that is not TCP (SCTP, MPTCP): Landlock's port rules are about
+        // TCP, so without the network namespace these would reach any port.
+        v.push(rule(vec![
+            cond(0, Op::Eq, domain)?,
+            cond(1, Op::MaskedEq(0xf), SOCK_STREAM)?,
+            cond(2, Op::Ne, 0)?,
+            cond(2, Op::Ne, libc::IPPROTO_TCP as u64)?,
+        ])?);
     }
     const _: () = assert!(SOCK_STREAM == 1);
     Ok(v)
@@ -171,6 +179,9 @@ mod tests {
                 socket(AddressFamily::INET, SocketType::RAW, None).err(),
                 socket(AddressFamily::PACKET, SocketType::RAW, None).err(),
                 socket(AddressFamily::INET, SocketType::STREAM, None).map(|_| ()),
+                socket(AddressFamily::INET, SocketType::STREAM, Some(rustix::net::ipproto::TCP)).map(|_| ()),
+                socket(AddressFamily::INET, SocketType::STREAM, Some(rustix::net::ipproto::SCTP)).err(),
+                socket(AddressFamily::INET6, SocketType::STREAM, Some(rustix::net::ipproto::MPTCP)).err(),
                 rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, rustix::net::SocketFlags::CLOEXEC, None).map(|_| ()),
                 std::thread::spawn(|| 7).join().unwrap(), // threads still start (clone3 → clone)
             )
@@ -185,7 +196,10 @@ mod tests {
         assert_eq!(r.4, eperm, "packet");
         r.5.unwrap();
         r.6.unwrap();
-        assert_eq!(r.7, 7);
+        assert_eq!(r.7, eperm, "sctp");
+        assert_eq!(r.8, eperm, "mptcp");
+        r.9.unwrap();
+        assert_eq!(r.10, 7);
         // This thread is not filtered.
         assert!(socket(AddressFamily::UNIX, SocketType::STREAM, None).is_ok());
     }
