@@ -101,19 +101,22 @@ impl RefusalCode {
             _ => Self::TokenInvalid,
         }
     }
+}
 
-    /// The code for a policy denial (`expired` is the token's expiry); anything unknown is
-    /// `policy_denied`.
-    pub fn for_policy(code: Option<&str>) -> Self {
-        match code {
-            Some("expired") => Self::TokenExpired,
-            Some(c) => match Self::parse(c) {
-                Some(
-                    c @ (Self::CrossEnvironment | Self::NotGranted | Self::BackupSeparation | Self::PolicyDenied | Self::PolicyError | Self::ApprovalRequired),
-                ) => c,
-                _ => Self::PolicyDenied,
-            },
-            None => Self::PolicyDenied,
+/// The answer to a policy denial: its code, one to one (`expired` is the token's expiry).
+impl From<airlock_policy::DenyCode> for RefusalCode {
+    fn from(c: airlock_policy::DenyCode) -> Self {
+        use airlock_policy::DenyCode as D;
+        match c {
+            D::CrossEnvironment => Self::CrossEnvironment,
+            D::NotGranted => Self::NotGranted,
+            D::BackupSeparation => Self::BackupSeparation,
+            D::ApprovalRequired => Self::ApprovalRequired,
+            D::PolicyDenied => Self::PolicyDenied,
+            D::PolicyError => Self::PolicyError,
+            D::Expired => Self::TokenExpired,
+            // A code this build does not know yet: still a denial.
+            _ => Self::PolicyDenied,
         }
     }
 }
@@ -167,7 +170,7 @@ mod tests {
         }
         assert_eq!(RefusalCode::for_token("token_malformed"), RefusalCode::TokenInvalid);
         assert_eq!(RefusalCode::for_token("token_revoked"), RefusalCode::TokenRevoked);
-        assert_eq!(RefusalCode::for_policy(Some("not_granted")), RefusalCode::NotGranted);
-        assert_eq!(RefusalCode::for_policy(Some("nonsense")), RefusalCode::PolicyDenied);
+        assert_eq!(RefusalCode::from(airlock_policy::DenyCode::NotGranted), RefusalCode::NotGranted);
+        assert_eq!(RefusalCode::from(airlock_policy::DenyCode::Expired), RefusalCode::TokenExpired);
     }
 }

@@ -462,7 +462,7 @@ impl Gateway {
         let token = crate::token_place::find_token(&parts.headers, route.query, &[&up.injection]).ok_or_else(|| {
             with_upstream(Refusal::new(RefusalCode::MissingToken, format!("no task token: send it in {TOKEN_HEADER} or where {}'s API key goes", up.name)))
         })?;
-        let task = self.verifier.verify(&token).map_err(|e| with_upstream(Refusal::new(RefusalCode::for_token(e.code), e.message)))?;
+        let task = self.verifier.verify(&token).map_err(|e| with_upstream(Refusal::new(e.code, e.message)))?;
         let now = unix_now();
         if task.expires_at <= now {
             let mut r = with_upstream(Refusal::new(RefusalCode::TokenExpired, "the task token has expired; start a new task"));
@@ -555,9 +555,9 @@ impl Gateway {
         match decision {
             Decision::Allow { .. } => Ok(admitted(allowed_by)),
             Decision::NeedsApproval { reason, policies } => Err(Stop::NeedsApproval(Box::new(NeedsApproval { admitted: admitted(policies), reason }))),
-            denied => {
-                let mut r = refusal(Refusal::new(RefusalCode::for_policy(denied.code()), denied.reason().unwrap_or("denied by policy").to_owned()));
-                r.policies = denied.policies().to_vec();
+            Decision::Deny { code, reason, policies } => {
+                let mut r = refusal(Refusal::new(RefusalCode::from(code), reason));
+                r.policies = policies;
                 r.operation = Some(operation.name.clone());
                 r.approval_id = approval.map(str::to_owned);
                 Err(Stop::Refused(r))
@@ -1156,24 +1156,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// What an approval record names as its operation: the one operation, or every operation
-/// of a batch in order (`volumeDelete + backupDelete`), within 512 characters.
+/// of a batch in order (`volumeDelete + backupDelete`), cut after about 480 characters with
+/// how many more there are.
 fn operations_shown(ops: &[crate::classify::Operation]) -> String {
-    let mut names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
-    if names.len() > 1 {
-        let total = names.len();
-        let mut s = String::new();
-        for (i, n) in names.drain(..).enumerate() {
-            let sep = if i == 0 { "" } else { " + " };
-            if s.len() + sep.len() + n.len() > 480 {
-                s.push_str(&format!(" + {} more", total - i));
-                break;
-            }
-            s.push_str(sep);
-            s.push_str(n);
+    let mut s = String::new();
+    for (i, o) in ops.iter().enumerate() {
+        if i > 0 && s.len() + 3 + o.name.len() > 480 {
+            s.push_str(&format!(" + {} more", ops.len() - i));
+            break;
         }
-        return s;
+        if i > 0 {
+            s.push_str(" + ");
+        }
+        s.push_str(&o.name);
     }
-    names.first().map(|n| (*n).to_owned()).unwrap_or_default()
+    s
 }
 
 /// The resources of a batch's operations, in order (`vol-prod-db, bkp-prod-db-1`); `None`
@@ -1190,21 +1187,15 @@ fn resources_shown(ops: &[crate::classify::Operation]) -> Option<String> {
 /// Whether `s`, or its percent-decoding, holds something shaped like a task token: `alk_`
 /// at the start of a word followed by at least 32 token characters.
 fn carries_task_token(s: &str) -> bool {
-    fn scan(s: &str) -> bool {
-        let b = s.as_bytes();
-        let mut from = 0;
-        while let Some(i) = s[from..].find("alk_").map(|i| i + from) {
-            let starts_word = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
-            let run = b[i + 4..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_' || **c == b'-' || **c == b'=').count();
-            if starts_word && run >= 32 {
-                return true;
-            }
-            from = i + 4;
-        }
-        false
+    // Case-insensitive and without allocating: this runs on every forwarded header.
+    fn scan(b: &[u8]) -> bool {
+        (0..b.len().saturating_sub(3)).any(|i| {
+            b[i..i + 4].eq_ignore_ascii_case(b"alk_")
+                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+                && b[i + 4..].iter().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'=')).count() >= 32
+        })
     }
-    let lower = s.to_ascii_lowercase();
-    scan(&lower) || (lower.contains('%') && scan(&percent_decode_str(&lower).decode_utf8_lossy()))
+    scan(s.as_bytes()) || (s.contains('%') && scan(&percent_decode_str(s).collect::<Vec<u8>>()))
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {

@@ -20,11 +20,12 @@ use zeroize::Zeroizing;
 /// This is `airlock_token::VerifiedTask`; fakes in tests build it directly.
 pub type TaskIdentity = airlock_token::VerifiedTask;
 
-/// Why a token was refused, with a stable code (`token_invalid`, `token_expired`, `token_revoked`…).
+/// Why a token was refused, with the code the agent is answered with (`token_invalid`,
+/// `token_expired`, `token_revoked`…).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRejection {
-    /// Stable machine-readable code.
-    pub code: &'static str,
+    /// The answer's code.
+    pub code: crate::codes::RefusalCode,
     /// Human-readable reason (never contains the token).
     pub message: String,
 }
@@ -133,14 +134,8 @@ impl SecretCache {
 /// The real verifier: Biscuit signature, expiry, attenuation and revocation checks, cached.
 impl TokenVerifier for airlock_token::Verifier {
     fn verify(&self, token: &str) -> Result<Arc<TaskIdentity>, TokenRejection> {
-        airlock_token::Verifier::verify(self, token).map_err(|e| {
-            let code = match e.code() {
-                // A malformed token is, to the agent, simply not a valid token.
-                "token_malformed" => "token_invalid",
-                other => other,
-            };
-            TokenRejection { code, message: e.to_string() }
-        })
+        airlock_token::Verifier::verify(self, token)
+            .map_err(|e| TokenRejection { code: crate::codes::RefusalCode::for_token(e.code()), message: e.to_string() })
     }
 }
 
