@@ -154,15 +154,14 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
     };
     let gateway_port = port_of(&req.gateway_addr)?;
 
-    // The network, by mode and by what the kernel gave us.
     // A private /tmp and /dev/shm, unless the workspace *is* one of them (a fresh tmpfs would
     // hide the very files the agent is to work on).
     let private_tmp = ns && !sandbox::FRESH_MOUNTS.iter().any(|m| req.workspace == Path::new(m));
     let mut iso = Isolation { seccomp: true, pid_ns: ns, private_tmp, ..Default::default() };
+    // The network, by mode and by what the kernel gave us.
     let mut connect_tcp = None;
     match (req.network, ns) {
-        (Network::None, true) => iso.net_ns = true,
-        (Network::GatewayOnly, true) => iso.net_ns = true,
+        (Network::None | Network::GatewayOnly, true) => iso.net_ns = true,
         (Network::Open, _) => iso.allow_udp = true,
         (Network::None, false) => connect_tcp = Some(vec![]),
         (Network::GatewayOnly, false) => connect_tcp = Some(vec![gateway_port]),
@@ -190,6 +189,7 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
     };
 
     // What must stay hidden.
+    let user_home: Option<PathBuf> = req.user_home.as_deref().map(|h| std::fs::canonicalize(h).unwrap_or_else(|_| h.to_path_buf()));
     let mut protected = sandbox::protected_paths(req.user_home.as_deref(), &req.state);
     protected.extend(sandbox::system_secrets());
     let avoid: Vec<PathBuf> = protected.iter().filter(|p| p.no_inside).map(|p| p.path.clone()).collect();
@@ -209,11 +209,10 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
         }
     }
     // PATH directories under the user's home (the agent's tools), where that is safe.
-    if let (Some(path), Some(home)) = (&req.path_var, &req.user_home) {
-        let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.clone());
+    if let (Some(path), Some(home)) = (&req.path_var, &user_home) {
         for d in std::env::split_paths(path) {
             let Ok(c) = std::fs::canonicalize(&d) else { continue };
-            if !c.starts_with(&home) || c == home || exec_roots.iter().any(|(r, _): &(PathBuf, String)| c.starts_with(r)) {
+            if !c.starts_with(home) || c == *home || exec_roots.iter().any(|(r, _): &(PathBuf, String)| c.starts_with(r)) {
                 continue;
             }
             if avoid.iter().any(|a| a.starts_with(&c) || c.starts_with(a)) {
@@ -224,7 +223,7 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
             // (~/.pyenv/shims → ~/.pyenv/libexec, ~/.pyenv/versions): open the root when
             // that exposes nothing, else the directory alone.
             let root = match c.file_name().and_then(|n| n.to_str()) {
-                Some("bin" | "sbin" | "shims") => c.parent().filter(|p| *p != home && !avoid.iter().any(|a| a.starts_with(p))).map(Path::to_path_buf),
+                Some("bin" | "sbin" | "shims") => c.parent().filter(|p| p != home && !avoid.iter().any(|a| a.starts_with(p))).map(Path::to_path_buf),
                 _ => None,
             };
             let (dir, why) = match root {
@@ -243,8 +242,7 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
     // the ~/.cargo/bin proxies, pyenv, nvm, volta, bun): the agent's $HOME is its own, so
     // point them at the user's installation, read-only, when it is in use.
     let mut manager_env: Vec<(String, String)> = Vec::new();
-    if let Some(home) = &req.user_home {
-        let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.clone());
+    if let Some(home) = &user_home {
         const MANAGERS: [(&str, &str, &str); 5] = [
             (".rustup", "RUSTUP_HOME", ".cargo/bin"),
             (".pyenv", "PYENV_ROOT", ".pyenv"),
@@ -280,15 +278,13 @@ pub fn prepare(req: &Request, exe: &Path) -> Result<Prepared, Error> {
     let populated = crate::home::populate(&agent_home, req.user_home.as_deref(), &req.allow_read, &is_store)?;
 
     // --allow-read of files under the user's home are served from the agent home's copies.
-    let allow_read: Vec<PathBuf> = match &req.user_home {
-        Some(h) => {
-            let h = std::fs::canonicalize(h).unwrap_or_else(|_| h.clone());
-            req.allow_read
-                .iter()
-                .filter(|p| !(std::fs::canonicalize(p).is_ok_and(|c| c.starts_with(&h) && c.is_file() && is_store(&c).is_none())))
-                .cloned()
-                .collect()
-        }
+    let allow_read: Vec<PathBuf> = match &user_home {
+        Some(h) => req
+            .allow_read
+            .iter()
+            .filter(|p| !(std::fs::canonicalize(p).is_ok_and(|c| c.starts_with(h) && c.is_file() && is_store(&c).is_none())))
+            .cloned()
+            .collect(),
         None => req.allow_read.clone(),
     };
     for p in &req.allow_read {

@@ -264,12 +264,6 @@ fn exposes<'a>(g: &Path, protected: &'a [Protected]) -> Option<&'a Protected> {
     protected.iter().find(|p| p.path.starts_with(g) || (p.no_inside && g.starts_with(&p.path)))
 }
 
-/// For writes: any protected path at all that `g` lies inside (even `$HOME` itself, whose
-/// project directories may be read but whose dotfiles steer the user's next shell).
-fn exposes_strictly<'a>(g: &Path, protected: &'a [Protected]) -> Option<&'a Protected> {
-    protected.iter().find(|p| g == p.path)
-}
-
 /// The entries of `dir` to grant instead of `dir` itself, leaving out every protected path
 /// inside it (recursing into directories that contain one). Depth-limited: a protected path
 /// nested deeper than that drops its whole branch.
@@ -344,7 +338,7 @@ pub fn plan(inputs: &Inputs, abi: u8) -> Result<Plan, Error> {
 
     for a in &inputs.allow_write {
         let c = std::fs::canonicalize(a).map_err(|e| Error::Sandbox(format!("--allow-write {}: {e}", a.display())))?;
-        if let Some(p) = exposes(&c, protected).or_else(|| exposes_strictly(&c, protected)) {
+        if let Some(p) = exposes(&c, protected) {
             return Err(Error::Sandbox(format!(
                 "--allow-write {} would let the agent {} {} ({}); allow a directory that holds no credentials (a tool cache such as ~/.cache/pip)",
                 a.display(),

@@ -356,8 +356,9 @@ pub fn apply_and_exec(spec: &Spec, init: i32, argv: &[OsString]) -> (u8, Option<
     if rustix::process::getppid().map(Pid::as_raw_nonzero).map(|p| p.get()) != Some(init) {
         return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox("the sandbox's init is gone; not starting the agent".into())));
     }
-    // Capabilities were dropped by the init (bounding set included), but an unprivileged
-    // exec in a user namespace could still start with some: drop again, here too.
+    // The init dropped every capability (bounding and ambient sets included), so this exec
+    // started with none; dropping again verifies it right before Landlock, where a mistake
+    // in the init would otherwise go unnoticed.
     if let Err(e) = crate::isolate::drop_all_capabilities() {
         return (EXIT_SANDBOX_FAILED, Some(Error::Sandbox(e.to_string())));
     }
