@@ -82,41 +82,33 @@ fn cloud_and_sandbox() -> (tokio::runtime::Runtime, airlock_fixture::RunningFixt
     (rt, fixture, s, ca)
 }
 
+/// The fixture cloud as upstream `railway-staging` (and, with `production`, as
+/// `railway-production`), each with its vault secret: the config file and the agent port.
+fn railway_config(s: &Sandbox, fixture: &airlock_fixture::RunningFixture, ca: &std::path::Path, production: bool) -> (std::path::PathBuf, u16) {
+    let (listen, admin) = (free_port(), free_port());
+    let base = format!("https://127.0.0.1:{}", fixture.addr.port());
+    let upstream = |name: &str, env: &str, secret: &str| {
+        format!(
+            "\n[[upstream]]\nname = \"{name}\"\nbase_url = \"{base}\"\nenvironment = \"{env}\"\nsecret = \"{secret}\"\ninject = {{ header = \"Authorization\", format = \"Bearer {{secret}}\" }}\nca_file = \"{}\"\n",
+            ca.display()
+        )
+    };
+    s.run_stdin(&["secret", "add", "railway-staging-token", "--env", "staging", "--upstream", "railway-staging"], UPSTREAM_TOKEN).ok();
+    let mut text = format!("[gateway]\nlisten = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n");
+    text += &upstream("railway-staging", "staging", "railway-staging-token");
+    if production {
+        s.run_stdin(&["secret", "add", "railway-prod-token", "--env", "production", "--upstream", "railway-production"], "prod-token-never-used").ok();
+        text += &upstream("railway-production", "production", "railway-prod-token");
+    }
+    let cfg = s.dir.path().join("airlock.toml");
+    std::fs::write(&cfg, text).unwrap();
+    (cfg, listen)
+}
+
 #[test]
 fn serve_injects_only_when_policy_allows() {
     let (_rt, fixture, s, ca) = cloud_and_sandbox();
-    s.run_stdin(&["secret", "add", "railway-staging-token", "--env", "staging", "--upstream", "railway-staging"], UPSTREAM_TOKEN).ok();
-    s.run_stdin(&["secret", "add", "railway-prod-token", "--env", "production", "--upstream", "railway-production"], "prod-token-never-used").ok();
-    let (listen, admin) = (free_port(), free_port());
-    let cfg = s.dir.path().join("airlock.toml");
-    let base = format!("https://127.0.0.1:{}", fixture.addr.port());
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[gateway]
-listen = "127.0.0.1:{listen}"
-admin_listen = "127.0.0.1:{admin}"
-
-[[upstream]]
-name = "railway-staging"
-base_url = "{base}"
-environment = "staging"
-secret = "railway-staging-token"
-inject = {{ header = "Authorization", format = "Bearer {{secret}}" }}
-ca_file = "{ca}"
-
-[[upstream]]
-name = "railway-production"
-base_url = "{base}"
-environment = "production"
-secret = "railway-prod-token"
-inject = {{ header = "Authorization", format = "Bearer {{secret}}" }}
-ca_file = "{ca}"
-"#,
-            ca = ca.display()
-        ),
-    )
-    .unwrap();
+    let (cfg, listen) = railway_config(&s, &fixture, &ca, true);
     let gw = Gateway::start(&s, &cfg, listen);
 
     let token =
@@ -414,18 +406,7 @@ fn serve_model_preset_streams_through_with_the_task_token() {
 #[test]
 fn kill_9_under_load_loses_no_record_of_a_forwarded_request() {
     let (_rt, fixture, s, ca) = cloud_and_sandbox();
-    s.run_stdin(&["secret", "add", "railway-staging-token", "--env", "staging", "--upstream", "railway-staging"], UPSTREAM_TOKEN).ok();
-    let (listen, admin) = (free_port(), free_port());
-    let cfg = s.dir.path().join("airlock.toml");
-    let base = format!("https://127.0.0.1:{}", fixture.addr.port());
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\n[[upstream]]\nname = \"railway-staging\"\nbase_url = \"{base}\"\nenvironment = \"staging\"\nsecret = \"railway-staging-token\"\ninject = {{ header = \"Authorization\", format = \"Bearer {{secret}}\" }}\nca_file = \"{}\"\n",
-            ca.display()
-        ),
-    )
-    .unwrap();
+    let (cfg, listen) = railway_config(&s, &fixture, &ca, false);
     let mut start = s.cmd(&["task", "start", "--agent", "coder", "--env", "staging", "--grant", "railway-staging:write", "--ttl", "10m"]);
     start.env("AIRLOCK_CONFIG", &cfg);
     let token = s.run_with(start, None).ok().stdout.trim().to_owned();
