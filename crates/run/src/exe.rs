@@ -136,8 +136,7 @@ pub fn resolve(program: &OsStr, path_var: Option<&OsStr>, cwd: &Path, system: &[
                 out.roots.retain(|(r, _)| !r.starts_with(&root));
                 out.roots.push((root.clone(), format!("{kind} of {via}")));
             }
-            if kind == "Python virtual environment"
-                && let Some(base) = venv_base(&root)
+            if let Some(base) = venv_base(&root)
                 && !is_system(&base, system)
                 && !out.roots.iter().any(|(r, _)| base.starts_with(r))
             {
